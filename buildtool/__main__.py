@@ -1,0 +1,5 @@
+import sys
+
+from buildtool.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""Every kind of failure buildtool reports, each with its exit code.
+
+The CLI is the only place that turns these into exit codes and messages; library code raises them.
+A message says what is wrong, where (file and line, variant) and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in an input file, 1-based line, for messages and GitHub annotations."""
+
+    file: Path
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else str(self.file)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input: what, where, which variant, and the fix."""
+
+    message: str
+    location: Location | None = None
+    variant: str | None = None
+    hint: str | None = None
+
+    def render(self) -> str:
+        head = f"{self.location}: " if self.location else ""
+        who = f"[{self.variant}] " if self.variant else ""
+        tail = f"\n  fix: {self.hint}" if self.hint else ""
+        return f"{head}{who}{self.message}{tail}"
+
+
+class BuildtoolError(Exception):
+    """Base class. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, problems: Problem | Iterable[Problem]) -> None:
+        self.problems: tuple[Problem, ...] = (problems,) if isinstance(problems, Problem) else tuple(problems)
+        super().__init__("\n".join(p.render() for p in self.problems))
+
+
+class ConfigError(BuildtoolError):
+    """matrix.yaml (or a template it names) is malformed: bad YAML, types, unknown keys, names."""
+
+    exit_code = 2
+
+
+class PolicyError(BuildtoolError):
+    """The input is well formed but would break in production (CUDA/torch mismatch, nvidia/cuda...)."""
+
+    exit_code = 2
+
+
+class TemplateError(BuildtoolError):
+    """A Jinja2 template is missing, does not parse, or uses an undefined variable."""
+
+    exit_code = 2
+
+
+class SelectionError(BuildtoolError):
+    """--select matched no variant."""
+
+    exit_code = 2
+
+
+class GitError(BuildtoolError):
+    """The commit to label and tag images with could not be determined."""
+
+    exit_code = 2
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """'Perhaps you meant 'x'?' for the closest of `choices`, or None."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"Perhaps you meant '{close[0]}'?" if close else None

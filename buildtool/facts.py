@@ -1,0 +1,139 @@
+"""Facts about torch wheels, CUDA, cuDNN, GPU archs and base-image tags, kept as data with sources.
+
+Policy code reads these tables; it never hard-codes a version. To support a new torch release, add a
+row to TORCH_BUILDS (with where the numbers come from) and the golden tests show what changes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TorchBuild:
+    """What one torch wheel (public version + local tag) was built with."""
+
+    torch: str  # public version, e.g. "2.11.0"
+    local: str  # local tag, e.g. "cu130"
+    cuda: str | None  # CUDA major.minor, None for CPU wheels
+    cudnn: str | None  # cuDNN major.minor the wheel is built against
+    archs: tuple[str, ...]  # compute capabilities with cubins, e.g. ("8.0", "9.0")
+    ptx: tuple[str, ...]  # compute capabilities shipped as PTX (JIT to newer GPUs)
+    source: str
+
+
+TORCH_BUILDS: tuple[TorchBuild, ...] = (
+    TorchBuild(
+        "2.11.0",
+        "cu130",
+        "13.0",
+        "9.19",
+        ("7.5", "8.0", "8.6", "9.0", "10.0", "12.0"),
+        (),
+        "measured: torch._C._cuda_getArchFlags() of the torch==2.11.0 PyPI wheel (+cu130) printed "
+        "'sm_75 sm_80 sm_86 sm_90 sm_100 sm_120' (no compute_* entry: no PTX), cudnn.version() 91900",
+    ),
+    TorchBuild(
+        "2.9.1",
+        "cu130",
+        "13.0",
+        "9.13",
+        ("7.5", "8.0", "8.6", "9.0", "10.0", "12.0"),
+        ("12.0",),
+        "pytorch/pytorch .ci/manywheel/build_cuda.sh for CUDA 13.0; not measured here",
+    ),
+    TorchBuild(
+        "2.4.0",
+        "cu124",
+        "12.4",
+        "9.1",
+        ("5.0", "6.0", "7.0", "7.5", "8.0", "8.6", "9.0"),
+        (),
+        "pytorch/pytorch release/2.4 .ci/manywheel/build_cuda.sh (CUDA 12.4); cuDNN from the "
+        "wheel's nvidia-cudnn-cu12==9.1.0.70 requirement; not measured here",
+    ),
+    TorchBuild(
+        "2.11.0",
+        "cpu",
+        None,
+        None,
+        (),
+        (),
+        "CPU wheel: no CUDA kernels",
+    ),
+)
+
+# Which FlashAttention major versions a GPU arch can run. FA3 is Hopper-only (wgmma/TMA); FA2 needs
+# Ampere or newer. Source: Dao-AILab/flash-attention README; RunPod GPU selection matrix (seeds).
+FLASH_ATTENTION_BY_ARCH: dict[str, tuple[int, ...]] = {
+    "sm_80": (2,),
+    "sm_86": (2,),
+    "sm_89": (2,),
+    "sm_90": (2, 3),
+}
+
+# Lowest NVIDIA driver that runs each CUDA major.minor without the compat package.
+# Source: NVIDIA CUDA Toolkit release notes, table 3 (minimum driver for minor version compat).
+DRIVER_FLOOR_BY_CUDA: dict[str, str] = {
+    "12.4": "550.54",
+    "12.6": "560.28",
+    "12.8": "570.26",
+    "13.0": "580.65",
+}
+
+# What a base image's tag says about itself. Each pattern names the catalogue field it cross-checks.
+# runpod/pytorch old scheme: 2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04 (leading version = torch);
+# runpod/pytorch new scheme: <release>-cu1300-torch291-ubuntu2404 (leading version = RunPod release).
+TAG_FACTS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("cuda", re.compile(r"(?:^|-)cuda(?P<major>\d+)\.(?P<minor>\d+)(?:\.\d+)?(?:-|$)")),
+    ("cuda", re.compile(r"(?:^|-)cu(?P<major>\d{2})(?P<minor>\d)\d(?:-|$)")),
+    ("torch", re.compile(r"(?:^|-)torch(?P<major>\d)(?P<minor>\d+)(?P<patch>\d)(?:-|$)")),
+    ("python", re.compile(r"(?:^|-)py(?P<major>\d)\.(?P<minor>\d+)(?:-|$)")),
+    ("cudnn", re.compile(r"(?:^|-)cudnn(?P<major>\d+)(?:-|$)")),
+)
+# Repositories whose tag starts with the torch version unless a torchNNN token says otherwise.
+TORCH_LEADING_TAG_REPOSITORIES = ("runpod/pytorch", "pytorch/pytorch")
+LEADING_VERSION = re.compile(r"^(?P<version>\d+\.\d+\.\d+)(?:-|$)")
+
+
+def find_torch_build(torch: str, local: str) -> TorchBuild | None:
+    for build in TORCH_BUILDS:
+        if build.torch == torch and build.local == local:
+            return build
+    return None
+
+
+def cuda_of_local_tag(local: str) -> str | None:
+    """'cu130' -> '13.0', 'cu124' -> '12.4', 'cpu' -> None. Raises ValueError for anything else."""
+    if local == "cpu":
+        return None
+    match = re.fullmatch(r"cu(\d+)(\d)", local)
+    if not match:
+        raise ValueError(f"'{local}' is not a CUDA (cuXYZ) or CPU local tag")
+    return f"{int(match.group(1))}.{match.group(2)}"
+
+
+def arch_number(arch: str) -> tuple[int, int]:
+    """'sm_90' -> (9, 0); 'sm_100' -> (10, 0); '8.6' -> (8, 6)."""
+    if arch.startswith("sm_"):
+        digits = arch[3:].rstrip("a")
+        return int(digits[:-1]), int(digits[-1])
+    major, minor = arch.split(".")
+    return int(major), int(minor)
+
+
+def wheel_covers_arch(build: TorchBuild, arch: str) -> bool:
+    """Whether the wheel runs on `arch`: a cubin of the same major and lower-or-equal minor
+    (CUDA binary compatibility), or PTX of a lower-or-equal capability (JIT)."""
+    major, minor = arch_number(arch)
+    for cubin in build.archs:
+        c_major, c_minor = arch_number(cubin)
+        if c_major == major and c_minor <= minor:
+            return True
+    return any(arch_number(p) <= (major, minor) for p in build.ptx)
+
+
+def arch_list(build: TorchBuild) -> str:
+    """TORCH_CUDA_ARCH_LIST notation: '7.5;8.0;9.0+PTX'."""
+    return ";".join(a + ("+PTX" if a in build.ptx else "") for a in build.archs)

@@ -1,0 +1,595 @@
+"""Load and validate matrix.yaml into frozen dataclasses, keeping line numbers for messages.
+
+Validation here is about form (types, unknown keys, names that resolve). Whether a well-formed
+matrix is safe to ship is policy.py's business.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from buildtool.errors import ConfigError, Location, Problem, did_you_mean
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # bake target names allow no dots
+SCHEMA_VERSION = 1
+ImageKind = Literal["runtime", "serverless-worker"]
+IMAGE_KINDS: tuple[str, ...] = ("runtime", "serverless-worker")
+ModelSource = Literal["baked", "volume"]
+
+
+@dataclass(frozen=True)
+class Base:
+    name: str
+    ref: str
+    tier: int
+    cuda: str | None  # major.minor; None for CPU-only bases
+    cudnn: int | None
+    torch: str | None  # "2.11.0+cu130"; None when the base ships no torch
+    python: str
+    cuda_compat: bool  # ships /usr/local/cuda/compat (needs the LD_LIBRARY_PATH fix)
+    built_on: str | None  # for Tier 3: the catalogue base it overlays
+    location: Location = field(compare=False)
+    field_lines: Mapping[str, int] = field(compare=False, default_factory=dict)
+
+    @property
+    def repository(self) -> str:
+        return split_reference(self.ref)[0]
+
+    @property
+    def tag(self) -> str:
+        return split_reference(self.ref)[1]
+
+    def where(self, key: str) -> Location:
+        return Location(self.location.file, self.field_lines.get(key, self.location.line))
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    runpod_id: str
+    arch: str
+    flash_attention: int | None
+    location: Location = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    source: ModelSource
+    size_gb: float
+    volume_path: str | None
+    location: Location = field(compare=False)
+
+
+@dataclass(frozen=True)
+class SmokeSettings:
+    sample_input: str  # JSON text, passed to the handler as job["input"]
+    output_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    template: Path  # directory holding Dockerfile.j2 and the build context files
+    kind: ImageKind
+    version: str
+    description: str
+    args: tuple[tuple[str, str], ...]
+    handler: str | None  # serverless workers: the handler module, relative to the template dir
+    model: Model | None
+    smoke: SmokeSettings | None
+    location: Location = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One entry of matrix.include / matrix.exclude (GitHub Actions semantics)."""
+
+    values: tuple[tuple[str, str], ...]
+    gpus: tuple[str, ...] | None
+    location: Location = field(compare=False)
+
+
+@dataclass(frozen=True)
+class MatrixAxes:
+    image: tuple[str, ...]
+    base: tuple[str, ...]
+    gpus: tuple[str, ...] | None  # None: every GPU of the table
+    include: tuple[Combination, ...]
+    exclude: tuple[Combination, ...]
+    location: Location = field(compare=False)
+    gpus_location: Location | None = field(compare=False, default=None)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    what: str
+    reason: str
+    location: Location = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Policy:
+    allowed_tiers: tuple[int, ...]
+    tier3_registries: tuple[str, ...]
+    refused_repositories: tuple[Refusal, ...]
+    refused_archs: tuple[Refusal, ...]
+    max_baked_model_gb: float
+    model_loaders: tuple[str, ...]  # call names that load a model (handler AST check)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    source_url: str
+    registry: str
+    default_variant: str | None
+    bases: tuple[Base, ...]
+    gpus: tuple[Gpu, ...]
+    images: tuple[Image, ...]
+    axes: MatrixAxes
+    policy: Policy
+
+    def base(self, name: str) -> Base:
+        return next(b for b in self.bases if b.name == name)
+
+    def image(self, name: str) -> Image:
+        return next(i for i in self.images if i.name == name)
+
+    def gpu(self, name: str) -> Gpu:
+        return next(g for g in self.gpus if g.name == name)
+
+
+def split_reference(ref: str) -> tuple[str, str]:
+    """'runpod/pytorch:2.4.0-py3.11' -> ('runpod/pytorch', '2.4.0-py3.11'); no tag -> 'latest'.
+    Docker Hub library images get no 'library/' prefix (users write them without)."""
+    ref = ref.split("@", 1)[0]
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    if colon > slash:
+        return ref[:colon], ref[colon + 1 :]
+    return ref, "latest"
+
+
+# --- YAML with positions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """A YAML value with the line it starts on (1-based)."""
+
+    value: Any  # dict[str, Node] | list[Node] | scalar
+    line: int
+
+
+def _to_nodes(node: yaml.Node, path: Path, constructor: yaml.constructor.SafeConstructor) -> Node:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            key = constructor.construct_object(key_node)
+            if not isinstance(key, str):
+                raise ConfigError(
+                    Problem(
+                        f"key {key!r} is not a string",
+                        Location(path, key_node.start_mark.line + 1),
+                        hint="quote it",
+                    )
+                )
+            if key in out:
+                raise ConfigError(
+                    Problem(
+                        f"duplicate key '{key}' (first on line {out[key].line})",
+                        Location(path, key_node.start_mark.line + 1),
+                        hint="remove one of them",
+                    )
+                )
+            out[key] = _to_nodes(value_node, path, constructor)
+        return Node(out, line)
+    if isinstance(node, yaml.SequenceNode):
+        return Node([_to_nodes(child, path, constructor) for child in node.value], line)
+    return Node(constructor.construct_object(node), line)
+
+
+def parse_yaml(text: str, path: Path) -> Node:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            Problem(f"malformed YAML: {problem}", Location(path, line), hint="fix the YAML syntax")
+        ) from None
+    if root is None:
+        raise ConfigError(Problem("the file is empty", Location(path, 1), hint="see README.md"))
+    constructor = yaml.constructor.SafeConstructor()
+    try:
+        return _to_nodes(root, path, constructor)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(Problem(f"malformed YAML: {exc}", Location(path, line))) from None
+
+
+# --- typed reading ---------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Reader:
+    """Reads typed values out of Nodes; every failure names file, line and key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def at(self, node: Node) -> Location:
+        return Location(self.path, node.line)
+
+    def fail(self, node: Node, message: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(Problem(message, self.at(node), hint=hint))
+
+    def mapping(
+        self, node: Node, what: str, required: Sequence[str], optional: Sequence[str]
+    ) -> dict[str, Node]:
+        if not isinstance(node.value, dict):
+            raise self.fail(node, f"{what} must be a mapping, not {_kind(node.value)}")
+        allowed = [*required, *optional]
+        for key, child in node.value.items():
+            if key not in allowed:
+                hint = did_you_mean(key, allowed) or f"allowed keys: {', '.join(allowed)}"
+                raise self.fail(child, f"unknown key '{key}' in {what}", hint)
+        for key in required:
+            if key not in node.value:
+                raise self.fail(node, f"{what} is missing the required key '{key}'")
+        return dict(node.value)
+
+    def scalar(self, node: Node, kind: type[T], what: str) -> T:
+        value = node.value
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+            # "13.0" written unquoted is a float; accept it as the text the user wrote.
+            raise self.fail(node, f'{what} must be a string; write it quoted: "{value}"')
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(node, f"{what} must be {kind.__name__}, not {_kind(value)}")
+        return value
+
+    def optional(self, node: Node | None, kind: type[T], what: str) -> T | None:
+        if node is None or node.value is None:
+            return None
+        return self.scalar(node, kind, what)
+
+    def sequence(self, node: Node, what: str) -> list[Node]:
+        if not isinstance(node.value, list):
+            raise self.fail(node, f"{what} must be a list, not {_kind(node.value)}")
+        return list(node.value)
+
+    def strings(self, node: Node, what: str) -> tuple[str, ...]:
+        return tuple(self.scalar(n, str, f"an entry of {what}") for n in self.sequence(node, what))
+
+    def name(self, node: Node, what: str) -> str:
+        value = self.scalar(node, str, what)
+        if not NAME.match(value):
+            raise self.fail(
+                node,
+                f"{what} '{value}' is not a valid name",
+                "use lower-case letters, digits and '-' (no dots: buildx bake target names)",
+            )
+        return value
+
+    def unique(
+        self, items: Sequence[T], name_of: Callable[[T], str], line_of: Callable[[T], Location], what: str
+    ) -> None:
+        seen: dict[str, Location] = {}
+        for item in items:
+            name = name_of(item)
+            if name in seen:
+                raise ConfigError(
+                    Problem(
+                        f"duplicate {what} name '{name}' (first at {seen[name]})",
+                        line_of(item),
+                        hint="names must be unique",
+                    )
+                )
+            seen[name] = line_of(item)
+
+
+def _kind(value: object) -> str:
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "empty",
+    }.get(type(value), type(value).__name__)
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def _bases(r: Reader, node: Node) -> tuple[Base, ...]:
+    out = []
+    for entry in r.sequence(node, "bases"):
+        m = r.mapping(
+            entry,
+            "a base",
+            ["name", "ref", "tier", "python"],
+            ["cuda", "cudnn", "torch", "cuda_compat", "built_on"],
+        )
+        tier = r.scalar(m["tier"], int, "tier")
+        if tier not in (1, 2, 3):
+            raise r.fail(m["tier"], f"tier must be 1, 2 or 3, not {tier}")
+        out.append(
+            Base(
+                name=r.name(m["name"], "base name"),
+                ref=r.scalar(m["ref"], str, "ref"),
+                tier=tier,
+                cuda=r.optional(m.get("cuda"), str, "cuda"),
+                cudnn=r.optional(m.get("cudnn"), int, "cudnn"),
+                torch=r.optional(m.get("torch"), str, "torch"),
+                python=r.scalar(m["python"], str, "python"),
+                cuda_compat=bool(r.optional(m.get("cuda_compat"), bool, "cuda_compat")),
+                built_on=r.optional(m.get("built_on"), str, "built_on"),
+                location=r.at(entry),
+                field_lines={k: v.line for k, v in m.items()},
+            )
+        )
+    r.unique(out, lambda b: b.name, lambda b: b.location, "base")
+    return tuple(out)
+
+
+def _gpus(r: Reader, node: Node) -> tuple[Gpu, ...]:
+    out = []
+    for entry in r.sequence(node, "gpus"):
+        m = r.mapping(entry, "a GPU", ["name", "runpod_id", "arch"], ["flash_attention"])
+        arch = r.scalar(m["arch"], str, "arch")
+        if not re.fullmatch(r"sm_\d{2,3}a?", arch):
+            raise r.fail(m["arch"], f"arch '{arch}' is not of the form sm_XY", "e.g. sm_90")
+        fa = r.optional(m.get("flash_attention"), int, "flash_attention")
+        if fa not in (None, 2, 3):
+            raise r.fail(m["flash_attention"], f"flash_attention must be 2, 3 or empty, not {fa}")
+        out.append(
+            Gpu(
+                r.scalar(m["name"], str, "GPU name"),
+                r.scalar(m["runpod_id"], str, "runpod_id"),
+                arch,
+                fa,
+                r.at(entry),
+            )
+        )
+    r.unique(out, lambda g: g.name, lambda g: g.location, "GPU")
+    return tuple(out)
+
+
+def _images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
+    out = []
+    for entry in r.sequence(node, "images"):
+        m = r.mapping(
+            entry,
+            "an image",
+            ["name", "template", "kind", "version"],
+            ["description", "args", "handler", "model", "smoke"],
+        )
+        name = r.name(m["name"], "image name")
+        kind = r.scalar(m["kind"], str, "kind")
+        if kind not in IMAGE_KINDS:
+            raise r.fail(
+                m["kind"],
+                f"unknown image kind '{kind}'",
+                did_you_mean(kind, IMAGE_KINDS) or f"one of: {', '.join(IMAGE_KINDS)}",
+            )
+        template = root / r.scalar(m["template"], str, "template")
+        if not (template / "Dockerfile.j2").is_file():
+            raise r.fail(
+                m["template"],
+                f"image '{name}': no Dockerfile.j2 in {template}",
+                "create it, or point template at the directory that holds it",
+            )
+        args: list[tuple[str, str]] = []
+        if "args" in m:
+            arg_map = m["args"]
+            if not isinstance(arg_map.value, dict):
+                raise r.fail(arg_map, "args must be a mapping of build-arg name to value")
+            for key, value in arg_map.value.items():
+                args.append((key, r.scalar(value, str, f"args.{key}")))
+        handler = r.optional(m.get("handler"), str, "handler")
+        if kind == "serverless-worker" and handler is None:
+            raise r.fail(
+                entry,
+                f"image '{name}' is a serverless-worker but names no handler",
+                "add handler: handler.py",
+            )
+        if handler is not None and not (template / handler).is_file():
+            raise r.fail(m["handler"], f"image '{name}': handler {template / handler} does not exist")
+        out.append(
+            Image(
+                name=name,
+                template=template,
+                kind=kind,  # type: ignore[arg-type]
+                version=r.scalar(m["version"], str, "version"),
+                description=r.optional(m.get("description"), str, "description") or "",
+                args=tuple(sorted(args)),
+                handler=handler,
+                model=_model(r, m["model"]) if "model" in m else None,
+                smoke=_smoke(r, m["smoke"]) if "smoke" in m else None,
+                location=r.at(entry),
+            )
+        )
+    r.unique(out, lambda i: i.name, lambda i: i.location, "image")
+    return tuple(out)
+
+
+def _model(r: Reader, node: Node) -> Model:
+    m = r.mapping(node, "model", ["name", "source", "size_gb"], ["volume_path"])
+    source = r.scalar(m["source"], str, "model.source")
+    if source not in ("baked", "volume"):
+        raise r.fail(m["source"], f"model.source must be 'baked' or 'volume', not '{source}'")
+    volume_path = r.optional(m.get("volume_path"), str, "model.volume_path")
+    if source == "volume" and not volume_path:
+        raise r.fail(
+            node,
+            "model.source is 'volume' but no volume_path is given",
+            "add volume_path: /runpod-volume/models/<name>",
+        )
+    return Model(
+        r.scalar(m["name"], str, "model.name"),
+        source,  # type: ignore[arg-type]
+        r.scalar(m["size_gb"], float, "model.size_gb"),
+        volume_path,
+        r.at(node),
+    )
+
+
+def _smoke(r: Reader, node: Node) -> SmokeSettings:
+    import json
+
+    m = r.mapping(node, "smoke", ["input", "output_shape"], [])
+    raw = m["input"].value
+    if not isinstance(raw, dict):
+        raise r.fail(m["input"], "smoke.input must be a mapping (the job's input)")
+    shape = tuple(
+        r.scalar(n, int, "an entry of smoke.output_shape")
+        for n in r.sequence(m["output_shape"], "smoke.output_shape")
+    )
+    return SmokeSettings(json.dumps(_plain(m["input"]), sort_keys=True), shape)
+
+
+def _plain(node: Node) -> Any:
+    if isinstance(node.value, dict):
+        return {k: _plain(v) for k, v in node.value.items()}
+    if isinstance(node.value, list):
+        return [_plain(v) for v in node.value]
+    return node.value
+
+
+def _combinations(r: Reader, node: Node, what: str) -> tuple[Combination, ...]:
+    out = []
+    for entry in r.sequence(node, what):
+        m = r.mapping(entry, f"an entry of matrix.{what}", [], ["image", "base", "gpus"])
+        values = tuple((k, r.scalar(m[k], str, k)) for k in ("image", "base") if k in m)
+        gpus = r.strings(m["gpus"], "gpus") if "gpus" in m else None
+        if not values:
+            raise r.fail(entry, f"an entry of matrix.{what} names neither image nor base")
+        out.append(Combination(values, gpus, r.at(entry)))
+    return tuple(out)
+
+
+def _axes(r: Reader, node: Node) -> MatrixAxes:
+    m = r.mapping(node, "matrix", ["image", "base"], ["gpus", "include", "exclude"])
+    gpus_node = m.get("gpus")
+    gpus: tuple[str, ...] | None = None
+    if gpus_node is not None and gpus_node.value != "all":
+        gpus = r.strings(gpus_node, "matrix.gpus")
+    return MatrixAxes(
+        image=r.strings(m["image"], "matrix.image"),
+        base=r.strings(m["base"], "matrix.base"),
+        gpus=gpus,
+        include=_combinations(r, m["include"], "include") if "include" in m else (),
+        exclude=_combinations(r, m["exclude"], "exclude") if "exclude" in m else (),
+        location=r.at(node),
+        gpus_location=r.at(gpus_node) if gpus_node is not None else None,
+    )
+
+
+def _refusals(r: Reader, node: Node, what: str, key: str) -> tuple[Refusal, ...]:
+    out = []
+    for entry in r.sequence(node, what):
+        m = r.mapping(entry, f"an entry of policy.{what}", [key, "reason"], [])
+        out.append(Refusal(r.scalar(m[key], str, key), r.scalar(m["reason"], str, "reason"), r.at(entry)))
+    return tuple(out)
+
+
+def _policy(r: Reader, node: Node) -> Policy:
+    m = r.mapping(
+        node,
+        "policy",
+        ["allowed_tiers", "refused_repositories", "refused_archs"],
+        ["tier3_registries", "max_baked_model_gb", "model_loaders"],
+    )
+    tiers = tuple(
+        r.scalar(n, int, "an allowed tier") for n in r.sequence(m["allowed_tiers"], "allowed_tiers")
+    )
+    return Policy(
+        allowed_tiers=tiers,
+        tier3_registries=r.strings(m["tier3_registries"], "tier3_registries")
+        if "tier3_registries" in m
+        else ("ghcr.io",),
+        refused_repositories=_refusals(r, m["refused_repositories"], "refused_repositories", "repository"),
+        refused_archs=_refusals(r, m["refused_archs"], "refused_archs", "arch"),
+        max_baked_model_gb=r.optional(m.get("max_baked_model_gb"), float, "max_baked_model_gb") or 10.0,
+        model_loaders=r.strings(m["model_loaders"], "model_loaders") if "model_loaders" in m else (),
+    )
+
+
+def _check_names(r: Reader, matrix: Matrix) -> None:
+    """Every name the matrix axes use must exist in its catalogue."""
+    axes = matrix.axes
+    catalogues = {"image": [i.name for i in matrix.images], "base": [b.name for b in matrix.bases]}
+    gpu_names = [g.name for g in matrix.gpus]
+
+    def need(name: str, known: list[str], what: str, where: Location) -> None:
+        if name not in known:
+            hint = did_you_mean(name, known) or f"known {what}s: {', '.join(known)}"
+            raise ConfigError(Problem(f"unknown {what} '{name}'", where, hint=hint))
+
+    for axis in ("image", "base"):
+        for name in getattr(axes, axis):
+            need(name, catalogues[axis], axis, axes.location)
+    for gpu in axes.gpus or ():
+        need(gpu, gpu_names, "GPU", axes.gpus_location or axes.location)
+    for combo in (*axes.include, *axes.exclude):
+        for key, value in combo.values:
+            need(value, catalogues[key], key, combo.location)
+        for gpu in combo.gpus or ():
+            need(gpu, gpu_names, "GPU", combo.location)
+    for base in matrix.bases:
+        if base.built_on is not None:
+            need(base.built_on, catalogues["base"], "base", base.where("built_on"))
+
+
+def load_matrix(path: Path) -> Matrix:
+    """Read and validate matrix.yaml. Raises ConfigError with file and line on bad input."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            Problem(f"cannot read the matrix: {exc.strerror}", Location(path), hint="pass --matrix PATH")
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(Problem("the matrix is not UTF-8 text", Location(path))) from None
+    r = Reader(path)
+    root = r.mapping(
+        parse_yaml(text, path),
+        "the matrix file",
+        ["version", "source", "bases", "gpus", "images", "matrix", "policy"],
+        ["registry", "default_variant"],
+    )
+    version = r.scalar(root["version"], int, "version")
+    if version != SCHEMA_VERSION:
+        raise r.fail(
+            root["version"],
+            f"unsupported matrix version {version}",
+            f"this buildtool reads version {SCHEMA_VERSION}",
+        )
+    matrix = Matrix(
+        path=path,
+        source_url=r.scalar(root["source"], str, "source"),
+        registry=r.optional(root.get("registry"), str, "registry") or "localhost:5000",
+        default_variant=r.optional(root.get("default_variant"), str, "default_variant"),
+        bases=_bases(r, root["bases"]),
+        gpus=_gpus(r, root["gpus"]),
+        images=_images(r, root["images"], path.parent),
+        axes=_axes(r, root["matrix"]),
+        policy=_policy(r, root["policy"]),
+    )
+    _check_names(r, matrix)
+    return matrix

@@ -1,0 +1,67 @@
+"""The commit being built and the tag scheme derived from it, shared by render, build and release.
+
+Tag scheme, per variant `<image>-<base>` pushed to `<registry>/<image>`:
+  immutable  <registry>/<image>:<base>-<full git sha>        never overwritten with other content
+  moving     <registry>/<image>:<base>-latest                 moved after the immutable tags verify
+             <registry>/<image>:latest                        the matrix's default variant only
+  cache      <registry>/<image>:buildcache-<base>             BuildKit registry cache, mode=max
+A dirty worktree gets `<base>-<sha>-dirty` instead, which is mutable and never promoted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from buildtool.errors import GitError, Location, Problem
+
+
+@dataclass(frozen=True)
+class Revision:
+    sha: str
+    dirty: bool
+
+    @property
+    def tag_suffix(self) -> str:
+        return f"{self.sha}-dirty" if self.dirty else self.sha
+
+
+@dataclass(frozen=True)
+class VariantTags:
+    repository: str  # <registry>/<image>
+    immutable: str
+    moving: tuple[str, ...]
+    cache: str
+
+
+def current_revision(directory: Path) -> Revision:
+    """HEAD's full sha and whether the worktree has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(directory), *args], capture_output=True, text=True, check=True
+            )
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            raise GitError(
+                Problem(
+                    f"cannot read the git revision: {detail.strip()}",
+                    Location(directory),
+                    hint="run inside a git checkout with a commit, or pass --commit SHA",
+                )
+            ) from None
+        return done.stdout.strip()
+
+    sha = git("rev-parse", "--verify", "HEAD^{commit}")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return Revision(sha, dirty)
+
+
+def variant_tags(registry: str, image: str, base: str, revision: Revision, is_default: bool) -> VariantTags:
+    repository = f"{registry.rstrip('/')}/{image}"
+    moving = (f"{repository}:{base}-latest",) + ((f"{repository}:latest",) if is_default else ())
+    return VariantTags(
+        repository, f"{repository}:{base}-{revision.tag_suffix}", moving, f"{repository}:buildcache-{base}"
+    )

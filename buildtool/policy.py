@@ -1,0 +1,631 @@
+"""Rules that refuse what breaks in production. Each rule is a function returning Findings.
+
+Rules over the catalogue and the plan run before rendering (check_plan); rules over rendered
+Dockerfiles run on the rendered text before anything is written (check_dockerfile).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from dockerfile_parse import DockerfileParser
+from packaging.version import InvalidVersion, Version
+
+from buildtool import facts
+from buildtool.errors import Location, Problem, did_you_mean
+from buildtool.matrix import Base, Gpu, Matrix, Policy, split_reference
+from buildtool.plan import Plan, Variant
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: Severity
+    problem: Problem
+
+
+@dataclass(frozen=True)
+class RefusedGpu:
+    gpu: Gpu
+    reason: str
+
+
+@dataclass(frozen=True)
+class CheckedVariant:
+    """A variant that passed policy, with the GPU targets it is accepted for."""
+
+    variant: Variant
+    targets: tuple[Gpu, ...]
+    refused: tuple[RefusedGpu, ...]
+    torch_build: facts.TorchBuild
+
+    @property
+    def name(self) -> str:
+        return self.variant.name
+
+    @property
+    def flash_attention(self) -> tuple[int, ...]:
+        return tuple(sorted({g.flash_attention for g in self.targets if g.flash_attention}))
+
+    @property
+    def archs(self) -> tuple[str, ...]:
+        return tuple(sorted({g.arch for g in self.targets}, key=facts.arch_number))
+
+
+@dataclass(frozen=True)
+class CheckedPlan:
+    plan: Plan
+    variants: tuple[CheckedVariant, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == "warning")
+
+
+def _error(
+    rule: str, message: str, where: Location | None, hint: str | None = None, variant: str | None = None
+) -> Finding:
+    return Finding(rule, "error", Problem(message, where, variant, hint))
+
+
+# --- catalogue rules -------------------------------------------------------------------------
+
+
+def check_refused_repository(base: Base, policy: Policy) -> list[Finding]:
+    for refusal in policy.refused_repositories:
+        if base.repository == refusal.what:
+            return [
+                _error(
+                    "refused-repository",
+                    f"base '{base.name}' uses {base.ref}: {refusal.reason}",
+                    base.where("ref"),
+                    "build on a Tier-1 base such as runpod/pytorch, "
+                    "or pytorch/pytorch (Tier 2) with the same CUDA",
+                )
+            ]
+    return []
+
+
+def check_tier(base: Base, matrix: Matrix, variant: str | None = None) -> list[Finding]:
+    """Tier 1 passes; Tier 2 warns; Tier 3 only as a ghcr.io image overlaying a Tier 1/2 base."""
+    policy = matrix.policy
+    where = base.where("tier")
+    if base.tier not in policy.allowed_tiers:
+        allowed = ", ".join(map(str, policy.allowed_tiers))
+        return [
+            _error(
+                "tier",
+                f"base '{base.name}' is Tier {base.tier}; allowed tiers are {allowed}",
+                where,
+                "pick a Tier-1 base (RunPod caches them: 10-60 s pulls)",
+                variant,
+            )
+        ]
+    if base.tier == 2:
+        return [
+            Finding(
+                "tier",
+                "warning",
+                Problem(
+                    f"base '{base.name}' is Tier 2: pulls take 1-5 min on RunPod",
+                    where,
+                    variant,
+                    "use a Tier-1 runpod/pytorch base with the same CUDA and torch when one exists",
+                ),
+            )
+        ]
+    if base.tier == 3:
+        registry = base.ref.split("/", 1)[0]
+        if registry not in policy.tier3_registries:
+            return [
+                _error(
+                    "tier",
+                    f"Tier-3 base '{base.name}' ({base.ref}) is not under "
+                    f"{' or '.join(policy.tier3_registries)}: uncached images get stuck on pull",
+                    base.where("ref"),
+                    "push the custom image to ghcr.io",
+                    variant,
+                )
+            ]
+        under = matrix.base(base.built_on) if base.built_on else None
+        if under is None or under.tier > 2:
+            return [
+                _error(
+                    "tier",
+                    f"Tier-3 base '{base.name}' must overlay a Tier-1 or Tier-2 base",
+                    base.where("built_on"),
+                    "set built_on: to the catalogue base it is built FROM",
+                    variant,
+                )
+            ]
+    return []
+
+
+def _parse_torch(base: Base) -> tuple[Version, str] | Finding:
+    assert base.torch is not None
+    try:
+        version = Version(base.torch)
+    except InvalidVersion:
+        return _error(
+            "torch-cuda",
+            f"base '{base.name}': torch '{base.torch}' is not a version",
+            base.where("torch"),
+            "write it as the wheel's version, e.g. 2.11.0+cu130",
+        )
+    if version.local is None:
+        return _error(
+            "torch-cuda",
+            f"base '{base.name}': torch '{base.torch}' has no local tag "
+            "(+cu130, +cpu): the CUDA it needs is unknown",
+            base.where("torch"),
+            f"write {base.torch}+cu{(base.cuda or '').replace('.', '')}" if base.cuda else None,
+        )
+    return version, version.local
+
+
+def check_torch_cuda(base: Base) -> list[Finding]:
+    """The wheel's local tag must match the base's CUDA: +cu130 needs CUDA 13.0, +cpu none."""
+    if base.torch is None:
+        return []
+    parsed = _parse_torch(base)
+    if isinstance(parsed, Finding):
+        return [parsed]
+    version, local = parsed
+    try:
+        wheel_cuda = facts.cuda_of_local_tag(local)
+    except ValueError as exc:
+        return [_error("torch-cuda", f"base '{base.name}': {exc}", base.where("torch"))]
+    if wheel_cuda != base.cuda:
+        has = f"CUDA {base.cuda}" if base.cuda else "no CUDA"
+        wants = f"CUDA {wheel_cuda}" if wheel_cuda else "a CPU-only base"
+        fix = (
+            f"use torch {version.public}+cu{base.cuda.replace('.', '')}" if base.cuda else "use a +cpu wheel"
+        )
+        return [
+            _error(
+                "torch-cuda",
+                f"base '{base.name}' pairs torch {base.torch} (built for {wants}) "
+                f"with {has}: CUDA mismatch at run time",
+                base.where("torch"),
+                f"{fix}, or a base with {wants}",
+            )
+        ]
+    build = facts.find_torch_build(version.public, local)
+    if build and base.cudnn is not None and build.cudnn and build.cudnn.split(".")[0] != str(base.cudnn):
+        return [
+            _error(
+                "torch-cuda",
+                f"base '{base.name}' declares cuDNN {base.cudnn} but torch {base.torch} "
+                f"is built against cuDNN {build.cudnn}",
+                base.where("cudnn"),
+                f"set cudnn: {build.cudnn.split('.')[0]}",
+            )
+        ]
+    return []
+
+
+def tag_facts(ref: str) -> dict[str, str]:
+    """What a base reference's tag says: cuda, torch, python, cudnn (major[.minor[.patch]])."""
+    repository, tag = split_reference(ref)
+    found: dict[str, str] = {}
+    for field_name, pattern in facts.TAG_FACTS:
+        match = pattern.search(tag)
+        if match and field_name not in found:
+            found[field_name] = ".".join(str(int(g)) if field_name != "python" else g for g in match.groups())
+    if "torch" not in found and repository in facts.TORCH_LEADING_TAG_REPOSITORIES:
+        lead = facts.LEADING_VERSION.match(tag)
+        if lead:
+            found["torch"] = lead.group("version")
+    return found
+
+
+def check_tag_agrees(base: Base) -> list[Finding]:
+    """A catalogue entry that contradicts what its own tag says is an error."""
+    said = tag_facts(base.ref)
+    declared: dict[str, str | None] = {
+        "cuda": base.cuda,
+        "python": base.python,
+        "cudnn": str(base.cudnn) if base.cudnn is not None else None,
+        "torch": Version(base.torch).public if base.torch and _is_version(base.torch) else None,
+    }
+    out = []
+    for key, from_tag in said.items():
+        value = declared[key]
+        if value is not None and value != from_tag:
+            out.append(
+                _error(
+                    "tag",
+                    f"base '{base.name}' declares {key} {value} but its tag '{base.tag}' says {from_tag}",
+                    base.where(key),
+                    f'set {key}: "{from_tag}" or fix the ref',
+                )
+            )
+    return out
+
+
+def _is_version(text: str) -> bool:
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def check_gpu_flash_attention(gpu: Gpu) -> list[Finding]:
+    """FA3 only on sm_90; FA2 on sm_80/86/89 (and sm_90)."""
+    if gpu.flash_attention is None:
+        return []
+    supported = facts.FLASH_ATTENTION_BY_ARCH.get(gpu.arch, ())
+    if gpu.flash_attention not in supported:
+        can = f"FlashAttention {' or '.join(map(str, supported))}" if supported else "no FlashAttention"
+        return [
+            _error(
+                "flash-attention",
+                f"GPU '{gpu.name}' ({gpu.arch}) declares FlashAttention "
+                f"{gpu.flash_attention}, but {gpu.arch} runs {can}",
+                gpu.location,
+                f"set flash_attention: {max(supported)}" if supported else "remove flash_attention",
+            )
+        ]
+    return []
+
+
+# --- variant rules ---------------------------------------------------------------------------
+
+
+def gpu_refusal(gpu: Gpu, build: facts.TorchBuild, policy: Policy) -> str | None:
+    """Why `gpu` cannot be a target with this torch build, or None."""
+    for refusal in policy.refused_archs:
+        if gpu.arch == refusal.what:
+            return refusal.reason
+    if build.cuda is None:
+        return f"torch {build.torch}+{build.local} is a CPU wheel"
+    if not facts.wheel_covers_arch(build, gpu.arch):
+        return (
+            f"torch {build.torch}+{build.local} ships no kernels for {gpu.arch} "
+            f"(TORCH_CUDA_ARCH_LIST {facts.arch_list(build)})"
+        )
+    return None
+
+
+def check_variant(variant: Variant, policy: Policy) -> tuple[CheckedVariant | None, list[Finding]]:
+    base = variant.base
+    if base.torch is None:
+        return None, [
+            _error(
+                "torch-cuda",
+                f"base '{base.name}' ships no torch, which image '{variant.image.name}' needs",
+                variant.location,
+                "build it on a runpod/pytorch base",
+                variant.name,
+            )
+        ]
+    parsed = _parse_torch(base)
+    if isinstance(parsed, Finding):
+        return None, []  # reported by the catalogue rule
+    version, local = parsed
+    build = facts.find_torch_build(version.public, local)
+    if build is None:
+        known = [f"{b.torch}+{b.local}" for b in facts.TORCH_BUILDS]
+        return None, [
+            _error(
+                "facts",
+                f"no facts for torch {base.torch}: its arch list is unknown",
+                base.where("torch"),
+                (did_you_mean(base.torch, known) or "")
+                + " Add a row to buildtool/facts.py TORCH_BUILDS, with its source.",
+                variant.name,
+            )
+        ]
+    findings: list[Finding] = []
+    targets: list[Gpu] = []
+    refused: list[RefusedGpu] = []
+    for gpu in variant.gpus:
+        reason = gpu_refusal(gpu, build, policy)
+        if reason is None:
+            targets.append(gpu)
+            continue
+        refused.append(RefusedGpu(gpu, reason))
+        if variant.gpus_explicit:
+            findings.append(
+                _error(
+                    "arch",
+                    f"targets {gpu.name} ({gpu.arch}): {reason}",
+                    variant.gpus_location,
+                    f"remove {gpu.name} from this variant's gpus",
+                    variant.name,
+                )
+            )
+    if not targets and not findings:
+        findings.append(
+            _error(
+                "arch",
+                "no GPU target is left after refusals",
+                variant.location,
+                "target a GPU the torch wheel supports",
+                variant.name,
+            )
+        )
+    findings += check_model(variant, policy)
+    return CheckedVariant(variant, tuple(targets), tuple(refused), build), findings
+
+
+def check_model(variant: Variant, policy: Policy) -> list[Finding]:
+    """Bake weights only when small (<= 10 GB by default); bigger ones go on a network volume."""
+    model = variant.image.model
+    if model and model.source == "baked" and model.size_gb > policy.max_baked_model_gb:
+        return [
+            _error(
+                "model-size",
+                f"model '{model.name}' is {model.size_gb:g} GB, over the "
+                f"{policy.max_baked_model_gb:g} GB limit for baked weights",
+                model.location,
+                "set source: volume and volume_path: /runpod-volume/models/<name>",
+                variant.name,
+            )
+        ]
+    return []
+
+
+# --- serverless handler: model loaded at module level ----------------------------------------
+
+
+def _call_name(call: ast.Call) -> str:
+    parts = []
+    node: ast.expr = call.func
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def _is_loader(name: str, loaders: Iterable[str]) -> bool:
+    return any(name == loader or name.endswith("." + loader) for loader in loaders)
+
+
+def _calls(nodes: Iterable[ast.AST], *, into_defs: bool) -> Iterator[ast.Call]:
+    """Calls under `nodes`; without into_defs, function and class bodies are skipped."""
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        if not into_defs and isinstance(
+            node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda
+        ):
+            continue
+        if isinstance(node, ast.Call):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _handler_name(tree: ast.Module) -> str | None:
+    """The function passed as runpod.serverless.start({"handler": fn})."""
+    for call in _calls([tree], into_defs=True):
+        if _call_name(call).endswith("serverless.start") and call.args and isinstance(call.args[0], ast.Dict):
+            for key, value in zip(call.args[0].keys, call.args[0].values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "handler" and isinstance(value, ast.Name):
+                    return value.id
+    return None
+
+
+def check_handler(path: Path, loaders: tuple[str, ...], variant: str | None = None) -> list[Finding]:
+    """The handler module loads its model at module level, never inside the handler function
+    (seed pitfall: a model loaded per request means a cold start per request, and OOM)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as exc:
+        return [
+            _error(
+                "handler",
+                f"the handler does not parse: {exc.msg}",
+                Location(path, exc.lineno),
+                variant=variant,
+            )
+        ]
+    name = _handler_name(tree)
+    if name is None:
+        return [
+            _error(
+                "handler",
+                "the handler module never calls runpod.serverless.start({'handler': fn})",
+                Location(path, 1),
+                'end it with runpod.serverless.start({"handler": handler})',
+                variant,
+            )
+        ]
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    if name not in functions:
+        return [
+            _error(
+                "handler",
+                f"the handler '{name}' is not a module-level function",
+                Location(path, 1),
+                variant=variant,
+            )
+        ]
+
+    def reachable(start: Iterable[ast.Call]) -> Iterator[ast.Call]:
+        """Calls, following calls of this module's own functions (each once)."""
+        seen: set[str] = set()
+        queue = list(start)
+        while queue:
+            call = queue.pop()
+            yield call
+            callee = _call_name(call)
+            if callee in functions and callee not in seen:
+                seen.add(callee)
+                queue.extend(_calls(functions[callee].body, into_defs=True))
+
+    findings = []
+    for call in reachable(_calls(functions[name].body, into_defs=True)):
+        if _is_loader(_call_name(call), loaders):
+            findings.append(
+                _error(
+                    "handler",
+                    f"the handler '{name}' loads its model per request ({_call_name(call)}(...))",
+                    Location(path, call.lineno),
+                    "load the model once at module level (model = ... above "
+                    f"def {name}) and use it inside the handler",
+                    variant,
+                )
+            )
+    if not findings and not any(
+        _is_loader(_call_name(c), loaders) for c in reachable(_calls(tree.body, into_defs=False))
+    ):
+        findings.append(
+            _error(
+                "handler",
+                "the handler module loads no model at module level",
+                Location(path, 1),
+                f"call one of {', '.join(loaders)} at module level",
+                variant,
+            )
+        )
+    return findings
+
+
+# --- the whole plan --------------------------------------------------------------------------
+
+
+def check_plan(plan: Plan) -> CheckedPlan:
+    matrix = plan.matrix
+    findings: list[Finding] = []
+    for base in matrix.bases:
+        findings += check_refused_repository(base, matrix.policy)
+        findings += check_torch_cuda(base)
+        findings += check_tag_agrees(base)
+        if base.tier == 3:
+            findings += check_tier(base, matrix)
+    for gpu in matrix.gpus:
+        findings += check_gpu_flash_attention(gpu)
+    checked: list[CheckedVariant] = []
+    handlers_done: set[Path] = set()
+    for variant in plan.variants:
+        if variant.base.tier != 3:
+            findings += check_tier(variant.base, matrix, variant.name)
+        result, variant_findings = check_variant(variant, matrix.policy)
+        findings += variant_findings
+        if result is not None:
+            checked.append(result)
+        image = variant.image
+        if image.handler is not None and image.template / image.handler not in handlers_done:
+            handlers_done.add(image.template / image.handler)
+            findings += check_handler(
+                image.template / image.handler, matrix.policy.model_loaders, variant.name
+            )
+    return CheckedPlan(plan, tuple(checked), tuple(_unique(findings)))
+
+
+def _unique(findings: list[Finding]) -> list[Finding]:
+    """Tier warnings repeat per variant: keep one of each message and place. Errors stay one per
+    variant, so that each names the variant it stops."""
+    seen: set[tuple[str, Location | None, str | None]] = set()
+    out = []
+    for f in findings:
+        key = (f.problem.message, f.problem.location, f.problem.variant if f.severity == "error" else None)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+# --- rendered Dockerfiles --------------------------------------------------------------------
+
+_VAR = re.compile(
+    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[-+])(?P<word>[^}]*))?\}"
+    r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def _substitute(text: str, values: Mapping[str, str | None]) -> tuple[str, list[str]]:
+    missing: list[str] = []
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group("braced") or match.group("plain")
+        value = values.get(name)
+        op, word = match.group("op"), match.group("word")
+        if op == "-":
+            return value if value else word
+        if op == "+":
+            return word if value else ""
+        if value is None:
+            missing.append(name)
+            return ""
+        return value
+
+    return _VAR.sub(one, text), missing
+
+
+def check_dockerfile(
+    text: str, path: Path, variant: str, build_args: Mapping[str, str], matrix: Matrix
+) -> list[Finding]:
+    """Every FROM of every stage, after ARG defaults and build args, must name a catalogue base
+    (or an earlier stage) and never a refused repository such as nvidia/cuda."""
+    parser = DockerfileParser(fileobj=io.BytesIO(text.encode("utf-8")))
+    catalogue = {b.ref for b in matrix.bases}
+    args: dict[str, str | None] = {}
+    stages: set[str] = set()
+    seen_from = False
+    findings: list[Finding] = []
+    for instruction in parser.structure:
+        kind, value, line = instruction["instruction"], instruction["value"], instruction["startline"] + 1
+        where = Location(path, line)
+        if kind == "ARG" and not seen_from:
+            for token in value.split():
+                name, _, default = token.partition("=")
+                args[name] = build_args.get(name, default.strip("\"'") if "=" in token else None)
+            continue
+        if kind != "FROM":
+            continue
+        seen_from = True
+        words = [w for w in value.split() if not w.startswith("--")]
+        image, missing = _substitute(words[0], args) if words else ("", [])
+        if len(words) >= 3 and words[1].lower() == "as":
+            stages.add(words[2])
+        if missing:
+            findings.append(
+                _error(
+                    "dockerfile-from",
+                    f"FROM {words[0]} uses ${{{missing[0]}}}, which has no default and no build arg",
+                    where,
+                    f"give ARG {missing[0]} a default",
+                    variant,
+                )
+            )
+            continue
+        if image in stages or image == "scratch":
+            continue
+        repository = split_reference(image)[0]
+        refused = next((r for r in matrix.policy.refused_repositories if r.what == repository), None)
+        if refused is not None:
+            findings.append(
+                _error(
+                    "refused-repository",
+                    f"FROM {image}: {refused.reason}",
+                    where,
+                    "build FROM a catalogue base (runpod/pytorch, pytorch/pytorch)",
+                    variant,
+                )
+            )
+        elif image not in catalogue:
+            hint = did_you_mean(image, catalogue) or "add it to bases: in matrix.yaml with its tier"
+            findings.append(
+                _error(
+                    "dockerfile-from", f"FROM {image} is not a base of the catalogue", where, hint, variant
+                )
+            )
+    return findings

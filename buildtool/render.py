@@ -1,0 +1,274 @@
+"""Render Dockerfiles and build contexts from images/<name>/ templates, and one buildx bake file.
+
+Rendering happens in memory; rendered Dockerfiles go through policy.check_dockerfile; only then is
+anything written, and then atomically. Same matrix + commit + registry -> byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jinja2
+
+from buildtool import facts
+from buildtool.errors import Location, PolicyError, Problem, TemplateError
+from buildtool.naming import Revision, VariantTags, variant_tags
+from buildtool.policy import CheckedPlan, CheckedVariant, Finding, check_dockerfile
+
+LABEL_PREFIX = "org.runpod-images"
+SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
+SHARED_TEMPLATES = "_shared"
+PLATFORM = "linux/amd64"  # RunPod GPUs are x86-64 hosts
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str  # relative to the build directory, '/'-separated
+    content: bytes
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class RenderedVariant:
+    name: str
+    dockerfile: str
+    build_args: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]  # OCI labels passed by bake (commit-dependent)
+    tags: VariantTags
+    files: tuple[RenderedFile, ...]
+
+
+@dataclass(frozen=True)
+class Rendering:
+    variants: tuple[RenderedVariant, ...]
+    bake: str  # docker-bake.json text
+    revision: Revision
+    registry: str
+
+    def files(self) -> list[RenderedFile]:
+        out = [f for v in self.variants for f in v.files]
+        out.append(RenderedFile("docker-bake.json", self.bake.encode()))
+        return out
+
+
+def variant_labels(cv: CheckedVariant) -> dict[str, str]:
+    """Labels that describe what a variant is; stable per variant, so they live in the Dockerfile."""
+    base = cv.variant.base
+    return {
+        f"{LABEL_PREFIX}.variant": cv.name,
+        f"{LABEL_PREFIX}.image": cv.variant.image.name,
+        f"{LABEL_PREFIX}.torch": base.torch or "",
+        f"{LABEL_PREFIX}.cuda": base.cuda or "",
+        f"{LABEL_PREFIX}.cudnn": cv.torch_build.cudnn or "",
+        f"{LABEL_PREFIX}.python": base.python,
+        f"{LABEL_PREFIX}.archs": ",".join(cv.archs),
+        f"{LABEL_PREFIX}.gpus": ",".join(g.name for g in cv.targets),
+        f"{LABEL_PREFIX}.flash-attention": ",".join(str(v) for v in cv.flash_attention),
+        f"{LABEL_PREFIX}.driver-floor": facts.DRIVER_FLOOR_BY_CUDA.get(base.cuda or "", ""),
+    }
+
+
+def _template_context(cv: CheckedVariant) -> dict[str, Any]:
+    v = cv.variant
+    image = v.image
+    return {
+        "variant": {
+            "name": cv.name,
+            "archs": cv.archs,
+            "torch_cuda_arch_list": ";".join(".".join(map(str, facts.arch_number(a))) for a in cv.archs),
+            "flash_attention": cv.flash_attention,
+            "gpus": [g.name for g in cv.targets],
+        },
+        "base": {
+            "name": v.base.name,
+            "ref": v.base.ref,
+            "cuda": v.base.cuda,
+            "cudnn": v.base.cudnn,
+            "torch": v.base.torch,
+            "python": v.base.python,
+            "cuda_compat": v.base.cuda_compat,
+        },
+        "image": {
+            "name": image.name,
+            "kind": image.kind,
+            "version": image.version,
+            "args": dict(image.args),
+            "handler": image.handler,
+            "model": image.model,
+            "smoke": image.smoke,
+        },
+        "labels": variant_labels(cv),
+    }
+
+
+def _template_line(tb: TracebackType | None, filename: str) -> int | None:
+    """Jinja rewrites tracebacks so template frames carry the template's file and line."""
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _render_template(
+    env: jinja2.Environment, directory: Path, name: str, context: Mapping[str, Any], variant: str
+) -> str:
+    path = directory / name
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(
+            Problem(
+                f"template '{exc.name}' not found",
+                Location(path),
+                variant,
+                f"create it in {directory} or images/{SHARED_TEMPLATES}/",
+            )
+        ) from None
+    except jinja2.TemplateSyntaxError as exc:
+        where = Location(Path(exc.filename) if exc.filename else path, exc.lineno)
+        raise TemplateError(Problem(f"template syntax error: {exc.message}", where, variant)) from None
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(
+            Problem(
+                f"undefined template variable: {exc.message}",
+                Location(path, _template_line(exc.__traceback__, str(path))),
+                variant,
+                "variables are variant, base, image and labels; see README.md",
+            )
+        ) from None
+
+
+def _context_files(cv: CheckedVariant, context: Mapping[str, Any]) -> tuple[str, list[RenderedFile]]:
+    template_dir = cv.variant.image.template
+    # Templates see their own directory first, then images/_shared/ (macros every image uses).
+    loader = jinja2.ChoiceLoader(
+        [
+            jinja2.FileSystemLoader(str(template_dir)),
+            jinja2.FileSystemLoader(str(template_dir.parent / SHARED_TEMPLATES)),
+        ]
+    )
+    env = jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    dockerfile = _render_template(env, template_dir, "Dockerfile.j2", context, cv.name)
+    files = [RenderedFile(f"{cv.name}/Dockerfile", dockerfile.encode())]
+    for path in sorted(template_dir.rglob("*")):
+        relative = path.relative_to(template_dir)
+        if path.is_dir() or SKIPPED_NAMES & set(relative.parts) or path.suffix == ".pyc":
+            continue
+        if relative.as_posix() == "Dockerfile.j2":
+            continue
+        if path.suffix == ".j2":
+            text = _render_template(env, template_dir, relative.as_posix(), context, cv.name)
+            files.append(RenderedFile(f"{cv.name}/{relative.with_suffix('').as_posix()}", text.encode()))
+        else:
+            files.append(
+                RenderedFile(f"{cv.name}/{relative.as_posix()}", path.read_bytes(), os.access(path, os.X_OK))
+            )
+    return dockerfile, files
+
+
+def render(checked: CheckedPlan, revision: Revision, registry: str) -> Rendering:
+    """Render every variant of a policy-checked plan, in memory."""
+    matrix = checked.plan.matrix
+    rendered = []
+    for cv in checked.variants:
+        image = cv.variant.image
+        context = _template_context(cv)
+        dockerfile, files = _context_files(cv, context)
+        tags = variant_tags(
+            registry, image.name, cv.variant.base.name, revision, cv.name == checked.plan.default_variant
+        )
+        labels = {
+            "org.opencontainers.image.source": matrix.source_url,
+            "org.opencontainers.image.revision": revision.sha,
+            "org.opencontainers.image.version": image.version,
+            "org.opencontainers.image.title": image.name,
+            "org.opencontainers.image.description": image.description,
+            "org.opencontainers.image.base.name": cv.variant.base.ref,
+        }
+        rendered.append(
+            RenderedVariant(
+                cv.name, dockerfile, image.args, tuple(sorted(labels.items())), tags, tuple(files)
+            )
+        )
+    return Rendering(tuple(rendered), bake_file(rendered), revision, registry)
+
+
+def bake_file(variants: list[RenderedVariant]) -> str:
+    """A docker buildx bake JSON file. Paths are relative to the build directory: run bake there."""
+    targets = {}
+    for v in variants:
+        targets[v.name] = {
+            "context": v.name,
+            "dockerfile": "Dockerfile",
+            "args": dict(v.build_args),
+            "labels": dict(v.labels),
+            "tags": [v.tags.immutable],
+            "cache-from": [f"type=registry,ref={v.tags.cache}"],
+            "cache-to": [f"type=registry,ref={v.tags.cache},mode=max"],
+            "platforms": [PLATFORM],
+        }
+    bake = {"group": {"default": {"targets": [v.name for v in variants]}}, "target": targets}
+    return json.dumps(bake, indent=2, sort_keys=True) + "\n"
+
+
+def check_rendering(rendering: Rendering, checked: CheckedPlan, build_dir: Path) -> list[Finding]:
+    findings: list[Finding] = []
+    for v in rendering.variants:
+        findings += check_dockerfile(
+            v.dockerfile, build_dir / v.name / "Dockerfile", v.name, dict(v.build_args), checked.plan.matrix
+        )
+    return findings
+
+
+def write_rendering(rendering: Rendering, build_dir: Path) -> list[Path]:
+    """Write everything into a staging directory first, then move each variant directory and the
+    bake file into place; a failure leaves the previous rendering as it was."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".render-", dir=build_dir))
+    try:
+        for f in rendering.files():
+            target = staging / f.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.content)
+            target.chmod(0o755 if f.executable else 0o644)
+        written = []
+        for v in rendering.variants:
+            final = build_dir / v.name
+            old = build_dir / f".old-{v.name}"
+            if final.exists():
+                final.rename(old)
+            (staging / v.name).rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+            written.append(final)
+        (staging / "docker-bake.json").replace(build_dir / "docker-bake.json")
+        written.append(build_dir / "docker-bake.json")
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def render_checked(checked: CheckedPlan, revision: Revision, registry: str, build_dir: Path) -> Rendering:
+    """Render, refuse on rendered-Dockerfile policy errors, then write. The whole render stage."""
+    rendering = render(checked, revision, registry)
+    errors = [f for f in check_rendering(rendering, checked, build_dir) if f.severity == "error"]
+    if errors:
+        raise PolicyError(f.problem for f in errors)
+    write_rendering(rendering, build_dir)
+    return rendering

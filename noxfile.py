@@ -1,0 +1,42 @@
+"""nox sessions: lint, tests, render (the checks), build (the main job), bench.
+
+nox -s tests     the whole suite, container and slow end-to-end tests included (CI runs this)
+nox -s build     render, check, build and push the selected variants (default: the default variant)
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("-e", ".[lint,test]")
+    session.run("ruff", "check", "buildtool", "smoke", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "--diff", "buildtool", "smoke", "noxfile.py")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Everything, container tests and slow end-to-end tests too; needs ../shared/ci/engine.sh."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "--run-slow",
+        *session.posargs,
+        env={"TESTCONTAINERS_CONNECTION_MODE": "docker_host", "TESTCONTAINERS_RYUK_DISABLED": "true"},
+    )
+
+
+@nox.session(python=PYTHON)
+def render(session: nox.Session) -> None:
+    """plan + check + render; pass --select PATTERN after --."""
+    session.install("-e", ".")
+    session.run("buildtool", "plan", *session.posargs)
+    session.run("buildtool", "check", *session.posargs)
+    session.run("buildtool", "render", *session.posargs)

@@ -1,0 +1,27 @@
+# pytorch-runtime-runpod-torch240-cu124: PyTorch runtime for RunPod pods (pytorch-runtime) on runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04.
+# Rendered by buildtool from images/pytorch-runtime/Dockerfile.j2; edit the template, not this file.
+# No CMD: the base's own start script (SSH, Jupyter on RunPod images) stays the entry point.
+ARG BASE_IMAGE=runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04
+FROM ${BASE_IMAGE}
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0"
+
+WORKDIR /opt/runtime
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+LABEL org.runpod-images.archs="sm_80,sm_86,sm_89,sm_90" \
+      org.runpod-images.cuda="12.4" \
+      org.runpod-images.cudnn="9.1" \
+      org.runpod-images.driver-floor="550.54" \
+      org.runpod-images.flash-attention="2,3" \
+      org.runpod-images.gpus="A100,H100,H200,A40,RTX4090" \
+      org.runpod-images.image="pytorch-runtime" \
+      org.runpod-images.python="3.11" \
+      org.runpod-images.torch="2.4.0+cu124" \
+      org.runpod-images.variant="pytorch-runtime-runpod-torch240-cu124"
+
+WORKDIR /workspace

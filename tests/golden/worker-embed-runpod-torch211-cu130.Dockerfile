@@ -1,0 +1,33 @@
+# worker-embed-runpod-torch211-cu130: RunPod serverless worker (worker-embed) on runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel.
+# Rendered by buildtool from images/worker-embed/Dockerfile.j2; edit the template, not this file.
+ARG BASE_IMAGE=runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel
+FROM ${BASE_IMAGE}
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 \
+    TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0" \
+    MODEL_VOLUME_PATH=/runpod-volume/models/all-MiniLM-L6-v2
+# The base ships /usr/local/cuda/compat, whose libcuda.so shadows the host driver's: put the host's
+# library directory first (seed bug 2, CUDA 13.0 images on driver 580 hosts).
+ENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH}
+
+WORKDIR /app
+# Dependencies first, the worker's own code last: a handler change rebuilds only the last layer.
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+LABEL org.runpod-images.archs="sm_80,sm_86,sm_89,sm_90" \
+      org.runpod-images.cuda="13.0" \
+      org.runpod-images.cudnn="9.19" \
+      org.runpod-images.driver-floor="580.65" \
+      org.runpod-images.flash-attention="2,3" \
+      org.runpod-images.gpus="A100,H100,H200,A40,RTX4090" \
+      org.runpod-images.image="worker-embed" \
+      org.runpod-images.python="3.11" \
+      org.runpod-images.torch="2.11.0+cu130" \
+      org.runpod-images.variant="worker-embed-runpod-torch211-cu130"
+
+COPY handler.py .
+CMD ["python", "-u", "handler.py"]

@@ -1,0 +1,125 @@
+"""The acceptance list of the matrix/policy/render issue, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+from conftest import COMMIT, REPO, Project, run_module
+
+
+def test_check_passes_on_the_repository_matrix_and_shows_b200_refused() -> None:
+    result = run_module("check")
+    assert result.code == 0, result.err
+    assert "B200" in result.out and "sm_100" in result.out
+    assert "refused GPU targets" in result.out
+    assert "Blackwell" in result.out  # the reason, not only the name
+
+
+def test_no_variant_targets_b200() -> None:
+    result = run_module("plan", "--json")
+    assert result.code == 0, result.err
+    plan = json.loads(result.out)
+    assert plan["include"], "the repository matrix plans no variant"
+    for entry in plan["include"]:
+        assert "B200" not in entry["gpus"]
+        assert "sm_100" not in entry["archs"]
+        assert [r["gpu"] for r in entry["refused_gpus"]] == ["B200"]
+
+
+def test_raw_nvidia_cuda_base_exits_2_naming_file_and_line(project: Project) -> None:
+    project.edit(
+        "ref: runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel", "ref: nvidia/cuda:13.0.0-devel-ubuntu22.04"
+    )
+    line = project.line_of("nvidia/cuda:13.0.0")
+    result = run_module("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert f"matrix.yaml:{line}:" in result.err
+    assert "nvidia/cuda" in result.err and "stuck" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_torch_cu128_on_cuda_13_base_exits_2(project: Project) -> None:
+    project.edit(
+        'torch: 2.11.0+cu130\n    python: "3.11"\n    cuda_compat: true',
+        'torch: 2.11.0+cu128\n    python: "3.11"\n    cuda_compat: true',
+    )
+    line = project.line_of("2.11.0+cu128")
+    result = run_module("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert f"matrix.yaml:{line}:" in result.err
+    assert "CUDA 12.8" in result.err and "CUDA 13.0" in result.err
+    assert "fix:" in result.err
+
+
+def test_variant_targeting_sm_100_exits_2_naming_the_variant(project: Project) -> None:
+    project.edit("  gpus: all\n", "  gpus: [H100, B200]\n")
+    line = project.line_of("gpus: [H100, B200]")
+    result = run_module("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert "sm_100" in result.err
+    assert "[worker-embed-runpod-torch211-cu130]" in result.err
+    assert f"matrix.yaml:{line}:" in result.err
+
+
+def test_render_twice_gives_byte_identical_files(project: Project) -> None:
+    def snapshot() -> dict[str, bytes]:
+        build = project.root / "build"
+        return {str(p.relative_to(build)): p.read_bytes() for p in sorted(build.rglob("*")) if p.is_file()}
+
+    assert run_module("render", "--matrix", str(project.matrix), "--commit", COMMIT).code == 0
+    first = snapshot()
+    assert run_module("render", "--matrix", str(project.matrix), "--commit", COMMIT).code == 0
+    assert snapshot() == first
+    assert "docker-bake.json" in first
+
+
+def test_unknown_key_suggests_the_right_one(project: Project) -> None:
+    project.edit("    cuda_compat: true", "    cuda_compatt: true")
+    line = project.line_of("cuda_compatt")
+    result = run_module("plan", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert f"matrix.yaml:{line}:" in result.err
+    assert "Perhaps you meant 'cuda_compat'?" in result.err
+
+
+def test_github_actions_annotations(project: Project) -> None:
+    project.edit(
+        "ref: runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel", "ref: nvidia/cuda:13.0.0-devel-ubuntu22.04"
+    )
+    line = project.line_of("nvidia/cuda")
+    result = run_module("check", "--matrix", str(project.matrix), env={"GITHUB_ACTIONS": "true"})
+    assert result.code == 2
+    assert f"::error file={project.matrix},line={line}::" in result.out
+
+
+def test_traceback_only_with_debug(project: Project) -> None:
+    project.matrix.write_text("version: 1\nbases: [\n")
+    plain = run_module("plan", "--matrix", str(project.matrix))
+    assert plain.code == 2 and "Traceback" not in plain.err and "malformed YAML" in plain.err
+    debug = run_module("plan", "--matrix", str(project.matrix), "--debug")
+    assert "Traceback" in debug.err
+
+
+def test_select_by_pattern() -> None:
+    result = run_module("plan", "--json", "--select", "worker-*cu130*")
+    assert result.code == 0, result.err
+    names = [e["variant"] for e in json.loads(result.out)["include"]]
+    assert names == ["worker-embed-pytorch-torch211-cu130", "worker-embed-runpod-torch211-cu130"]
+
+
+def test_select_matching_nothing_exits_2_with_a_suggestion() -> None:
+    result = run_module("plan", "--select", "worker-embed-runpod-torch211-cu13")
+    assert result.code == 2
+    assert "matches no variant" in result.err
+    assert "Perhaps you meant 'worker-embed-runpod-torch211-cu130'?" in result.err
+
+
+def test_console_script_runs_like_the_module() -> None:
+    """`pip install .` puts a `buildtool` command on PATH (the README's usage)."""
+    script = shutil.which("buildtool")
+    assert script, "buildtool is not installed: pip install -e ."
+    done = subprocess.run([script, "plan", "--json"], capture_output=True, text=True, cwd=REPO, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == json.loads(run_module("plan", "--json").out)

