@@ -34,6 +34,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """The main job: render, check, build and push. Default: the matrix's default_variant to the
+    embedded registry (or $REGISTRY). Pass buildtool build options after --, e.g. -- --select '*'."""
+    session.install("-e", ".")
+    session.run("buildtool", "build", *(session.posargs or ["--default"]))
+
+
+@nox.session(python=PYTHON)
 def render(session: nox.Session) -> None:
     """plan + check + render; pass --select PATTERN after --."""
     session.install("-e", ".")

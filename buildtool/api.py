@@ -6,14 +6,21 @@ matrix -> plan -> policy -> render   (build, smoke, report and release follow in
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.errors import PolicyError
+from buildtool.build import BuildEvent, BuildOptions, BuildResult
+from buildtool.build import build as build_rendering
+from buildtool.engine import BuildxEngine
+from buildtool.errors import DirtyWorktreeError, Location, PolicyError, Problem
+from buildtool.localregistry import ensure_embedded_registry
+from buildtool.lock import lock_path_for
 from buildtool.matrix import load_matrix
-from buildtool.naming import Revision, current_revision
+from buildtool.naming import EMBEDDED_REGISTRY, Revision, current_revision
 from buildtool.plan import make_plan
 from buildtool.policy import CheckedPlan, check_plan
+from buildtool.registry import HttpRegistry
 from buildtool.render import Rendering, check_rendering, render_checked
 from buildtool.render import render as render_in_memory
 
@@ -37,8 +44,14 @@ def build_dir_for(matrix_path: Path, options: RenderOptions) -> Path:
     return options.build_dir or matrix_path.parent / "build"
 
 
+def registry_for(checked: CheckedPlan, options: RenderOptions) -> tuple[str, bool]:
+    """The registry, and whether it is the embedded default (nothing configured)."""
+    configured = options.registry or os.environ.get("REGISTRY") or checked.plan.matrix.registry
+    return (configured, False) if configured else (EMBEDDED_REGISTRY, True)
+
+
 def _registry(checked: CheckedPlan, options: RenderOptions) -> str:
-    return options.registry or os.environ.get("REGISTRY") or checked.plan.matrix.registry
+    return registry_for(checked, options)[0]
 
 
 def _revision(matrix_path: Path, options: RenderOptions) -> Revision:
@@ -73,3 +86,39 @@ def render(
         build_dir_for(matrix_path, options),
     )
     return checked, rendering
+
+
+@dataclass(frozen=True)
+class BuildRunOptions:
+    render: RenderOptions = RenderOptions()
+    locked: bool = False
+    allow_dirty: bool = False
+    jobs: int = 2
+
+
+def build(
+    matrix_path: Path,
+    select: tuple[str, ...] = (),
+    options: BuildRunOptions = BuildRunOptions(),
+    on_event: Callable[[BuildEvent], None] = lambda _: None,
+    on_note: Callable[[str], None] = lambda _: None,
+) -> BuildResult:
+    """render -> build -> push -> verify -> move tags, with the buildx engine and imagetools registry."""
+    revision = options.render.revision or _revision(matrix_path, options.render)
+    if revision.dirty and not options.allow_dirty:
+        raise DirtyWorktreeError(
+            Problem(
+                "the worktree has uncommitted changes: an immutable tag must name a commit "
+                f"({revision.sha[:12]})",
+                Location(matrix_path.resolve().parent),
+                hint="commit them, or pass --allow-dirty to push mutable <base>-<sha>-dirty tags",
+            )
+        )
+    checked = plan_and_check(matrix_path, select)
+    registry, embedded = registry_for(checked, options.render)
+    if embedded:
+        on_note(ensure_embedded_registry(registry))
+    build_dir = build_dir_for(matrix_path, options.render)
+    rendering = render_checked(checked, revision, registry, build_dir)
+    build_options = BuildOptions(build_dir, lock_path_for(matrix_path), options.locked, options.jobs)
+    return build_rendering(rendering, build_options, BuildxEngine(), HttpRegistry(), on_event)

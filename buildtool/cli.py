@@ -11,16 +11,19 @@ import argparse
 import json
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
 from buildtool import api
-from buildtool.errors import BuildtoolError, Problem
+from buildtool.build import BuildEvent, BuildResult
+from buildtool.errors import BuildError, BuildtoolError, ConfigError, Location, Problem
 from buildtool.naming import Revision
 from buildtool.policy import CheckedPlan, Finding
 
@@ -144,6 +147,25 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common, rendering],
         help="plan + check + write build/<variant>/ and build/docker-bake.json",
     )
+    b = sub.add_parser(
+        "build", parents=[common], help="render, then build, push and verify each variant; move tags last"
+    )
+    b.add_argument("--default", action="store_true", help="only the matrix's default_variant")
+    b.add_argument(
+        "--registry",
+        help="e.g. ghcr.io/org (default: $REGISTRY, matrix.yaml's registry, else an embedded "
+        "registry:2 on localhost:5000 that buildtool starts)",
+    )
+    b.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
+    b.add_argument(
+        "--locked", action="store_true", help="build FROM the base digests recorded in matrix.lock"
+    )
+    b.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="with uncommitted changes, push mutable <base>-<sha>-dirty tags instead of refusing",
+    )
+    b.add_argument("--jobs", type=int, default=2, help="variants built at once (default 2)")
     return parser
 
 
@@ -166,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         report_findings(checked.warnings)
         return 0
     options = api.RenderOptions(registry=args.registry, revision=_revision(args), build_dir=args.build_dir)
+    if args.command == "build":
+        return run_build(args)
     if args.command == "check":
         checked, _rendering = api.check(matrix_path, _select(args), options)
         out.print(*plan_tables(checked))
@@ -179,6 +203,102 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"rendered {build_dir / variant.name}/Dockerfile  ->  {variant.tags.immutable}")
     out.print(f"wrote {build_dir / 'docker-bake.json'} ({len(rendering.variants)} target(s))")
     return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    select = _select(args)
+    if args.default:
+        default = api.plan_and_check(args.matrix).plan.default_variant
+        if default is None:
+            raise ConfigError(
+                Problem(
+                    "--default, but the matrix names no default_variant",
+                    Location(args.matrix),
+                    hint="add default_variant: <variant> to it",
+                )
+            )
+        select = (default,)
+    options = api.BuildRunOptions(
+        api.RenderOptions(registry=args.registry, build_dir=args.build_dir),
+        locked=args.locked,
+        allow_dirty=args.allow_dirty,
+        jobs=args.jobs,
+    )
+    with BuildDisplay(out) as display:
+        result = api.build(args.matrix, select, options, display.event, out.print)
+    out.print(results_table(result))
+    for variant in result.variants:
+        for note in variant.notes:
+            report_problem("warning", Problem(note, variant=variant.variant))
+    if result.moved_tags:
+        out.print("moved: " + ", ".join(result.moved_tags))
+    if result.moving_tags_note:
+        out.print(result.moving_tags_note)
+    out.print(f"wrote {result.manifest_path}")
+    if result.ok:
+        return 0
+    problems = [
+        Problem(v.error or "failed", variant=v.variant, hint=v.hint) for v in result.variants if not v.ok
+    ]
+    problems += [Problem(e) for e in result.errors]
+    raise BuildError(problems)
+
+
+def results_table(result: BuildResult) -> Table:
+    table = Table(title=f"{result.registry} @ {result.revision[:12]}{' (dirty)' if result.dirty else ''}")
+    for column in ("variant", "status", "digest", "size", "seconds", "cached steps"):
+        table.add_column(column, overflow="fold")
+    for v in result.variants:
+        colour = {"pushed": "green", "unchanged": "cyan", "failed": "red"}[v.status]
+        size = f"{v.compressed_size / 1e6:.1f} MB" if v.compressed_size else "-"
+        table.add_row(
+            v.variant,
+            f"[{colour}]{v.status}[/{colour}]",
+            (v.digest or "-")[:19],
+            size,
+            f"{v.build_seconds:.1f}",
+            f"{v.cached_steps}/{v.steps}" if v.steps else "-",
+        )
+    return table
+
+
+class BuildDisplay:
+    """Progress per variant: a live table on a terminal, one line per phase change otherwise (CI logs)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.lock = threading.Lock()
+        self.rows: dict[str, BuildEvent] = {}
+        self.live: Live | None = None
+
+    def __enter__(self) -> BuildDisplay:
+        if self.console.is_terminal:
+            self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=True)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def event(self, event: BuildEvent) -> None:
+        with self.lock:
+            previous = self.rows.get(event.variant)
+            self.rows[event.variant] = event
+            if self.live is not None:
+                self.live.update(self._table())
+            elif previous is None or previous.phase != event.phase:
+                self.console.print(f"{event.variant}: {event.phase} {event.detail}", markup=False)
+
+    def _table(self) -> Table:
+        table = Table(box=None)
+        for column in ("variant", "phase", "steps", "now"):
+            table.add_column(column, overflow="ellipsis", no_wrap=True)
+        for name, e in self.rows.items():
+            p = e.progress
+            steps = f"{p.steps_done}/{p.steps_total} ({p.cached} cached)" if p else ""
+            table.add_row(name, e.phase, steps, escape(e.detail[-60:]))
+        return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:

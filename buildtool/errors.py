@@ -79,6 +79,24 @@ class GitError(BuildtoolError):
     exit_code = 2
 
 
+class DirtyWorktreeError(BuildtoolError):
+    """An immutable tag must name a commit; the worktree has uncommitted changes."""
+
+    exit_code = 2
+
+
+class EngineError(BuildtoolError):
+    """The container engine is not there, or refused what was asked of it."""
+
+    exit_code = 1
+
+
+class BuildError(BuildtoolError):
+    """One or more variants failed to build, push or verify (the others still ran)."""
+
+    exit_code = 1
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """'Perhaps you meant 'x'?' for the closest of `choices`, or None."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -84,6 +84,7 @@ class Image:
     handler: str | None  # serverless workers: the handler module, relative to the template dir
     model: Model | None
     smoke: SmokeSettings | None
+    needs_torch: bool  # False for images that use no torch from their base (CPU tools, tests)
     location: Location = field(compare=False)
 
 
@@ -128,7 +129,7 @@ class Policy:
 class Matrix:
     path: Path
     source_url: str
-    registry: str
+    registry: str | None  # None: the embedded local registry
     default_variant: str | None
     bases: tuple[Base, ...]
     gpus: tuple[Gpu, ...]
@@ -377,7 +378,7 @@ def _images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
             entry,
             "an image",
             ["name", "template", "kind", "version"],
-            ["description", "args", "handler", "model", "smoke"],
+            ["description", "args", "handler", "model", "smoke", "needs_torch"],
         )
         name = r.name(m["name"], "image name")
         kind = r.scalar(m["kind"], str, "kind")
@@ -421,6 +422,7 @@ def _images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
                 handler=handler,
                 model=_model(r, m["model"]) if "model" in m else None,
                 smoke=_smoke(r, m["smoke"]) if "smoke" in m else None,
+                needs_torch=r.optional(m.get("needs_torch"), bool, "needs_torch") is not False,
                 location=r.at(entry),
             )
         )
@@ -583,7 +585,7 @@ def load_matrix(path: Path) -> Matrix:
     matrix = Matrix(
         path=path,
         source_url=r.scalar(root["source"], str, "source"),
-        registry=r.optional(root.get("registry"), str, "registry") or "localhost:5000",
+        registry=r.optional(root.get("registry"), str, "registry"),
         default_variant=r.optional(root.get("default_variant"), str, "default_variant"),
         bases=_bases(r, root["bases"]),
         gpus=_gpus(r, root["gpus"]),

@@ -16,11 +16,14 @@ from pathlib import Path
 
 from buildtool.errors import GitError, Location, Problem
 
+EMBEDDED_REGISTRY = "localhost:5000"  # where `buildtool build` starts registry:2 when none is configured
+
 
 @dataclass(frozen=True)
 class Revision:
     sha: str
     dirty: bool
+    epoch: int = 0  # commit time: SOURCE_DATE_EPOCH, so that rebuilding a commit gives the same digest
 
     @property
     def tag_suffix(self) -> str:
@@ -56,7 +59,7 @@ def current_revision(directory: Path) -> Revision:
 
     sha = git("rev-parse", "--verify", "HEAD^{commit}")
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return Revision(sha, dirty)
+    return Revision(sha, dirty, int(git("show", "-s", "--format=%ct", sha)))
 
 
 def variant_tags(registry: str, image: str, base: str, revision: Revision, is_default: bool) -> VariantTags:

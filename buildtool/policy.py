@@ -45,7 +45,7 @@ class CheckedVariant:
     variant: Variant
     targets: tuple[Gpu, ...]
     refused: tuple[RefusedGpu, ...]
-    torch_build: facts.TorchBuild
+    torch_build: facts.TorchBuild | None  # None: the image uses no torch
 
     @property
     def name(self) -> str:
@@ -286,11 +286,13 @@ def check_gpu_flash_attention(gpu: Gpu) -> list[Finding]:
 # --- variant rules ---------------------------------------------------------------------------
 
 
-def gpu_refusal(gpu: Gpu, build: facts.TorchBuild, policy: Policy) -> str | None:
-    """Why `gpu` cannot be a target with this torch build, or None."""
+def gpu_refusal(gpu: Gpu, build: facts.TorchBuild | None, policy: Policy) -> str | None:
+    """Why `gpu` cannot be a target with this torch build (None: an image without torch), or None."""
     for refusal in policy.refused_archs:
         if gpu.arch == refusal.what:
             return refusal.reason
+    if build is None:
+        return None
     if build.cuda is None:
         return f"torch {build.torch}+{build.local} is a CPU wheel"
     if not facts.wheel_covers_arch(build, gpu.arch):
@@ -303,6 +305,8 @@ def gpu_refusal(gpu: Gpu, build: facts.TorchBuild, policy: Policy) -> str | None
 
 def check_variant(variant: Variant, policy: Policy) -> tuple[CheckedVariant | None, list[Finding]]:
     base = variant.base
+    if base.torch is None and not variant.image.needs_torch:
+        return _check_targets(variant, None, policy)
     if base.torch is None:
         return None, [
             _error(
@@ -330,6 +334,12 @@ def check_variant(variant: Variant, policy: Policy) -> tuple[CheckedVariant | No
                 variant.name,
             )
         ]
+    return _check_targets(variant, build, policy)
+
+
+def _check_targets(
+    variant: Variant, build: facts.TorchBuild | None, policy: Policy
+) -> tuple[CheckedVariant, list[Finding]]:
     findings: list[Finding] = []
     targets: list[Gpu] = []
     refused: list[RefusedGpu] = []
@@ -610,6 +620,7 @@ def check_dockerfile(
         if image in stages or image == "scratch":
             continue
         repository = split_reference(image)[0]
+        image = image.split("@", 1)[0]  # a pinned base (ref@sha256:...) is still its catalogue ref
         refused = next((r for r in matrix.policy.refused_repositories if r.what == repository), None)
         if refused is not None:
             findings.append(

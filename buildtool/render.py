@@ -39,6 +39,8 @@ class RenderedFile:
 @dataclass(frozen=True)
 class RenderedVariant:
     name: str
+    image: str
+    base_ref: str
     dockerfile: str
     build_args: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]  # OCI labels passed by bake (commit-dependent)
@@ -67,7 +69,7 @@ def variant_labels(cv: CheckedVariant) -> dict[str, str]:
         f"{LABEL_PREFIX}.image": cv.variant.image.name,
         f"{LABEL_PREFIX}.torch": base.torch or "",
         f"{LABEL_PREFIX}.cuda": base.cuda or "",
-        f"{LABEL_PREFIX}.cudnn": cv.torch_build.cudnn or "",
+        f"{LABEL_PREFIX}.cudnn": (cv.torch_build.cudnn if cv.torch_build else None) or "",
         f"{LABEL_PREFIX}.python": base.python,
         f"{LABEL_PREFIX}.archs": ",".join(cv.archs),
         f"{LABEL_PREFIX}.gpus": ",".join(g.name for g in cv.targets),
@@ -204,20 +206,32 @@ def render(checked: CheckedPlan, revision: Revision, registry: str) -> Rendering
         }
         rendered.append(
             RenderedVariant(
-                cv.name, dockerfile, image.args, tuple(sorted(labels.items())), tags, tuple(files)
+                cv.name,
+                image.name,
+                cv.variant.base.ref,
+                dockerfile,
+                image.args,
+                tuple(sorted(labels.items())),
+                tags,
+                tuple(files),
             )
         )
-    return Rendering(tuple(rendered), bake_file(rendered), revision, registry)
+    return Rendering(tuple(rendered), bake_file(rendered, revision), revision, registry)
 
 
-def bake_file(variants: list[RenderedVariant]) -> str:
-    """A docker buildx bake JSON file. Paths are relative to the build directory: run bake there."""
+def bake_file(variants: list[RenderedVariant], revision: Revision) -> str:
+    """A docker buildx bake JSON file. Paths are relative to the build directory: run bake there.
+
+    SOURCE_DATE_EPOCH (the commit time) and no provenance attestation make a rebuild of the same
+    commit produce the same digest, which is what lets an immutable tag be checked, not overwritten.
+    """
     targets = {}
     for v in variants:
         targets[v.name] = {
             "context": v.name,
             "dockerfile": "Dockerfile",
-            "args": dict(v.build_args),
+            "args": {**dict(v.build_args), "SOURCE_DATE_EPOCH": str(revision.epoch)},
+            "attest": ["type=provenance,disabled=true"],
             "labels": dict(v.labels),
             "tags": [v.tags.immutable],
             "cache-from": [f"type=registry,ref={v.tags.cache}"],

@@ -4,8 +4,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +93,151 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# --- container fixtures: the real engine and a real registry:2 --------------------------------
+
+# This machine has /.dockerenv, so testcontainers would hand out bridge addresses to which pushes
+# fail; docker_host mode gives localhost:<port>. There is no Ryuk image: fixtures clean up.
+os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+TEST_LABEL = "org.runpod-images.test"
+
+
+def docker_ok() -> None:
+    done = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.fail("no Docker engine answers: run ../shared/ci/engine.sh (CI does)", pytrace=False)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RegistryUnderTest:
+    container: Any
+    address: str  # localhost:PORT
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        """The registry's own answer (HTTP API), independent of buildtool's code."""
+        import urllib.error
+        import urllib.request
+
+        accept = ", ".join(
+            [
+                "application/vnd.oci.image.index.v1+json",
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.docker.distribution.manifest.list.v2+json",
+            ]
+        )
+        request = urllib.request.Request(
+            f"http://{self.address}/v2/{repository}/manifests/{tag}",
+            method="HEAD",
+            headers={"Accept": accept},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return str(response.headers["Docker-Content-Digest"])
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def tags(self, repository: str) -> list[str]:
+        import json as json_module
+        import urllib.request
+
+        with urllib.request.urlopen(
+            f"http://{self.address}/v2/{repository}/tags/list", timeout=10
+        ) as response:
+            return sorted(json_module.load(response).get("tags") or [])
+
+    def stop(self) -> None:
+        self.container.get_wrapped_container().stop(timeout=2)
+
+    def start(self) -> None:
+        from buildtool.localregistry import answers
+
+        self.container.get_wrapped_container().start()
+        deadline = time.monotonic() + 30
+        while not answers(self.address) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def registry() -> Iterator[RegistryUnderTest]:
+    from testcontainers.core.container import DockerContainer
+
+    from buildtool.localregistry import answers
+
+    docker_ok()
+    port = free_port()
+    container = (
+        DockerContainer("registry:2").with_bind_ports(5000, port).with_kwargs(labels={TEST_LABEL: "1"})
+    )
+    container.start()
+    try:
+        address = f"localhost:{port}"
+        deadline = time.monotonic() + 30
+        while not answers(address) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield RegistryUnderTest(container, address)
+    finally:
+        container.stop()
+
+
+def git(root: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(root), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            **os.environ,
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        },
+    )
+    return done.stdout.strip()
+
+
+def committed_copy(
+    source: Path, destination: Path, names: tuple[str, ...] = ("matrix.yaml", "images")
+) -> Path:
+    """A git checkout of `names` from `source`, with images/_shared from the repository."""
+    destination.mkdir(parents=True)
+    for name in names:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source / name, destination / name)
+    if not (destination / "images" / "_shared").exists():
+        shutil.copytree(REPO / "images" / "_shared", destination / "images" / "_shared")
+    (destination / ".gitignore").write_text("/build/\n")
+    git(destination, "init", "-q")
+    git(destination, "add", "-A")
+    git(destination, "commit", "-q", "-m", "initial")
+    return destination
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Iterator[Project]:
+    """The tiny test project as a git checkout; removes the images its builds tagged."""
+    project = Project(committed_copy(REPO / "tests" / "projects" / "tiny", tmp_path / "tiny"))
+    yield project
+    manifest = project.root / "build" / "manifest.json"
+    if manifest.is_file():
+        import json as json_module
+
+        data = json_module.loads(manifest.read_text())
+        tags = [v["tags"]["immutable"] for v in data["variants"].values()]
+        if tags:
+            subprocess.run(["docker", "rmi", "--force", *tags], capture_output=True, check=False)

@@ -1,0 +1,329 @@
+"""The build stage: bake each rendered variant, push its immutable tag, verify, then move tags.
+
+Per variant, in parallel (each its own `buildx bake <target>`, so one failure stops no other):
+  1. resolve the base tag to a digest (matrix.lock; --locked builds FROM the recorded digest)
+  2. look up the immutable tag in the registry
+  3. build into the engine's image store, with the registry cache (cache-from/cache-to, mode=max)
+  4. the tag is absent: push it; present with the same digest: nothing to push; present with
+     another digest: refuse, an immutable tag is never overwritten
+  5. verify that the registry's digest is the one BuildKit reported (--metadata-file)
+Then, only if every variant got this far, the moving tags move (registry-side copies), and
+build/manifest.json and matrix.lock are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from buildtool.engine import Engine, Progress
+from buildtool.lock import read_lock, write_atomically, write_lock
+from buildtool.registry import Registry, RegistryError, compressed_size
+from buildtool.render import RenderedVariant, Rendering
+
+MANIFEST_SCHEMA = 1
+Phase = Literal["queued", "base", "building", "pushing", "verifying", "done", "unchanged", "failed"]
+Status = Literal["pushed", "unchanged", "failed"]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    build_dir: Path
+    lock_path: Path
+    locked: bool = False
+    jobs: int = 2
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    variant: str
+    phase: Phase
+    detail: str = ""
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    variant: str
+    status: Status
+    immutable_tag: str
+    moving_tags: tuple[str, ...]
+    base_ref: str
+    base_digest: str | None
+    digest: str | None = None
+    compressed_size: int | None = None
+    build_seconds: float = 0.0
+    steps: int = 0
+    cached_steps: int = 0
+    error: str | None = None
+    hint: str | None = None
+    log: Path | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    revision: str
+    dirty: bool
+    registry: str
+    variants: tuple[VariantResult, ...]
+    moved_tags: tuple[str, ...]
+    moving_tags_note: str | None  # why moving tags did not move
+    manifest_path: Path
+    errors: tuple[str, ...] = field(default=())  # run-level failures (moving a tag)
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.variants) and not self.errors
+
+
+class _VariantFailed(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _classify_build_error(error: str, registry: str, base_ref: str) -> tuple[str, str | None]:
+    lowered = error.lower()
+    if "failed to resolve source metadata" in lowered and registry not in error:
+        return (
+            f"base image {base_ref} is not available: {error}",
+            "pull or load it into the engine (../shared/ci/seed-images.sh for the stand-ins)",
+        )
+    if registry in error and any(
+        m in lowered for m in ("connection refused", "dial tcp", "no such host", "eof")
+    ):
+        return (
+            f"registry {registry} is unreachable: {error}",
+            "start it, or point --registry / $REGISTRY at one",
+        )
+    return error, "read the build log"
+
+
+def _build_one(
+    v: RenderedVariant,
+    rendering: Rendering,
+    options: BuildOptions,
+    lock: Mapping[str, str],
+    engine: Engine,
+    registry: Registry,
+    emit: Callable[[BuildEvent], None],
+) -> VariantResult:
+    log = options.build_dir / "logs" / f"{v.name}.log"
+    base_digest: str | None = None
+    notes: list[str] = []
+    started = time.monotonic()
+
+    def failed(message: str, hint: str | None) -> VariantResult:
+        return VariantResult(
+            v.name,
+            "failed",
+            v.tags.immutable,
+            v.tags.moving,
+            v.base_ref,
+            base_digest,
+            error=message,
+            hint=hint,
+            log=log,
+            notes=tuple(notes),
+            build_seconds=round(time.monotonic() - started, 2),
+        )
+
+    try:
+        emit(BuildEvent(v.name, "base", v.base_ref))
+        base_digest = engine.local_image_digest(v.base_ref)
+        if base_digest is None:
+            pull_error = engine.pull(v.base_ref)
+            base_digest = engine.local_image_digest(v.base_ref)
+            if base_digest is None:
+                raise _VariantFailed(
+                    f"base image {v.base_ref} is not in the engine and could not be pulled: {pull_error}",
+                    "check the reference, `docker login`, and the network",
+                )
+        overrides = {"output": "type=image,push=false"}
+        recorded = lock.get(v.base_ref)
+        if recorded and recorded != base_digest:
+            notes.append(f"base {v.base_ref} now points to {base_digest}; matrix.lock has {recorded}")
+        if options.locked:
+            if recorded is None:
+                raise _VariantFailed(
+                    f"matrix.lock records no digest for {v.base_ref}",
+                    "run buildtool build without --locked once to record it",
+                )
+            overrides["args.BASE_IMAGE"] = f"{v.base_ref}@{recorded}"
+            base_digest = recorded
+
+        try:
+            existing = registry.manifest(v.tags.immutable)
+        except RegistryError as exc:
+            raise _VariantFailed(
+                f"registry {rendering.registry} is unreachable: {exc}",
+                "start it, or point --registry / $REGISTRY at one",
+            ) from None
+
+        emit(BuildEvent(v.name, "building", str(log)))
+        build_started = time.monotonic()
+        outcome = engine.bake(
+            options.build_dir / "docker-bake.json",
+            v.name,
+            overrides,
+            log,
+            lambda p: emit(BuildEvent(v.name, "building", p.current, p)),
+        )
+        build_seconds = time.monotonic() - build_started
+        if not outcome.ok or outcome.digest is None:
+            message, hint = _classify_build_error(
+                outcome.error or "no image digest", rendering.registry, v.base_ref
+            )
+            raise _VariantFailed(message, f"{hint}: {log}" if hint else str(log))
+        digest = outcome.digest
+        steps = outcome.dockerfile_steps
+
+        mutable = rendering.revision.dirty
+        if existing is not None and existing.digest != digest and not mutable:
+            raise _VariantFailed(
+                f"the immutable tag {v.tags.immutable} already holds {existing.digest}, and this build "
+                f"produced {digest}: refusing to overwrite it",
+                "commit the change (a new commit gets a new tag); if the tag was pushed in error, delete it "
+                "in the registry",
+            )
+        status: Status = "unchanged"
+        if existing is None or existing.digest != digest:
+            emit(BuildEvent(v.name, "pushing", v.tags.immutable))
+            push_error = engine.push(v.tags.immutable)
+            if push_error:
+                message, hint = _classify_build_error(push_error, rendering.registry, v.base_ref)
+                raise _VariantFailed(f"push of {v.tags.immutable} failed: {message}", hint)
+            status = "pushed"
+
+        emit(BuildEvent(v.name, "verifying", v.tags.immutable))
+        try:
+            remote = registry.manifest(v.tags.immutable)
+        except RegistryError as exc:
+            raise _VariantFailed(f"registry {rendering.registry} is unreachable: {exc}") from None
+        if remote is None or remote.digest != digest:
+            raise _VariantFailed(
+                f"after the push the registry has {remote.digest if remote else 'nothing'} "
+                f"for {v.tags.immutable}, but BuildKit reported {digest}"
+            )
+        size = compressed_size(registry, v.tags.repository, remote)
+        emit(BuildEvent(v.name, "done" if status == "pushed" else "unchanged", digest))
+        return VariantResult(
+            v.name,
+            status,
+            v.tags.immutable,
+            v.tags.moving,
+            v.base_ref,
+            base_digest,
+            digest=digest,
+            compressed_size=size,
+            build_seconds=round(build_seconds, 2),
+            steps=len(steps),
+            cached_steps=sum(s.cached for s in steps),
+            log=log,
+            notes=tuple(notes),
+        )
+    except _VariantFailed as exc:
+        emit(BuildEvent(v.name, "failed", str(exc)))
+        return failed(str(exc), exc.hint)
+
+
+def _move_tags(results: tuple[VariantResult, ...], registry: Registry) -> tuple[list[str], list[str]]:
+    moved: list[str] = []
+    errors: list[str] = []
+    for r in results:
+        assert r.digest is not None
+        source = f"{r.immutable_tag.rsplit(':', 1)[0]}@{r.digest}"
+        for tag in r.moving_tags:
+            try:
+                current = registry.manifest(tag)
+                if current is None or current.digest != r.digest:
+                    registry.copy_tag(source, tag)
+                    moved.append(tag)
+            except RegistryError as exc:
+                errors.append(f"moving {tag} to {r.digest} failed: {exc}")
+    return moved, errors
+
+
+def manifest_document(result: BuildResult) -> dict[str, object]:
+    built = {}
+    failed = {}
+    for r in result.variants:
+        if not r.ok:
+            failed[r.variant] = {"error": r.error, "log": str(r.log)}
+            continue
+        built[r.variant] = {
+            "digest": r.digest,
+            "image": f"{r.immutable_tag.rsplit(':', 1)[0]}@{r.digest}",
+            "status": r.status,
+            "tags": {"immutable": r.immutable_tag, "moving": list(r.moving_tags)},
+            "base": {"ref": r.base_ref, "digest": r.base_digest},
+            "compressed_size": r.compressed_size,
+            "build_seconds": r.build_seconds,
+            "steps": r.steps,
+            "cached_steps": r.cached_steps,
+        }
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "revision": result.revision,
+        "dirty": result.dirty,
+        "registry": result.registry,
+        "moving_tags_moved": result.ok and not result.dirty,
+        "variants": built,
+        "failed": failed,
+    }
+
+
+def build(
+    rendering: Rendering,
+    options: BuildOptions,
+    engine: Engine,
+    registry: Registry,
+    on_event: Callable[[BuildEvent], None] = lambda _: None,
+) -> BuildResult:
+    lock = read_lock(options.lock_path)
+    for v in rendering.variants:
+        on_event(BuildEvent(v.name, "queued"))
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        results = tuple(
+            pool.map(
+                lambda v: _build_one(v, rendering, options, lock, engine, registry, on_event),
+                rendering.variants,
+            )
+        )
+    failed = [r for r in results if not r.ok]
+    moved: list[str] = []
+    errors: list[str] = []
+    note = None
+    if failed:
+        note = f"{len(failed)} variant(s) failed: moving tags stay where they were"
+    elif rendering.revision.dirty:
+        note = "dirty worktree: only -dirty tags were pushed; moving tags stay where they were"
+    else:
+        moved, errors = _move_tags(results, registry)
+    manifest_path = options.build_dir / "manifest.json"
+    outcome = BuildResult(
+        rendering.revision.sha,
+        rendering.revision.dirty,
+        rendering.registry,
+        results,
+        tuple(moved),
+        note,
+        manifest_path,
+        tuple(errors),
+    )
+    write_atomically(manifest_path, json.dumps(manifest_document(outcome), indent=2, sort_keys=True) + "\n")
+    if not options.locked:
+        resolved = {r.base_ref: r.base_digest for r in results if r.base_digest}
+        if resolved and any(lock.get(ref) != digest for ref, digest in resolved.items()):
+            write_lock(options.lock_path, {**lock, **resolved})
+    return outcome

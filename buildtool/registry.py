@@ -1,0 +1,238 @@
+"""The image registry behind a Protocol: digests, tag existence, registry-side tag copies.
+
+HttpRegistry speaks the OCI distribution API directly. A tag copy PUTs the very manifest bytes under
+the new tag, so the digest is unchanged and no layer moves (`imagetools create` would wrap a single
+manifest into a new index: another digest). Credentials are `docker login`'s: config.json `auths`,
+`credsStore` and `credHelpers`, with Basic or Bearer token challenges. localhost and 127.0.0.0/8 are
+spoken to over plain HTTP, as the Docker engine does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+
+
+class RegistryError(Exception):
+    """The registry answered with an error."""
+
+
+class RegistryUnreachable(RegistryError):
+    """The registry did not answer."""
+
+
+class RegistryDenied(RegistryError):
+    """The registry answered, and refused (credentials)."""
+
+
+@dataclass(frozen=True)
+class RemoteManifest:
+    digest: str
+    media_type: str
+    raw: bytes
+
+    @property
+    def document(self) -> dict[str, object]:
+        return json.loads(self.raw)  # type: ignore[no-any-return]
+
+
+class Registry(Protocol):
+    def manifest(self, ref: str) -> RemoteManifest | None:
+        """The manifest `ref` (host/repo:tag or host/repo@digest) points to, or None if none."""
+
+    def copy_tag(self, source: str, tag: str) -> None:
+        """Point `tag` at the manifest `source` (host/repo@digest), registry-side: no rebuild, no pull."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    host: str
+    repository: str
+    reference: str  # tag or digest
+
+    @classmethod
+    def parse(cls, ref: str) -> Reference:
+        name, at, digest = ref.partition("@")
+        slash, colon = name.rfind("/"), name.rfind(":")
+        tag = name[colon + 1 :] if colon > slash else "latest"
+        name = name[:colon] if colon > slash else name
+        host, _, repository = name.partition("/")
+        if not repository or ("." not in host and ":" not in host and host != "localhost"):
+            raise RegistryError(f"'{ref}' names no registry host (e.g. ghcr.io/org/image:tag)")
+        return cls(host, repository, digest if at else tag)
+
+    @property
+    def base_url(self) -> str:
+        hostname = self.host.split(":")[0]
+        insecure = hostname == "localhost" or hostname.startswith("127.")
+        return f"{'http' if insecure else 'https'}://{self.host}/v2/{self.repository}"
+
+
+class HttpRegistry:
+    def __init__(self, timeout: float = 60, docker_config: Path | None = None) -> None:
+        self.timeout = timeout
+        self.docker_config = docker_config or Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker"))
+        self._tokens: dict[tuple[str, str], str] = {}
+
+    def manifest(self, ref: str) -> RemoteManifest | None:
+        where = Reference.parse(ref)
+        status, headers, body = self._call(
+            where, "GET", f"/manifests/{where.reference}", "pull", {"Accept": ", ".join(MANIFEST_TYPES)}
+        )
+        if status == 404:
+            return None
+        _raise_for(status, body, ref)
+        media_type = headers.get("Content-Type", "").split(";")[0] or str(
+            json.loads(body).get("mediaType", "")
+        )
+        return RemoteManifest("sha256:" + hashlib.sha256(body).hexdigest(), media_type, body)
+
+    def copy_tag(self, source: str, tag: str) -> None:
+        manifest = self.manifest(source)
+        if manifest is None:
+            raise RegistryError(f"{source} does not exist")
+        target = Reference.parse(tag)
+        status, _, body = self._call(
+            target,
+            "PUT",
+            f"/manifests/{target.reference}",
+            "pull,push",
+            {"Content-Type": manifest.media_type},
+            manifest.raw,
+        )
+        _raise_for(status, body, tag)
+
+    # --- HTTP with docker-login credentials ------------------------------------------------------
+
+    def _call(
+        self,
+        where: Reference,
+        method: str,
+        path: str,
+        actions: str,
+        headers: dict[str, str],
+        data: bytes | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        key = (where.host, f"repository:{where.repository}:{actions}")
+        if key in self._tokens:
+            headers = {**headers, "Authorization": self._tokens[key]}
+        status, answer, body = self._send(method, where.base_url + path, headers, data)
+        if status == 401 and key not in self._tokens:
+            self._tokens[key] = self._authorize(where.host, answer.get("WWW-Authenticate", ""), key[1])
+            status, answer, body = self._send(
+                method, where.base_url + path, {**headers, "Authorization": self._tokens[key]}, data
+            )
+        return status, answer, body
+
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], data: bytes | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryUnreachable(f"{url.split('/v2/')[0]}: {reason}") from None
+
+    def _authorize(self, host: str, challenge: str, scope: str) -> str:
+        scheme, _, params = challenge.partition(" ")
+        user, secret = self._credentials(host)
+        basic = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode() if user else None
+        if scheme.lower() == "basic":
+            if basic is None:
+                raise RegistryDenied(f"{host} wants credentials: run docker login {host}")
+            return basic
+        fields = dict(part.split("=", 1) for part in _split_challenge(params))
+        fields = {k: v.strip('"') for k, v in fields.items()}
+        query = urllib.parse.urlencode({"service": fields.get("service", host), "scope": scope})
+        status, _, body = self._send(
+            "GET", f"{fields['realm']}?{query}", {"Authorization": basic} if basic else {}, None
+        )
+        if status != 200:
+            raise RegistryDenied(f"{host} refused a token for {scope} ({status}): run docker login {host}")
+        answer = json.loads(body)
+        return "Bearer " + str(answer.get("token") or answer.get("access_token"))
+
+    def _credentials(self, host: str) -> tuple[str | None, str | None]:
+        config_path = self.docker_config / "config.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        helper = config.get("credHelpers", {}).get(host) or config.get("credsStore")
+        if helper:
+            done = subprocess.run(
+                [f"docker-credential-{helper}", "get"],
+                input=host,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode == 0:
+                answer = json.loads(done.stdout)
+                return answer.get("Username"), answer.get("Secret")
+        entry = config.get("auths", {}).get(host) or config.get("auths", {}).get(f"https://{host}")
+        if entry and entry.get("auth"):
+            user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
+            return user, secret
+        return None, None
+
+
+def _split_challenge(params: str) -> list[str]:
+    """'realm="a,b",service="x"' -> ['realm="a,b"', 'service="x"'] (commas inside quotes kept)."""
+    parts, current, quoted = [], "", False
+    for char in params:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        parts.append(current.strip())
+    return parts
+
+
+def _raise_for(status: int, body: bytes, ref: str) -> None:
+    if status in (401, 403):
+        raise RegistryDenied(f"{ref}: access denied ({status}); run docker login")
+    if status >= 400:
+        raise RegistryError(f"{ref}: the registry answered {status}: {body[:200].decode('utf-8', 'replace')}")
+
+
+def compressed_size(
+    registry: Registry, repository: str, manifest: RemoteManifest, platform: str = "linux/amd64"
+) -> int:
+    """Bytes a pull downloads: the config and layers of the image manifest (for an index, of the
+    manifest for `platform`). `repository` is host/repo."""
+    doc = manifest.document
+    children = doc.get("manifests")
+    if isinstance(children, list):
+        os_name, _, arch = platform.partition("/")
+        for child in children:
+            plat = child.get("platform", {})
+            if plat.get("os") == os_name and plat.get("architecture") == arch:
+                inner = registry.manifest(f"{repository}@{child['digest']}")
+                return compressed_size(registry, repository, inner, platform) if inner else 0
+        return 0
+    layers = doc.get("layers", [])
+    config = doc.get("config", {})
+    assert isinstance(layers, list) and isinstance(config, dict)
+    return int(config.get("size", 0)) + sum(int(layer.get("size", 0)) for layer in layers)

@@ -1,0 +1,1 @@
+print("tiny app, version 1")

@@ -1,0 +1,217 @@
+"""Build, tag, cache and push against the real engine and a real registry:2 (testcontainers)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import pytest
+from conftest import Project, RegistryUnderTest, git
+
+from buildtool import api
+from buildtool.build import BuildEvent, BuildResult
+
+pytestmark = pytest.mark.container
+
+
+def build(project: Project, registry: str, *extra: str, cli) -> tuple[int, str, dict]:  # type: ignore[no-untyped-def,type-arg]
+    result = cli("build", "--matrix", str(project.matrix), "--registry", registry, *extra)
+    manifest_path = project.root / "build" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    return result.code, result.out + result.err, manifest
+
+
+def commit(project: Project, message: str = "change") -> str:
+    git(project.root, "commit", "-qam", message)
+    return git(project.root, "rev-parse", "HEAD")
+
+
+def test_push_verify_and_move_tags(cli, tiny: Project, registry: RegistryUnderTest) -> None:  # type: ignore[no-untyped-def]
+    code, output, manifest = build(tiny, registry.address, cli=cli)
+    assert code == 0, output
+    sha = git(tiny.root, "rev-parse", "HEAD")
+    assert manifest["revision"] == sha and manifest["failed"] == {}
+    assert set(manifest["variants"]) == {"tiny-slim", "tiny-slim-bookworm"}
+    for name, entry in manifest["variants"].items():
+        base = name.removeprefix("tiny-")
+        assert entry["tags"]["immutable"] == f"{registry.address}/tiny:{base}-{sha}"
+        assert registry.digest("tiny", f"{base}-{sha}") == entry["digest"]  # pushed and verified
+        assert registry.digest("tiny", f"{base}-latest") == entry["digest"]  # moved after
+        assert entry["compressed_size"] > 1_000_000
+        assert entry["base"]["digest"].startswith("sha256:")
+    assert registry.digest("tiny", "latest") == manifest["variants"]["tiny-slim"]["digest"]  # default only
+    lock = json.loads((tiny.root / "matrix.lock").read_text())
+    assert set(lock["bases"]) == {"python:3.11-slim", "python:3.11-slim-bookworm"}
+
+
+def test_rebuilding_the_same_commit_pushes_nothing(cli, tiny: Project, registry: RegistryUnderTest) -> None:  # type: ignore[no-untyped-def]
+    code, output, first = build(tiny, registry.address, cli=cli)
+    assert code == 0, output
+    tags_before = registry.tags("tiny")
+    code, output, second = build(tiny, registry.address, cli=cli)
+    assert code == 0, output
+    assert {v["status"] for v in second["variants"].values()} == {"unchanged"}
+    assert {n: v["digest"] for n, v in second["variants"].items()} == {
+        n: v["digest"] for n, v in first["variants"].items()
+    }
+    assert registry.tags("tiny") == tags_before
+
+
+def test_an_immutable_tag_with_other_content_is_never_overwritten(
+    cli,
+    tiny: Project,
+    registry: RegistryUnderTest,  # type: ignore[no-untyped-def]
+) -> None:
+    sha = git(tiny.root, "rev-parse", "HEAD")
+    squatter = f"{registry.address}/tiny:slim-{sha}"
+    subprocess.run(["docker", "tag", "registry:2", squatter], check=True)
+    subprocess.run(["docker", "push", "-q", squatter], check=True, capture_output=True)
+    subprocess.run(["docker", "rmi", squatter], check=True, capture_output=True)
+    other = registry.digest("tiny", f"slim-{sha}")
+
+    code, output, manifest = build(tiny, registry.address, cli=cli)
+    assert code == 1
+    assert "already holds" in output and "refusing to overwrite" in output and "[tiny-slim]" in output
+    assert registry.digest("tiny", f"slim-{sha}") == other  # untouched
+    assert "tiny-slim" in manifest["failed"]
+    assert "tiny-slim-bookworm" in manifest["variants"]  # the other variant still built
+    assert registry.digest("tiny", "slim-bookworm-latest") is None  # moving tags did not move
+
+
+def test_rebuild_after_prune_comes_from_the_registry_cache(
+    cli, tiny: Project, registry: RegistryUnderTest
+) -> None:  # type: ignore[no-untyped-def]
+    template = tiny.root / "images" / "tiny" / "Dockerfile.j2"
+    template.write_text(template.read_text().replace("a dependency layer", f"a layer ({uuid.uuid4()})"))
+    commit(tiny)  # layers no earlier test built: the first build is cold
+    code, output, first = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0, output
+    assert first["variants"]["tiny-slim"]["cached_steps"] == 0
+    subprocess.run(["docker", "buildx", "prune", "-af"], check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "rmi", first["variants"]["tiny-slim"]["tags"]["immutable"]],
+        check=True,
+        capture_output=True,
+    )
+    code, output, second = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0, output
+    rebuilt = second["variants"]["tiny-slim"]
+    assert rebuilt["cached_steps"] == rebuilt["steps"] == first["variants"]["tiny-slim"]["steps"]
+    assert rebuilt["digest"] == first["variants"]["tiny-slim"]["digest"]
+
+
+def test_a_code_change_rebuilds_only_the_last_layer(cli, tiny: Project, registry: RegistryUnderTest) -> None:  # type: ignore[no-untyped-def]
+    code, output, first = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0, output
+    (tiny.root / "images" / "tiny" / "app.py").write_text('print("tiny app, version 2")\n')
+    commit(tiny)
+    code, output, second = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0, output
+    after = second["variants"]["tiny-slim"]
+    assert after["steps"] - after["cached_steps"] == 1  # COPY app.py, and nothing before it
+    assert after["digest"] != first["variants"]["tiny-slim"]["digest"]
+
+
+def test_registry_stopped_mid_run_leaves_moving_tags(tiny: Project, registry: RegistryUnderTest) -> None:
+    options = api.BuildRunOptions(api.RenderOptions(registry=registry.address))
+    first = api.build(tiny.matrix, (), options)
+    assert first.ok
+    before = {t: registry.digest("tiny", t) for t in ("latest", "slim-latest", "slim-bookworm-latest")}
+    (tiny.root / "images" / "tiny" / "app.py").write_text('print("tiny app, version 2")\n')
+    commit(tiny)
+
+    def stop_at_push(event: BuildEvent) -> None:
+        if event.phase == "pushing":
+            registry.stop()
+
+    second: BuildResult = api.build(tiny.matrix, (), options, stop_at_push)
+    assert not second.ok
+    assert second.moved_tags == ()
+    assert second.moving_tags_note and "stay where they were" in second.moving_tags_note
+    failures = [v.error or "" for v in second.variants if not v.ok]
+    assert failures and all("unreachable" in f or "failed" in f for f in failures)
+    registry.start()
+    assert {t: registry.digest("tiny", t) for t in before} == before
+
+
+def test_a_failing_run_step_fails_its_variant_only(cli, tiny: Project, registry: RegistryUnderTest) -> None:  # type: ignore[no-untyped-def]
+    template = tiny.root / "images" / "tiny" / "Dockerfile.j2"
+    template.write_text(
+        template.read_text().replace(
+            "COPY app.py",
+            '{% if base.name == "slim" %}\nRUN echo "about to fail" && exit 3\n{% endif %}\nCOPY app.py',
+        )
+    )
+    commit(tiny)
+    code, output, manifest = build(tiny, registry.address, cli=cli)
+    assert code == 1
+    assert "[tiny-slim]" in output and "exit code: 3" in output and "RUN echo" in output
+    assert "build/logs/tiny-slim.log" in output
+    assert "about to fail" in (tiny.root / "build" / "logs" / "tiny-slim.log").read_text()
+    assert set(manifest["variants"]) == {"tiny-slim-bookworm"}
+    assert set(manifest["failed"]) == {"tiny-slim"}
+    assert (
+        registry.digest("tiny", "latest") is None and registry.digest("tiny", "slim-bookworm-latest") is None
+    )
+
+
+def test_a_missing_base_image_fails_its_variant_only(cli, tiny: Project, registry: RegistryUnderTest) -> None:  # type: ignore[no-untyped-def]
+    tiny.edit(
+        '  - {name: slim-bookworm, ref: "python:3.11-slim-bookworm"',
+        '  - {name: slim-bookworm, ref: "python:3.11.99-slim-bookworm"',
+    )
+    commit(tiny)
+    code, output, manifest = build(tiny, registry.address, cli=cli)
+    assert code == 1
+    assert "[tiny-slim-bookworm]" in output and "python:3.11.99-slim-bookworm" in output
+    assert "not in the engine and could not be pulled" in output
+    assert set(manifest["variants"]) == {"tiny-slim"}
+
+
+def test_an_unreachable_registry_is_one_clear_failure_per_variant(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]
+    from conftest import free_port
+
+    address = f"localhost:{free_port()}"
+    code, output, manifest = build(tiny, address, cli=cli)
+    assert code == 1
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all(f"registry {address} is unreachable" in e for e in errors)
+    assert "Traceback" not in output
+    assert manifest["variants"] == {}
+
+
+def test_a_dirty_worktree_never_gets_an_immutable_tag(
+    cli, tiny: Project, registry: RegistryUnderTest
+) -> None:  # type: ignore[no-untyped-def]
+    (tiny.root / "images" / "tiny" / "app.py").write_text('print("uncommitted")\n')
+    code, output, manifest = build(tiny, registry.address, cli=cli)
+    assert code == 2 and "uncommitted changes" in output and "--allow-dirty" in output
+    assert manifest == {}
+    code, output, manifest = build(tiny, registry.address, "--allow-dirty", "--select", "tiny-slim", cli=cli)
+    assert code == 0, output
+    sha = git(tiny.root, "rev-parse", "HEAD")
+    assert manifest["variants"]["tiny-slim"]["tags"]["immutable"].endswith(f"slim-{sha}-dirty")
+    assert registry.digest("tiny", f"slim-{sha}") is None
+    assert registry.digest("tiny", "slim-latest") is None
+    assert "dirty" in output
+
+
+def test_locked_builds_from_the_recorded_base_digest(cli, tiny: Project, registry: RegistryUnderTest) -> None:  # type: ignore[no-untyped-def]
+    code, output, _ = build(tiny, registry.address, "--locked", "--select", "tiny-slim", cli=cli)
+    assert code == 1 and "matrix.lock records no digest for python:3.11-slim" in output
+    code, output, first = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0, output
+    lock = json.loads((tiny.root / "matrix.lock").read_text())
+    code, output, locked = build(tiny, registry.address, "--locked", "--select", "tiny-slim", cli=cli)
+    assert code == 0, output
+    assert locked["variants"]["tiny-slim"]["base"]["digest"] == lock["bases"]["python:3.11-slim"]["digest"]
+    assert locked["variants"]["tiny-slim"]["digest"] == first["variants"]["tiny-slim"]["digest"]
+
+
+def test_build_logs_one_file_per_variant(cli, tiny: Project, registry: RegistryUnderTest) -> None:  # type: ignore[no-untyped-def]
+    code, output, _ = build(tiny, registry.address, cli=cli)
+    assert code == 0, output
+    logs = sorted(p.name for p in (tiny.root / "build" / "logs").glob("*.log"))
+    assert logs == ["tiny-slim-bookworm.log", "tiny-slim.log"]
+    assert "COPY app.py" in (tiny.root / "build" / "logs" / "tiny-slim.log").read_text()

@@ -1,0 +1,59 @@
+"""The main job end to end: the repository's default worker variant, built on the
+runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel stand-in and pushed to the embedded registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Project, RegistryUnderTest, committed_copy, docker_ok
+
+from buildtool.localregistry import CONTAINER, VOLUME, answers
+from buildtool.naming import EMBEDDED_REGISTRY
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+
+@pytest.fixture
+def embedded_registry() -> Iterator[RegistryUnderTest]:
+    """The embedded registry as `buildtool build` starts it; removed afterwards if this test made it."""
+    docker_ok()
+    was_running = answers(EMBEDDED_REGISTRY)
+    yield RegistryUnderTest(container=None, address=EMBEDDED_REGISTRY)
+    if not was_running:
+        subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True, check=False)
+        subprocess.run(["docker", "volume", "rm", VOLUME], capture_output=True, check=False)
+
+
+@pytest.fixture
+def repository_copy(tmp_path: Path) -> Project:
+    return Project(committed_copy(REPO, tmp_path / "checkout"))
+
+
+def test_default_worker_variant_builds_and_pushes_to_the_embedded_registry(
+    repository_copy: Project, embedded_registry: RegistryUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REGISTRY", raising=False)
+    done = subprocess.run(
+        ["buildtool", "build", "--default"],
+        cwd=repository_copy.root,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        f"embedded registry registry:2 on {EMBEDDED_REGISTRY}" in done.stdout
+        or "registry that answers" in done.stdout
+    )
+    manifest = json.loads((repository_copy.root / "build" / "manifest.json").read_text())
+    assert list(manifest["variants"]) == ["worker-embed-runpod-torch211-cu130"]
+    entry = manifest["variants"]["worker-embed-runpod-torch211-cu130"]
+    repository, tag = entry["tags"]["immutable"].split("/", 1)[1].split(":")
+    assert embedded_registry.digest(repository, tag) == entry["digest"]
+    assert embedded_registry.digest(repository, "latest") == entry["digest"]
+    assert entry["base"]["ref"] == "runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel"
