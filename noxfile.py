@@ -16,8 +16,8 @@ PYTHON = "3.11"
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("-e", ".[lint,test]")
-    session.run("ruff", "check", "buildtool", "smoke", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "--diff", "buildtool", "smoke", "noxfile.py")
+    session.run("ruff", "check", "buildtool", "smoke", "tests", "bench", "noxfile.py")
+    session.run("ruff", "format", "--check", "--diff", "buildtool", "smoke", "bench", "noxfile.py")
     session.run("mypy")
 
 
@@ -39,6 +39,14 @@ def build(session: nox.Session) -> None:
     embedded registry (or $REGISTRY). Pass buildtool build options after --, e.g. -- --select '*'."""
     session.install("-e", ".")
     session.run("buildtool", "build", *(session.posargs or ["--default"]))
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (ratios measured in one run); empties the engine's build cache. -- --skip-builds for
+    the render figures only."""
+    session.install("-e", ".")
+    session.run("python", "bench/bench_pipeline.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from buildtool.engine import Engine, Progress
+from buildtool.engine import BakeOutcome, Engine, Progress
 from buildtool.lock import read_lock, write_atomically, write_lock
 from buildtool.registry import Registry, RegistryError, compressed_size
 from buildtool.render import RenderedVariant, Rendering
@@ -139,20 +139,8 @@ def _build_one(
         )
 
     try:
-        emit(BuildEvent(v.name, "base", v.base_ref))
-        base_digest = engine.local_image_digest(v.base_ref)
-        if base_digest is None:
-            pull_error = engine.pull(v.base_ref)
-            base_digest = engine.local_image_digest(v.base_ref)
-            if base_digest is None:
-                raise _VariantFailed(
-                    f"base image {v.base_ref} is not in the engine and could not be pulled: {pull_error}",
-                    "check the reference, `docker login`, and the network",
-                )
         overrides = {"output": "type=image,push=false"}
         recorded = lock.get(v.base_ref)
-        if recorded and recorded != base_digest:
-            notes.append(f"base {v.base_ref} now points to {base_digest}; matrix.lock has {recorded}")
         if options.locked:
             if recorded is None:
                 raise _VariantFailed(
@@ -160,26 +148,48 @@ def _build_one(
                     "run buildtool build without --locked once to record it",
                 )
             overrides["args.BASE_IMAGE"] = f"{v.base_ref}@{recorded}"
-            base_digest = recorded
 
+        def bake() -> BakeOutcome:
+            return engine.bake(
+                options.build_dir / "docker-bake.json",
+                v.name,
+                overrides,
+                log,
+                lambda p: emit(BuildEvent(v.name, "building", p.current, p)),
+            )
+
+        emit(BuildEvent(v.name, "building", str(log)))
+        build_started = time.monotonic()
+        # The base's digest, and what the registry holds under the immutable tag, are asked while
+        # BuildKit builds: neither changes what it builds.
+        with ThreadPoolExecutor(max_workers=2) as side:
+            asked = side.submit(registry.manifest, v.tags.immutable)
+            local_base = side.submit(engine.local_image_digest, v.base_ref)
+            outcome = bake()
+        base_digest = local_base.result()
+        if base_digest is None:  # not in the engine's store: pull it, then build again if that failed
+            emit(BuildEvent(v.name, "base", f"pulling {v.base_ref}"))
+            pull_error = engine.pull(v.base_ref)
+            base_digest = engine.local_image_digest(v.base_ref)
+            if base_digest is None:
+                raise _VariantFailed(
+                    f"base image {v.base_ref} is not in the engine and could not be pulled: {pull_error}",
+                    "check the reference, `docker login`, and the network",
+                )
+            if not outcome.ok:
+                outcome = bake()
+        build_seconds = time.monotonic() - build_started
+        if recorded and recorded != base_digest:
+            notes.append(f"base {v.base_ref} now points to {base_digest}; matrix.lock has {recorded}")
+        if options.locked:
+            base_digest = recorded
         try:
-            existing = registry.manifest(v.tags.immutable)
+            existing = asked.result()
         except RegistryError as exc:
             raise _VariantFailed(
                 f"registry {rendering.registry} is unreachable: {exc}",
                 "start it, or point --registry / $REGISTRY at one",
             ) from None
-
-        emit(BuildEvent(v.name, "building", str(log)))
-        build_started = time.monotonic()
-        outcome = engine.bake(
-            options.build_dir / "docker-bake.json",
-            v.name,
-            overrides,
-            log,
-            lambda p: emit(BuildEvent(v.name, "building", p.current, p)),
-        )
-        build_seconds = time.monotonic() - build_started
         if not outcome.ok or outcome.digest is None:
             message, hint = _classify_build_error(
                 outcome.error or "no image digest", rendering.registry, v.base_ref
@@ -205,11 +215,13 @@ def _build_one(
                 raise _VariantFailed(f"push of {v.tags.immutable} failed: {message}", hint)
             status = "pushed"
 
-        emit(BuildEvent(v.name, "verifying", v.tags.immutable))
-        try:
-            remote = registry.manifest(v.tags.immutable)
-        except RegistryError as exc:
-            raise _VariantFailed(f"registry {rendering.registry} is unreachable: {exc}") from None
+        remote = existing  # unchanged: the registry's answer above already holds this digest
+        if status == "pushed":
+            emit(BuildEvent(v.name, "verifying", v.tags.immutable))
+            try:
+                remote = registry.manifest(v.tags.immutable)
+            except RegistryError as exc:
+                raise _VariantFailed(f"registry {rendering.registry} is unreachable: {exc}") from None
         if remote is None or remote.digest != digest:
             raise _VariantFailed(
                 f"after the push the registry has {remote.digest if remote else 'nothing'} "

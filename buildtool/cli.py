@@ -24,7 +24,7 @@ from rich.table import Table
 from buildtool import api
 from buildtool.build import BuildEvent, BuildResult
 from buildtool.errors import BuildError, BuildtoolError, ConfigError, Location, Problem
-from buildtool.naming import Revision
+from buildtool.naming import Revision, revision_of
 from buildtool.policy import CheckedPlan, Finding
 
 out = Console(highlight=False, soft_wrap=True)
@@ -174,7 +174,9 @@ def _select(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _revision(args: argparse.Namespace) -> Revision | None:
-    return Revision(args.commit, dirty=False) if getattr(args, "commit", None) else None
+    if not getattr(args, "commit", None):
+        return None
+    return revision_of(args.matrix.resolve().parent, args.commit)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ class BuildxEngine:
 
     def __init__(self, docker: str = "docker") -> None:
         self.docker = docker
+        self._client: Any = None  # docker SDK client, made on first use
 
     def _run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -95,13 +96,19 @@ class BuildxEngine:
         )
 
     def local_image_digest(self, ref: str) -> str | None:
-        done = self._run("image", "inspect", "--format", "{{json .RepoDigests}} {{.Id}}", ref, timeout=60)
-        if done.returncode != 0:
+        # The Engine API over the socket: half the time of a `docker image inspect` process.
+        import docker
+        import docker.errors
+
+        if self._client is None:
+            self._client = docker.from_env()
+        try:
+            image = self._client.images.get(ref)
+        except docker.errors.ImageNotFound:
             return None
-        repo_digests, _, image_id = done.stdout.strip().partition(" ")
-        for entry in json.loads(repo_digests or "[]"):
-            return str(entry).split("@", 1)[1]  # the registry's digest, when it came from one
-        return image_id or None
+        repo_digests = image.attrs.get("RepoDigests") or []
+        # The registry's digest when it came from one; else the local image's own.
+        return str(repo_digests[0]).split("@", 1)[1] if repo_digests else str(image.id)
 
     def pull(self, ref: str) -> str | None:
         done = self._run("pull", "--quiet", ref)

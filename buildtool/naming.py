@@ -10,6 +10,7 @@ A dirty worktree gets `<base>-<sha>-dirty` instead, which is mutable and never p
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +58,25 @@ def current_revision(directory: Path) -> Revision:
             ) from None
         return done.stdout.strip()
 
-    sha = git("rev-parse", "--verify", "HEAD^{commit}")
+    sha, epoch = git("show", "-s", "--format=%H %ct", "HEAD").split()
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return Revision(sha, dirty, int(git("show", "-s", "--format=%ct", sha)))
+    return Revision(sha, dirty, int(epoch))
+
+
+def revision_of(directory: Path, sha: str) -> Revision:
+    """An explicit commit (--commit): its time from git when the checkout has it, else 0."""
+    if not re.fullmatch(r"[0-9a-f]{7,40}", sha):
+        raise GitError(
+            Problem(f"--commit '{sha}' is not a git sha", hint="give 7 to 40 lower-case hex digits")
+        )
+    done = subprocess.run(
+        ["git", "-C", str(directory), "show", "-s", "--format=%ct", sha],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    epoch = int(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip().isdigit() else 0
+    return Revision(sha, dirty=False, epoch=epoch)
 
 
 def variant_tags(registry: str, image: str, base: str, revision: Revision, is_default: bool) -> VariantTags:

@@ -150,16 +150,15 @@ def _render_template(
         ) from None
 
 
-def _context_files(cv: CheckedVariant, context: Mapping[str, Any]) -> tuple[str, list[RenderedFile]]:
-    template_dir = cv.variant.image.template
-    # Templates see their own directory first, then images/_shared/ (macros every image uses).
+def _environment(template_dir: Path) -> jinja2.Environment:
+    """Templates see their own directory first, then images/_shared/ (macros every image uses)."""
     loader = jinja2.ChoiceLoader(
         [
             jinja2.FileSystemLoader(str(template_dir)),
             jinja2.FileSystemLoader(str(template_dir.parent / SHARED_TEMPLATES)),
         ]
     )
-    env = jinja2.Environment(
+    return jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -167,6 +166,12 @@ def _context_files(cv: CheckedVariant, context: Mapping[str, Any]) -> tuple[str,
         lstrip_blocks=True,
         autoescape=False,
     )
+
+
+def _context_files(
+    cv: CheckedVariant, context: Mapping[str, Any], env: jinja2.Environment
+) -> tuple[str, list[RenderedFile]]:
+    template_dir = cv.variant.image.template
     dockerfile = _render_template(env, template_dir, "Dockerfile.j2", context, cv.name)
     files = [RenderedFile(f"{cv.name}/Dockerfile", dockerfile.encode())]
     for path in sorted(template_dir.rglob("*")):
@@ -189,10 +194,15 @@ def render(checked: CheckedPlan, revision: Revision, registry: str) -> Rendering
     """Render every variant of a policy-checked plan, in memory."""
     matrix = checked.plan.matrix
     rendered = []
+    environments: dict[Path, jinja2.Environment] = {}
     for cv in checked.variants:
         image = cv.variant.image
         context = _template_context(cv)
-        dockerfile, files = _context_files(cv, context)
+        # One environment per template directory: each template compiles once, not once per variant.
+        if image.template not in environments:
+            environments[image.template] = _environment(image.template)
+        env = environments[image.template]
+        dockerfile, files = _context_files(cv, context, env)
         tags = variant_tags(
             registry, image.name, cv.variant.base.name, revision, cv.name == checked.plan.default_variant
         )

@@ -1,0 +1,269 @@
+"""Benchmarks of the pipeline, as ratios measured in one run (these machines are noisy).
+
+    nox -s bench            (or: python bench/bench_pipeline.py [--skip-builds])
+
+1. plan + check + render vs `docker buildx bake --print` of the same targets, for the repository's
+   matrix and for a synthetic 1,000-variant matrix;
+2. a fully cached `buildtool build` vs raw `docker buildx bake` of the same bake file and target;
+3. a rebuild after a one-line change in the worker's handler vs the cold build, with bytes pushed
+   vs the image's size;
+4. a rebuild from the registry cache alone (after prune and image removal) vs the cold build.
+Builds use the repository's default worker variant, in a temporary git checkout, against a
+registry:2 container of their own. Steps 3 and 4 run `docker buildx prune -af`, which empties the
+whole engine's build cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from buildtool import api  # noqa: E402
+from buildtool.build import BuildResult  # noqa: E402
+from buildtool.localregistry import answers  # noqa: E402
+from buildtool.naming import Revision  # noqa: E402
+from buildtool.registry import HttpRegistry  # noqa: E402
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def median_time(action: Callable[[], object], runs: int = 3) -> float:
+    return statistics.median(timed(action) for _ in range(runs))
+
+
+def git(root: Path, *args: str) -> str:
+    env = {
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+        "PATH": "/usr/bin:/bin",
+    }
+    return subprocess.run(
+        ["git", "-C", str(root), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
+
+
+def checkout(work: Path) -> Path:
+    root = work / "checkout"
+    root.mkdir()
+    shutil.copy(REPO / "matrix.yaml", root / "matrix.yaml")
+    shutil.copytree(REPO / "images", root / "images", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / ".gitignore").write_text("/build/\n")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "bench")
+    return root
+
+
+def synthetic_matrix(work: Path, images: int = 10, bases: int = 100) -> Path:
+    """images x bases = 1,000 variants, all valid, on the repository's templates."""
+    root = work / "synthetic"
+    shutil.copytree(REPO / "images", root / "images", ignore=shutil.ignore_patterns("__pycache__"))
+    doc = yaml.safe_load((REPO / "matrix.yaml").read_text())
+    template_base = next(b for b in doc["bases"] if b["name"] == "runpod-torch211-cu130")
+    doc["bases"] += [{**template_base, "name": f"synthetic-{i:03d}"} for i in range(bases)]
+    runtime = next(i for i in doc["images"] if i["name"] == "pytorch-runtime")
+    doc["images"] += [{**runtime, "name": f"synthetic-image-{i:02d}"} for i in range(images)]
+    doc["matrix"] = {
+        "image": [f"synthetic-image-{i:02d}" for i in range(images)],
+        "base": [f"synthetic-{i:03d}" for i in range(bases)],
+        "gpus": "all",
+    }
+    doc.pop("default_variant", None)
+    (root / "matrix.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return root / "matrix.yaml"
+
+
+def render_vs_bake_print(matrix: Path) -> dict[str, float]:
+    options = api.RenderOptions(registry="localhost:5000", revision=Revision("0" * 40, False, 0))
+    render_seconds = median_time(lambda: api.render(matrix, (), options))
+    build_dir = matrix.parent / "build"
+    targets = len(json.loads((build_dir / "docker-bake.json").read_text())["target"])
+    bake_seconds = median_time(
+        lambda: subprocess.run(
+            ["docker", "buildx", "bake", "--print", "-f", "docker-bake.json"],
+            cwd=build_dir,
+            check=True,
+            capture_output=True,
+        )
+    )
+    return {
+        "variants": targets,
+        "buildtool_render_s": render_seconds,
+        "bake_print_s": bake_seconds,
+        "ratio": render_seconds / bake_seconds,
+    }
+
+
+def start_registry() -> tuple[str, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    container = subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--rm",
+            "-p",
+            f"127.0.0.1:{port}:5000",
+            "--label",
+            "org.runpod-images.bench=1",
+            "registry:2",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    address = f"localhost:{port}"
+    deadline = time.monotonic() + 30
+    while not answers(address) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return container, address
+
+
+def layer_digests(registry: HttpRegistry, ref: str) -> dict[str, int]:
+    manifest = registry.manifest(ref)
+    assert manifest is not None
+    doc: dict[str, Any] = manifest.document
+    blobs = {layer["digest"]: int(layer["size"]) for layer in doc["layers"]}
+    blobs[doc["config"]["digest"]] = int(doc["config"]["size"])
+    return blobs
+
+
+def builds(root: Path, address: str) -> dict[str, Any]:
+    matrix = root / "matrix.yaml"
+    options = api.BuildRunOptions(api.RenderOptions(registry=address), jobs=1)
+    default = yaml.safe_load(matrix.read_text())["default_variant"]
+    registry = HttpRegistry()
+
+    def run() -> BuildResult:
+        result = api.build(matrix, (default,), options)
+        if not result.ok:
+            raise SystemExit(f"build failed: {[v.error for v in result.variants]}")
+        return result
+
+    def forget_everything() -> None:
+        subprocess.run(["docker", "buildx", "prune", "-af"], check=True, capture_output=True)
+        images = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{address}/*"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        if images:
+            subprocess.run(["docker", "rmi", "-f", *images], check=True, capture_output=True)
+
+    # Cold: no local build cache and an empty registry (so no registry cache either).
+    forget_everything()
+    start = time.perf_counter()
+    cold = run()
+    cold_seconds = time.perf_counter() - start
+    entry = cold.variants[0]
+    size = entry.compressed_size or 0
+
+    # Fully cached: buildtool build (same commit: nothing to push) vs raw bake of the same target.
+    bake = [
+        "docker",
+        "buildx",
+        "bake",
+        "-f",
+        "docker-bake.json",
+        "--set",
+        f"{default}.output=type=image,push=false",
+        default,
+    ]
+    build_dir = root / "build"
+    cached_tool, cached_bake = [], []
+    for _ in range(3):  # alternate, so that drift hits both alike
+        cached_tool.append(timed(run))
+        cached_bake.append(
+            timed(lambda: subprocess.run(bake, cwd=build_dir, check=True, capture_output=True))
+        )
+
+    # One-line change in the worker's handler, committed: only the last layer rebuilds and pushes.
+    before = layer_digests(registry, entry.immutable_tag)
+    handler = root / "images" / "worker-embed" / "handler.py"
+    handler.write_text(handler.read_text().replace('"device": DEVICE}', '"device": DEVICE, "version": 2}'))
+    git(root, "commit", "-qam", "one-line change")
+    start = time.perf_counter()
+    changed = run()
+    changed_seconds = time.perf_counter() - start
+    after = layer_digests(registry, changed.variants[0].immutable_tag)
+    pushed = sum(size for digest, size in after.items() if digest not in before)
+
+    # The same commit again from the registry cache alone: no local build cache, no local image.
+    forget_everything()
+    start = time.perf_counter()
+    from_cache = run()
+    from_cache_seconds = time.perf_counter() - start
+
+    rebuilt = from_cache.variants[0]
+    return {
+        "variant": default,
+        "image_compressed_bytes": size,
+        "cold_build_s": cold_seconds,
+        "cold_cached_steps": f"{entry.cached_steps}/{entry.steps}",
+        "fully_cached_buildtool_s": statistics.median(cached_tool),
+        "fully_cached_raw_bake_s": statistics.median(cached_bake),
+        "fully_cached_ratio": statistics.median(cached_tool) / statistics.median(cached_bake),
+        "one_line_change_s": changed_seconds,
+        "one_line_change_vs_cold": changed_seconds / cold_seconds,
+        "one_line_change_rebuilt_steps": changed.variants[0].steps - changed.variants[0].cached_steps,
+        "one_line_change_pushed_bytes": pushed,
+        "one_line_change_pushed_vs_size": pushed / size if size else None,
+        "registry_cache_only_s": from_cache_seconds,
+        "registry_cache_only_vs_cold": from_cache_seconds / cold_seconds,
+        "registry_cache_only_cached_steps": f"{rebuilt.cached_steps}/{rebuilt.steps}",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--skip-builds", action="store_true", help="only the render benchmarks")
+    parser.add_argument("--output", type=Path, default=REPO / "build" / "bench.json")
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as temporary:
+        work = Path(temporary)
+        root = checkout(work)
+        results["render_repository"] = render_vs_bake_print(root / "matrix.yaml")
+        results["render_1000"] = render_vs_bake_print(synthetic_matrix(work))
+        if not args.skip_builds:
+            container, address = start_registry()
+            try:
+                results["builds"] = builds(root, address)
+            finally:
+                subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+    for section, figures in results.items():
+        print(f"\n{section}")
+        for key, value in figures.items():
+            print(f"  {key:36} {value:.3f}" if isinstance(value, float) else f"  {key:36} {value}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
