@@ -17,6 +17,7 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -98,7 +99,7 @@ class HttpRegistry:
         if status == 404:
             return None
         _raise_for(status, body, ref)
-        media_type = headers.get("Content-Type", "").split(";")[0] or str(
+        media_type = headers.get("content-type", "").split(";")[0] or str(
             json.loads(body).get("mediaType", "")
         )
         return RemoteManifest("sha256:" + hashlib.sha256(body).hexdigest(), media_type, body)
@@ -134,7 +135,7 @@ class HttpRegistry:
             headers = {**headers, "Authorization": self._tokens[key]}
         status, answer, body = self._send(method, where.base_url + path, headers, data)
         if status == 401 and key not in self._tokens:
-            self._tokens[key] = self._authorize(where.host, answer.get("WWW-Authenticate", ""), key[1])
+            self._tokens[key] = self._authorize(where.host, answer.get("www-authenticate", ""), key[1])
             status, answer, body = self._send(
                 method, where.base_url + path, {**headers, "Authorization": self._tokens[key]}, data
             )
@@ -146,9 +147,9 @@ class HttpRegistry:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.status, dict(response.headers), response.read()
+                return response.status, _lower_keys(response.headers.items()), response.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers), exc.read()
+            return exc.code, _lower_keys(exc.headers.items()), exc.read()
         except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryUnreachable(f"{url.split('/v2/')[0]}: {reason}") from None
@@ -162,7 +163,9 @@ class HttpRegistry:
                 raise RegistryDenied(f"{host} wants credentials: run docker login {host}")
             return basic
         fields = dict(part.split("=", 1) for part in _split_challenge(params))
-        fields = {k: v.strip('"') for k, v in fields.items()}
+        fields = {k.strip().lower(): v.strip('"') for k, v in fields.items()}
+        if "realm" not in fields:
+            raise RegistryDenied(f"{host} answered 401 with an unusable challenge '{challenge}'")
         query = urllib.parse.urlencode({"service": fields.get("service", host), "scope": scope})
         status, _, body = self._send(
             "GET", f"{fields['realm']}?{query}", {"Authorization": basic} if basic else {}, None
@@ -192,6 +195,11 @@ class HttpRegistry:
             user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
             return user, secret
         return None, None
+
+
+def _lower_keys(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """HTTP header names are case-insensitive (Go's registry sends 'Www-Authenticate')."""
+    return {key.lower(): value for key, value in items}
 
 
 def _split_challenge(params: str) -> list[str]:
