@@ -219,10 +219,13 @@ def test_build_logs_one_file_per_variant(cli, tiny: Project, registry: RegistryU
 
 def test_a_base_tag_that_moved_is_reported(cli, tiny: Project, registry: RegistryUnderTest) -> None:  # type: ignore[no-untyped-def]
     stale = "sha256:" + "0" * 64
-    (tiny.root / "matrix.lock").write_text(json.dumps(
-        {"version": 1, "bases": {"python:3.11-slim": {"digest": stale}}}))
+    (tiny.root / "matrix.lock").write_text(
+        json.dumps({"version": 1, "bases": {"python:3.11-slim": {"digest": stale}}})
+    )
     code, output, manifest = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
     assert code == 0, output
     assert "base python:3.11-slim now points to sha256:" in output and f"matrix.lock has {stale}" in output
     current = manifest["variants"]["tiny-slim"]["base"]["digest"]
-    assert json.loads((tiny.root / "matrix.lock").read_text())["bases"]["python:3.11-slim"]["digest"] == current
+    assert (
+        json.loads((tiny.root / "matrix.lock").read_text())["bases"]["python:3.11-slim"]["digest"] == current
+    )
