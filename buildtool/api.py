@@ -30,6 +30,7 @@ class RenderOptions:
     registry: str | None = None  # None: $REGISTRY, then matrix.yaml's registry
     revision: Revision | None = None  # None: the matrix repository's HEAD
     build_dir: Path | None = None  # None: build/ next to matrix.yaml
+    kernels_local: Path | None = None  # kernels for the bake step, as the named context kernels-local
 
 
 def plan_and_check(matrix_path: Path, select: tuple[str, ...] = ()) -> CheckedPlan:
@@ -84,6 +85,7 @@ def render(
         _revision(matrix_path, options),
         _registry(checked, options),
         build_dir_for(matrix_path, options),
+        options.kernels_local,
     )
     return checked, rendering
 
@@ -119,6 +121,6 @@ def build(
     if embedded:
         on_note(ensure_embedded_registry(registry))
     build_dir = build_dir_for(matrix_path, options.render)
-    rendering = render_checked(checked, revision, registry, build_dir)
+    rendering = render_checked(checked, revision, registry, build_dir, options.render.kernels_local)
     build_options = BuildOptions(build_dir, lock_path_for(matrix_path), options.locked, options.jobs)
     return build_rendering(rendering, build_options, BuildxEngine(), HttpRegistry(), on_event)

@@ -21,12 +21,16 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from buildtool import api
+from buildtool import api, smoke_runner
 from buildtool.build import BuildEvent, BuildResult
 from buildtool.errors import BuildError, BuildtoolError, ConfigError, Location, Problem
 from buildtool.naming import Revision, revision_of
 from buildtool.policy import CheckedPlan, Finding
 
+KERNELS_LOCAL_HELP = (
+    "a directory with one subdirectory per kernel of the images' kernels lock, baked instead of "
+    "fetching from the Hub (offline builds); passed as the named build context kernels-local"
+)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -134,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         "--commit", help="git sha to label and tag with (default: HEAD of the matrix's repo)"
     )
     rendering.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
+    rendering.add_argument("--kernels-local", type=Path, help=KERNELS_LOCAL_HELP)
 
     parser = argparse.ArgumentParser(
         prog="buildtool", description=__doc__.split("\n\n")[0] if __doc__ else None
@@ -157,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
         "registry:2 on localhost:5000 that buildtool starts)",
     )
     b.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
+    b.add_argument("--kernels-local", type=Path, help=KERNELS_LOCAL_HELP)
     b.add_argument(
         "--locked", action="store_true", help="build FROM the base digests recorded in matrix.lock"
     )
@@ -166,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
         help="with uncommitted changes, push mutable <base>-<sha>-dirty tags instead of refusing",
     )
     b.add_argument("--jobs", type=int, default=2, help="variants built at once (default 2)")
+    s = sub.add_parser("smoke", parents=[common], help="run the smoke suite inside each built image")
+    s.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
+    s.add_argument("--quick", action="store_true", help="one sequence length and dtype per attention shape")
     return parser
 
 
@@ -189,9 +198,16 @@ def run(args: argparse.Namespace) -> int:
             out.print(*plan_tables(checked))
         report_findings(checked.warnings)
         return 0
-    options = api.RenderOptions(registry=args.registry, revision=_revision(args), build_dir=args.build_dir)
     if args.command == "build":
         return run_build(args)
+    if args.command == "smoke":
+        return run_smoke(args)
+    options = api.RenderOptions(
+        registry=args.registry,
+        revision=_revision(args),
+        build_dir=args.build_dir,
+        kernels_local=args.kernels_local,
+    )
     if args.command == "check":
         checked, _rendering = api.check(matrix_path, _select(args), options)
         out.print(*plan_tables(checked))
@@ -221,7 +237,7 @@ def run_build(args: argparse.Namespace) -> int:
             )
         select = (default,)
     options = api.BuildRunOptions(
-        api.RenderOptions(registry=args.registry, build_dir=args.build_dir),
+        api.RenderOptions(registry=args.registry, build_dir=args.build_dir, kernels_local=args.kernels_local),
         locked=args.locked,
         allow_dirty=args.allow_dirty,
         jobs=args.jobs,
@@ -244,6 +260,38 @@ def run_build(args: argparse.Namespace) -> int:
     ]
     problems += [Problem(e) for e in result.errors]
     raise BuildError(problems)
+
+
+def run_smoke(args: argparse.Namespace) -> int:
+    build_dir = args.build_dir or args.matrix.parent / "build"
+    where = "on the GPU" if smoke_runner.host_has_gpu() else "on the CPU (no NVIDIA GPU here)"
+    outcomes = smoke_runner.smoke(
+        build_dir,
+        _select(args),
+        quick=args.quick,
+        on_start=lambda image: out.print(f"smoke: {image.variant} {where}"),
+    )
+    table = Table(title=f"smoke results in {build_dir / 'smoke'}")
+    for column in ("variant", "result", "pass", "fail", "skipped", "failed checks"):
+        table.add_column(column, overflow="fold")
+    for o in outcomes:
+        verdict = "[green]pass[/green]" if o.passed else "[red]fail[/red]"
+        table.add_row(
+            o.variant,
+            verdict,
+            str(o.counts.get("pass", "-")),
+            str(o.counts.get("fail", "-")),
+            str(o.counts.get("skipped", "-")),
+            escape(", ".join(o.failed_checks) or (o.error or "")),
+        )
+    out.print(table)
+    failed = [o for o in outcomes if not o.passed]
+    if not failed:
+        return 0
+    raise BuildError(
+        Problem(o.error or f"failed: {', '.join(o.failed_checks)} (see {o.json_path})", variant=o.variant)
+        for o in failed
+    )
 
 
 def results_table(result: BuildResult) -> Table:

@@ -73,6 +73,35 @@ FLASH_ATTENTION_BY_ARCH: dict[str, tuple[int, ...]] = {
     "sm_90": (2, 3),
 }
 
+
+@dataclass(frozen=True)
+class KernelPin:
+    """A Hub kernel the image build bakes in, pinned by revision: `version=` cannot resolve offline
+    (huggingface/kernels issue 553), a revision can, from the baked cache."""
+
+    name: str
+    repo_id: str
+    revision: str
+    function: str
+    archs: tuple[str, ...]  # GPU archs it runs on; empty: any device
+    flash_attention: int | None = None
+
+
+# The FlashAttention kernels by version, as `kernels: [flash-attention]` bakes them. The revisions
+# are the repositories' version-1 branches; replace them with commit shas (`kernels lock` on a
+# machine that reaches the Hub) to pin exactly. Source: RunPod production patterns (seeds).
+FLASH_ATTENTION_KERNELS: dict[int, KernelPin] = {
+    3: KernelPin("flash-attn3", "kernels-community/vllm-flash-attn3", "v1", "flash_attn_func", ("sm_90",), 3),
+    2: KernelPin(
+        "flash-attn2",
+        "kernels-community/flash-attn2",
+        "v1",
+        "flash_attn_func",
+        ("sm_80", "sm_86", "sm_89", "sm_90"),
+        2,
+    ),
+}
+
 # Lowest NVIDIA driver that runs each CUDA major.minor without the compat package.
 # Source: NVIDIA CUDA Toolkit release notes, table 3 (minimum driver for minor version compat).
 DRIVER_FLOOR_BY_CUDA: dict[str, str] = {

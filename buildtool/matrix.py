@@ -85,7 +85,22 @@ class Image:
     model: Model | None
     smoke: SmokeSettings | None
     needs_torch: bool  # False for images that use no torch from their base (CPU tools, tests)
+    kernels: tuple[KernelSpec, ...]  # what the build bakes in; "flash-attention" expands per variant
     location: Location = field(compare=False)
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One entry of an image's `kernels:`: the `flash-attention` shorthand, or a Hub kernel."""
+
+    name: str
+    repo_id: str | None = None  # None for the flash-attention shorthand
+    revision: str | None = None
+    function: str = "flash_attn_func"
+    archs: tuple[str, ...] = ()
+
+
+FLASH_ATTENTION_SHORTHAND = "flash-attention"
 
 
 @dataclass(frozen=True)
@@ -378,7 +393,7 @@ def _images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
             entry,
             "an image",
             ["name", "template", "kind", "version"],
-            ["description", "args", "handler", "model", "smoke", "needs_torch"],
+            ["description", "args", "handler", "model", "smoke", "needs_torch", "kernels"],
         )
         name = r.name(m["name"], "image name")
         kind = r.scalar(m["kind"], str, "kind")
@@ -423,6 +438,7 @@ def _images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
                 model=_model(r, m["model"]) if "model" in m else None,
                 smoke=_smoke(r, m["smoke"]) if "smoke" in m else None,
                 needs_torch=r.optional(m.get("needs_torch"), bool, "needs_torch") is not False,
+                kernels=_kernels(r, m["kernels"]) if "kernels" in m else (),
                 location=r.at(entry),
             )
         )
@@ -449,6 +465,31 @@ def _model(r: Reader, node: Node) -> Model:
         volume_path,
         r.at(node),
     )
+
+
+def _kernels(r: Reader, node: Node) -> tuple[KernelSpec, ...]:
+    out = []
+    for entry in r.sequence(node, "kernels"):
+        if entry.value == FLASH_ATTENTION_SHORTHAND:
+            out.append(KernelSpec(FLASH_ATTENTION_SHORTHAND))
+            continue
+        if isinstance(entry.value, str):
+            raise r.fail(
+                entry,
+                f"unknown kernel shorthand '{entry.value}'",
+                f"'{FLASH_ATTENTION_SHORTHAND}', or a mapping with name, repo_id and revision",
+            )
+        m = r.mapping(entry, "a kernel", ["name", "repo_id", "revision"], ["function", "archs"])
+        out.append(
+            KernelSpec(
+                name=r.name(m["name"], "kernel name"),
+                repo_id=r.scalar(m["repo_id"], str, "repo_id"),
+                revision=r.scalar(m["revision"], str, "revision"),
+                function=r.optional(m.get("function"), str, "function") or "flash_attn_func",
+                archs=r.strings(m["archs"], "archs") if "archs" in m else (),
+            )
+        )
+    return tuple(out)
 
 
 def _smoke(r: Reader, node: Node) -> SmokeSettings:

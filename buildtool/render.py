@@ -20,6 +20,7 @@ import jinja2
 
 from buildtool import facts
 from buildtool.errors import Location, PolicyError, Problem, TemplateError
+from buildtool.matrix import FLASH_ATTENTION_SHORTHAND
 from buildtool.naming import Revision, VariantTags, variant_tags
 from buildtool.policy import CheckedPlan, CheckedVariant, Finding, check_dockerfile
 
@@ -27,6 +28,8 @@ LABEL_PREFIX = "org.runpod-images"
 SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
 SHARED_TEMPLATES = "_shared"
 PLATFORM = "linux/amd64"  # RunPod GPUs are x86-64 hosts
+KERNELS_LOCK_IN_IMAGE = "/opt/kernels/kernels.lock.json"
+SMOKE_PACKAGE = "smoke"  # next to matrix.yaml; copied into every build context (the image's late layer)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class RenderedVariant:
     labels: tuple[tuple[str, str], ...]  # OCI labels passed by bake (commit-dependent)
     tags: VariantTags
     files: tuple[RenderedFile, ...]
+    bakes_kernels: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,63 @@ class Rendering:
         return out
 
 
+def kernel_pins(cv: CheckedVariant) -> tuple[facts.KernelPin, ...]:
+    """The kernels the variant's build bakes: `flash-attention` expands to the FlashAttention its GPU
+    targets get (FA3 for sm_90, FA2 for sm_80/86/89), newest first."""
+    pins: list[facts.KernelPin] = []
+    for spec in cv.variant.image.kernels:
+        if spec.name == FLASH_ATTENTION_SHORTHAND:
+            pins += [facts.FLASH_ATTENTION_KERNELS[v] for v in sorted(cv.flash_attention, reverse=True)]
+        else:
+            assert spec.repo_id is not None and spec.revision is not None
+            pins.append(facts.KernelPin(spec.name, spec.repo_id, spec.revision, spec.function, spec.archs))
+    return tuple(pins)
+
+
+def baked_flash_attention(cv: CheckedVariant) -> tuple[int, ...]:
+    return tuple(sorted({p.flash_attention for p in kernel_pins(cv) if p.flash_attention}))
+
+
+def kernels_lock(pins: tuple[facts.KernelPin, ...]) -> str:
+    entries = [
+        {
+            "name": p.name,
+            "repo_id": p.repo_id,
+            "revision": p.revision,
+            "function": p.function,
+            "archs": list(p.archs),
+            "flash_attention": p.flash_attention,
+            "local_path": None,
+        }
+        for p in pins
+    ]
+    return json.dumps({"version": 1, "kernels": entries}, indent=2, sort_keys=True) + "\n"
+
+
+def smoke_env(cv: CheckedVariant, pins: tuple[facts.KernelPin, ...]) -> dict[str, str]:
+    """What the smoke suite expects of the image, as SMOKE_* environment variables."""
+    image, base = cv.variant.image, cv.variant.base
+    env = {
+        "SMOKE_VARIANT": cv.name,
+        "SMOKE_TORCH": base.torch or "",
+        "SMOKE_CUDA": base.cuda or "",
+        "SMOKE_CUDNN": (cv.torch_build.cudnn if cv.torch_build else None) or "",
+        "SMOKE_FLASH_ATTENTION": ",".join(map(str, baked_flash_attention(cv))),
+        "SMOKE_DRIVER_FLOOR": facts.DRIVER_FLOOR_BY_CUDA.get(base.cuda or "", ""),
+    }
+    if pins:
+        env["SMOKE_KERNELS_LOCK"] = KERNELS_LOCK_IN_IMAGE
+    if image.smoke is not None:
+        env["SMOKE_INPUT"] = image.smoke.sample_input
+        env["SMOKE_OUTPUT_SHAPE"] = ",".join(map(str, image.smoke.output_shape))
+    return env
+
+
+def docker_quote(value: str) -> str:
+    """A Dockerfile ENV value in double quotes (JSON inside stays intact)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
 def variant_labels(cv: CheckedVariant) -> dict[str, str]:
     """Labels that describe what a variant is; stable per variant, so they live in the Dockerfile."""
     base = cv.variant.base
@@ -73,7 +134,7 @@ def variant_labels(cv: CheckedVariant) -> dict[str, str]:
         f"{LABEL_PREFIX}.python": base.python,
         f"{LABEL_PREFIX}.archs": ",".join(cv.archs),
         f"{LABEL_PREFIX}.gpus": ",".join(g.name for g in cv.targets),
-        f"{LABEL_PREFIX}.flash-attention": ",".join(str(v) for v in cv.flash_attention),
+        f"{LABEL_PREFIX}.flash-attention": ",".join(map(str, baked_flash_attention(cv))),
         f"{LABEL_PREFIX}.driver-floor": facts.DRIVER_FLOOR_BY_CUDA.get(base.cuda or "", ""),
     }
 
@@ -81,7 +142,10 @@ def variant_labels(cv: CheckedVariant) -> dict[str, str]:
 def _template_context(cv: CheckedVariant) -> dict[str, Any]:
     v = cv.variant
     image = v.image
+    pins = kernel_pins(cv)
     return {
+        "kernels": pins,
+        "smoke_env": smoke_env(cv, pins),
         "variant": {
             "name": cv.name,
             "archs": cv.archs,
@@ -158,7 +222,7 @@ def _environment(template_dir: Path) -> jinja2.Environment:
             jinja2.FileSystemLoader(str(template_dir.parent / SHARED_TEMPLATES)),
         ]
     )
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -166,32 +230,50 @@ def _environment(template_dir: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
+    env.filters["docker_quote"] = docker_quote
+    return env
+
+
+def _tree(directory: Path) -> list[tuple[str, Path]]:
+    """Files under `directory`, sorted, as (relative posix path, path); caches left out."""
+    out = []
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if path.is_file() and not SKIPPED_NAMES & set(relative.parts) and path.suffix != ".pyc":
+            out.append((relative.as_posix(), path))
+    return out
 
 
 def _context_files(
-    cv: CheckedVariant, context: Mapping[str, Any], env: jinja2.Environment
+    cv: CheckedVariant, context: Mapping[str, Any], env: jinja2.Environment, smoke_dir: Path
 ) -> tuple[str, list[RenderedFile]]:
     template_dir = cv.variant.image.template
     dockerfile = _render_template(env, template_dir, "Dockerfile.j2", context, cv.name)
     files = [RenderedFile(f"{cv.name}/Dockerfile", dockerfile.encode())]
-    for path in sorted(template_dir.rglob("*")):
-        relative = path.relative_to(template_dir)
-        if path.is_dir() or SKIPPED_NAMES & set(relative.parts) or path.suffix == ".pyc":
-            continue
-        if relative.as_posix() == "Dockerfile.j2":
+    for relative, path in _tree(template_dir):
+        if relative == "Dockerfile.j2":
             continue
         if path.suffix == ".j2":
-            text = _render_template(env, template_dir, relative.as_posix(), context, cv.name)
-            files.append(RenderedFile(f"{cv.name}/{relative.with_suffix('').as_posix()}", text.encode()))
+            text = _render_template(env, template_dir, relative, context, cv.name)
+            files.append(RenderedFile(f"{cv.name}/{relative.removesuffix('.j2')}", text.encode()))
         else:
-            files.append(
-                RenderedFile(f"{cv.name}/{relative.as_posix()}", path.read_bytes(), os.access(path, os.X_OK))
-            )
+            files.append(RenderedFile(f"{cv.name}/{relative}", path.read_bytes(), os.access(path, os.X_OK)))
+    pins = kernel_pins(cv)
+    if pins:
+        files.append(RenderedFile(f"{cv.name}/kernels.lock.json", kernels_lock(pins).encode()))
+    if smoke_dir.is_dir():
+        files += [
+            RenderedFile(f"{cv.name}/{SMOKE_PACKAGE}/{relative}", path.read_bytes())
+            for relative, path in _tree(smoke_dir)
+        ]
     return dockerfile, files
 
 
-def render(checked: CheckedPlan, revision: Revision, registry: str) -> Rendering:
-    """Render every variant of a policy-checked plan, in memory."""
+def render(
+    checked: CheckedPlan, revision: Revision, registry: str, kernels_local: Path | None = None
+) -> Rendering:
+    """Render every variant of a policy-checked plan, in memory. `kernels_local`: a directory of
+    kernels (one subdirectory each) passed to the bake step as the named build context."""
     matrix = checked.plan.matrix
     rendered = []
     environments: dict[Path, jinja2.Environment] = {}
@@ -202,7 +284,7 @@ def render(checked: CheckedPlan, revision: Revision, registry: str) -> Rendering
         if image.template not in environments:
             environments[image.template] = _environment(image.template)
         env = environments[image.template]
-        dockerfile, files = _context_files(cv, context, env)
+        dockerfile, files = _context_files(cv, context, env, matrix.path.parent / SMOKE_PACKAGE)
         tags = variant_tags(
             registry, image.name, cv.variant.base.name, revision, cv.name == checked.plan.default_variant
         )
@@ -224,12 +306,13 @@ def render(checked: CheckedPlan, revision: Revision, registry: str) -> Rendering
                 tuple(sorted(labels.items())),
                 tags,
                 tuple(files),
+                bakes_kernels=bool(kernel_pins(cv)),
             )
         )
-    return Rendering(tuple(rendered), bake_file(rendered, revision), revision, registry)
+    return Rendering(tuple(rendered), bake_file(rendered, revision, kernels_local), revision, registry)
 
 
-def bake_file(variants: list[RenderedVariant], revision: Revision) -> str:
+def bake_file(variants: list[RenderedVariant], revision: Revision, kernels_local: Path | None = None) -> str:
     """A docker buildx bake JSON file. Paths are relative to the build directory: run bake there.
 
     SOURCE_DATE_EPOCH (the commit time) and no provenance attestation make a rebuild of the same
@@ -248,6 +331,8 @@ def bake_file(variants: list[RenderedVariant], revision: Revision) -> str:
             "cache-to": [f"type=registry,ref={v.tags.cache},mode=max"],
             "platforms": [PLATFORM],
         }
+        if kernels_local is not None and v.bakes_kernels:
+            targets[v.name]["contexts"] = {"kernels-local": str(kernels_local.resolve())}
     bake = {"group": {"default": {"targets": [v.name for v in variants]}}, "target": targets}
     return json.dumps(bake, indent=2, sort_keys=True) + "\n"
 
@@ -288,9 +373,15 @@ def write_rendering(rendering: Rendering, build_dir: Path) -> list[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def render_checked(checked: CheckedPlan, revision: Revision, registry: str, build_dir: Path) -> Rendering:
+def render_checked(
+    checked: CheckedPlan,
+    revision: Revision,
+    registry: str,
+    build_dir: Path,
+    kernels_local: Path | None = None,
+) -> Rendering:
     """Render, refuse on rendered-Dockerfile policy errors, then write. The whole render stage."""
-    rendering = render(checked, revision, registry)
+    rendering = render(checked, revision, registry, kernels_local)
     errors = [f for f in check_rendering(rendering, checked, build_dir) if f.severity == "error"]
     if errors:
         raise PolicyError(f.problem for f in errors)

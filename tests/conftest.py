@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,8 +171,9 @@ class RegistryUnderTest:
             time.sleep(0.2)
 
 
-@pytest.fixture
-def registry() -> Iterator[RegistryUnderTest]:
+@contextmanager
+def running_registry() -> Iterator[RegistryUnderTest]:
+    """A real registry:2 on a fixed free port (so that it can be stopped and started again)."""
     from testcontainers.core.container import DockerContainer
 
     from buildtool.localregistry import answers
@@ -190,6 +192,12 @@ def registry() -> Iterator[RegistryUnderTest]:
         yield RegistryUnderTest(container, address)
     finally:
         container.stop()
+
+
+@pytest.fixture
+def registry() -> Iterator[RegistryUnderTest]:
+    with running_registry() as running:
+        yield running
 
 
 def git(root: Path, *args: str) -> str:
@@ -221,6 +229,8 @@ def committed_copy(
             shutil.copy(source / name, destination / name)
     if not (destination / "images" / "_shared").exists():
         shutil.copytree(REPO / "images" / "_shared", destination / "images" / "_shared")
+    if not (destination / "smoke").exists():  # the suite every image carries
+        shutil.copytree(REPO / "smoke", destination / "smoke", ignore=shutil.ignore_patterns("__pycache__"))
     (destination / ".gitignore").write_text("/build/\n")
     git(destination, "init", "-q")
     git(destination, "add", "-A")

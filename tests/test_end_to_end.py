@@ -33,7 +33,7 @@ def repository_copy(tmp_path: Path) -> Project:
     return Project(committed_copy(REPO, tmp_path / "checkout"))
 
 
-def test_default_worker_variant_builds_and_pushes_to_the_embedded_registry(
+def test_default_worker_variant_builds_pushes_and_passes_smoke(
     repository_copy: Project, embedded_registry: RegistryUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("REGISTRY", raising=False)
@@ -52,8 +52,25 @@ def test_default_worker_variant_builds_and_pushes_to_the_embedded_registry(
     )
     manifest = json.loads((repository_copy.root / "build" / "manifest.json").read_text())
     assert list(manifest["variants"]) == ["worker-embed-runpod-torch211-cu130"]
-    entry = manifest["variants"]["worker-embed-runpod-torch211-cu130"]
+    entry_name = "worker-embed-runpod-torch211-cu130"
+    entry = manifest["variants"][entry_name]
     repository, tag = entry["tags"]["immutable"].split("/", 1)[1].split(":")
     assert embedded_registry.digest(repository, tag) == entry["digest"]
     assert embedded_registry.digest(repository, "latest") == entry["digest"]
     assert entry["base"]["ref"] == "runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel"
+
+    # The smoke suite inside that image (CPU here): the worker's model loads and answers.
+    smoked = subprocess.run(
+        ["buildtool", "smoke"],
+        cwd=repository_copy.root,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    assert smoked.returncode == 0, smoked.stdout + smoked.stderr
+    result = json.loads((repository_copy.root / "build" / "smoke" / f"{entry_name}.json").read_text())
+    assert result["passed"] and result["image"]["digest"] == entry["digest"]
+    statuses = {c["name"]: c["status"] for c in result["checks"]}
+    assert statuses["model.load"] == statuses["model.handler"] == "pass"
+    assert statuses["attention.expected-backend"] == "pass"

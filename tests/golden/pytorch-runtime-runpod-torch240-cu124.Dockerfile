@@ -2,6 +2,9 @@
 # Rendered by buildtool from images/pytorch-runtime/Dockerfile.j2; edit the template, not this file.
 # No CMD: the base's own start script (SSH, Jupyter on RunPod images) stays the entry point.
 ARG BASE_IMAGE=runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04
+# Empty unless the build passes the named context kernels-local (offline builds, tests).
+FROM scratch AS kernels-local
+
 FROM ${BASE_IMAGE}
 
 ENV PYTHONUNBUFFERED=1 \
@@ -12,7 +15,12 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /opt/runtime
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
-
+# Kernels are baked, never downloaded at run time: from kernels-local when given, else from the
+# Hub at their pinned revisions (kernels.lock.json).
+ENV KERNELS_CACHE=/opt/kernels/cache
+COPY kernels.lock.json smoke/bake.py /opt/kernels/
+RUN --mount=type=bind,from=kernels-local,target=/kernels-local \
+    python3 /opt/kernels/bake.py --lock /opt/kernels/kernels.lock.json --local /kernels-local --dest /opt/kernels
 LABEL org.runpod-images.archs="sm_80,sm_86,sm_89,sm_90" \
       org.runpod-images.cuda="12.4" \
       org.runpod-images.cudnn="9.1" \
@@ -23,5 +31,16 @@ LABEL org.runpod-images.archs="sm_80,sm_86,sm_89,sm_90" \
       org.runpod-images.python="3.11" \
       org.runpod-images.torch="2.4.0+cu124" \
       org.runpod-images.variant="pytorch-runtime-runpod-torch240-cu124"
+
+# The smoke suite (python -m smoke, with PYTHONPATH=/opt/smoke) and what it expects of this image.
+COPY smoke/ /opt/smoke/smoke/
+ENV SMOKE_HANDLER="" \
+    SMOKE_CUDA="12.4" \
+    SMOKE_CUDNN="9.1" \
+    SMOKE_DRIVER_FLOOR="550.54" \
+    SMOKE_FLASH_ATTENTION="2,3" \
+    SMOKE_KERNELS_LOCK="/opt/kernels/kernels.lock.json" \
+    SMOKE_TORCH="2.4.0+cu124" \
+    SMOKE_VARIANT="pytorch-runtime-runpod-torch240-cu124"
 
 WORKDIR /workspace

@@ -22,12 +22,24 @@ LABEL org.runpod-images.archs="sm_80,sm_86,sm_89,sm_90" \
       org.runpod-images.cuda="13.0" \
       org.runpod-images.cudnn="9.19" \
       org.runpod-images.driver-floor="580.65" \
-      org.runpod-images.flash-attention="2,3" \
+      org.runpod-images.flash-attention="" \
       org.runpod-images.gpus="A100,H100,H200,A40,RTX4090" \
       org.runpod-images.image="worker-embed" \
       org.runpod-images.python="3.11" \
       org.runpod-images.torch="2.11.0+cu130" \
       org.runpod-images.variant="worker-embed-runpod-torch211-cu130"
+
+# The smoke suite (python -m smoke, with PYTHONPATH=/opt/smoke) and what it expects of this image.
+COPY smoke/ /opt/smoke/smoke/
+ENV SMOKE_HANDLER="/app/handler.py" \
+    SMOKE_CUDA="13.0" \
+    SMOKE_CUDNN="9.19" \
+    SMOKE_DRIVER_FLOOR="580.65" \
+    SMOKE_FLASH_ATTENTION="" \
+    SMOKE_INPUT="{\"texts\": [\"RunPod serverless worker\", \"hello world\"]}" \
+    SMOKE_OUTPUT_SHAPE="2,384" \
+    SMOKE_TORCH="2.11.0+cu130" \
+    SMOKE_VARIANT="worker-embed-runpod-torch211-cu130"
 
 COPY handler.py .
 CMD ["python", "-u", "handler.py"]

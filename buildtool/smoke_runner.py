@@ -1,0 +1,157 @@
+"""The smoke stage: run the smoke suite (smoke/, copied into every image) inside each built image.
+
+Reads build/manifest.json (the build stage's output), starts each image's immutable tag with
+testcontainers (GPU device requests when this host has NVIDIA GPUs, the CPU otherwise), runs
+`python -m smoke`, copies its JSON and JUnit results out to build/smoke/, and stamps the JSON with
+the image's digest, so that a release can tell which digest passed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from buildtool.errors import ConfigError, Location, Problem
+from buildtool.lock import write_atomically
+
+RESULTS_IN_CONTAINER = "/tmp/smoke-results"
+SMOKE_PYTHONPATH = "/opt/smoke"
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    variant: str
+    tag: str  # the immutable tag
+    digest: str
+
+
+@dataclass(frozen=True)
+class SmokeOutcome:
+    variant: str
+    image: BuiltImage
+    passed: bool
+    counts: dict[str, int]
+    failed_checks: tuple[str, ...]
+    json_path: Path | None
+    xml_path: Path | None
+    error: str | None = None  # the suite did not run to the end (crash, timeout)
+
+
+def built_images(build_dir: Path, select: tuple[str, ...] = ()) -> list[BuiltImage]:
+    path = build_dir / "manifest.json"
+    if not path.is_file():
+        raise ConfigError(Problem("no build/manifest.json", Location(path), hint="run buildtool build first"))
+    manifest = json.loads(path.read_text())
+    import fnmatch
+
+    images = [
+        BuiltImage(name, entry["tags"]["immutable"], entry["digest"])
+        for name, entry in sorted(manifest["variants"].items())
+        if not select or any(fnmatch.fnmatchcase(name, p) for p in select)
+    ]
+    if not images:
+        raise ConfigError(
+            Problem(
+                "no built variant to smoke-test" + (f" matches {select}" if select else ""),
+                Location(path),
+                hint="run buildtool build for it first",
+            )
+        )
+    return images
+
+
+def host_has_gpu() -> bool:
+    return Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None
+
+
+def run_in_image(
+    image: BuiltImage,
+    out_dir: Path,
+    *,
+    gpu: bool,
+    timeout: float = 1800,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> SmokeOutcome:
+    import docker.types
+    from testcontainers.core.container import DockerContainer
+
+    command = ["python3", "-m", "smoke", "--out", RESULTS_IN_CONTAINER, *extra_args]
+    container = DockerContainer(image.tag).with_command(command).with_env("PYTHONPATH", SMOKE_PYTHONPATH)
+    for key, value in (env or {}).items():
+        container = container.with_env(key, value)
+    kwargs: dict[str, Any] = {"labels": {"org.runpod-images.role": "smoke"}}
+    if gpu:
+        kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    container = container.with_kwargs(**kwargs)
+    container.start()
+    try:
+        wrapped = container.get_wrapped_container()
+        try:
+            status = wrapped.wait(timeout=timeout)
+        except Exception as exc:  # requests' ReadTimeout, or the engine going away
+            return SmokeOutcome(image.variant, image, False, {}, (), None, None, f"did not finish: {exc}")
+        logs = wrapped.logs().decode("utf-8", "replace")
+        try:
+            stream, _ = wrapped.get_archive(RESULTS_IN_CONTAINER)
+        except Exception:
+            tail = "\n".join(logs.strip().splitlines()[-15:])
+            return SmokeOutcome(
+                image.variant,
+                image,
+                False,
+                {},
+                (),
+                None,
+                None,
+                f"the suite wrote no results (exit {status.get('StatusCode')}):\n{tail}",
+            )
+        return _collect(image, stream, out_dir)
+    finally:
+        container.stop()
+
+
+def _collect(image: BuiltImage, stream: Any, out_dir: Path) -> SmokeOutcome:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        for member in archive.getmembers():
+            extracted = archive.extractfile(member) if member.isfile() else None
+            if extracted is not None:
+                files[Path(member.name).name] = extracted.read()
+    result_json = next((n for n in files if n.endswith(".json")), None)
+    result_xml = next((n for n in files if n.endswith(".xml")), None)
+    if result_json is None or result_xml is None:
+        return SmokeOutcome(image.variant, image, False, {}, (), None, None, "the suite wrote no results")
+    document = json.loads(files[result_json])
+    document["image"] = {"tag": image.tag, "digest": image.digest}
+    json_path, xml_path = out_dir / f"{image.variant}.json", out_dir / f"{image.variant}.xml"
+    write_atomically(json_path, json.dumps(document, indent=2, sort_keys=True) + "\n")
+    write_atomically(xml_path, files[result_xml].decode())
+    failed = tuple(c["name"] for c in document["checks"] if c["status"] == "fail")
+    return SmokeOutcome(
+        image.variant, image, bool(document["passed"]), document["counts"], failed, json_path, xml_path
+    )
+
+
+def smoke(
+    build_dir: Path,
+    select: tuple[str, ...] = (),
+    *,
+    quick: bool = False,
+    on_start: Callable[[BuiltImage], None] = lambda _: None,
+) -> list[SmokeOutcome]:
+    gpu = host_has_gpu()
+    outcomes = []
+    for image in built_images(build_dir, select):
+        on_start(image)
+        outcomes.append(
+            run_in_image(image, build_dir / "smoke", gpu=gpu, extra_args=("--quick",) if quick else ())
+        )
+    return outcomes

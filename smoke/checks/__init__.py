@@ -1,0 +1,1 @@
+"""The checks: environment, model, attention; each a module of functions returning Check results."""

@@ -1,0 +1,186 @@
+"""torch / CUDA / cuDNN / driver / arch: does the image contain what its tag says, and does it run
+on this host's GPU with this host's driver?"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from smoke.expect import Expectations
+from smoke.result import Check
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text))
+
+
+def torch_version(expect: Expectations) -> Check:
+    import torch
+
+    name = "environment.torch-version"
+    if expect.torch is None:
+        return Check(name, "skipped", "the image declares no torch version (SMOKE_TORCH)")
+    if torch.__version__ != expect.torch:
+        return Check(
+            name,
+            "fail",
+            f"torch is {torch.__version__}, the image declares {expect.torch}",
+            data={"found": torch.__version__, "declared": expect.torch},
+        )
+    return Check(name, "pass", torch.__version__, data={"found": torch.__version__})
+
+
+def cuda_version(expect: Expectations) -> Check:
+    import torch
+
+    name = "environment.cuda-version"
+    built = torch.version.cuda
+    image_cuda = os.environ.get("CUDA_VERSION")  # set by NVIDIA-derived bases, e.g. 13.0.0
+    declared = expect.cuda
+    problems = []
+    if declared is not None and built != declared:
+        problems.append(f"torch was built for CUDA {built}, the image declares {declared}")
+    if image_cuda and built and _version_tuple(image_cuda)[:2] != _version_tuple(built)[:2]:
+        problems.append(f"torch was built for CUDA {built}, the image's CUDA_VERSION is {image_cuda}")
+    if declared is None and not image_cuda:
+        return Check(name, "skipped", "neither SMOKE_CUDA nor CUDA_VERSION is set")
+    data = {"torch.version.cuda": built, "CUDA_VERSION": image_cuda, "declared": declared}
+    return Check(name, "fail" if problems else "pass", "; ".join(problems) or f"CUDA {built}", data=data)
+
+
+def cudnn_version(expect: Expectations) -> Check:
+    import torch
+
+    name = "environment.cudnn-version"
+    runtime = torch.backends.cudnn.version()
+    if runtime is None:
+        return Check(name, "skipped", "torch has no cuDNN")
+    compiled = ".".join(map(str, torch._C._cudnn.getCompileVersion()[:2]))
+    loaded = f"{runtime // 10000}.{runtime // 100 % 100}"
+    problems = []
+    if loaded != compiled:
+        problems.append(f"cuDNN {loaded} is loaded, torch was built with {compiled}")
+    if expect.cudnn is not None and expect.cudnn != compiled:
+        problems.append(f"torch was built with cuDNN {compiled}, the image declares {expect.cudnn}")
+    data = {"runtime": loaded, "compiled": compiled, "declared": expect.cudnn}
+    return Check(name, "fail" if problems else "pass", "; ".join(problems) or f"cuDNN {loaded}", data=data)
+
+
+def arch_covered(arch: str, arch_list: list[str]) -> bool:
+    """sm_89 runs sm_86 cubins (same major, lower minor); compute_XY (PTX) JITs to anything newer."""
+    major, minor = int(arch[3:-1]), int(arch[-1])
+    for entry in arch_list:
+        kind, _, digits = entry.partition("_")
+        e_major, e_minor = int(digits.rstrip("a")[:-1]), int(digits.rstrip("a")[-1])
+        if kind == "sm" and e_major == major and e_minor <= minor:
+            return True
+        if kind == "compute" and (e_major, e_minor) <= (major, minor):
+            return True
+    return False
+
+
+def device_arch() -> Check:
+    import torch
+
+    name = "environment.device-arch"
+    if not torch.cuda.is_available():
+        return Check(name, "skipped", "no CUDA device")
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"sm_{major}{minor}"
+    arch_list = torch.cuda.get_arch_list()
+    data = {"device": torch.cuda.get_device_name(), "arch": arch, "torch_arch_list": arch_list}
+    if not arch_covered(arch, arch_list):
+        return Check(
+            name, "fail", f"{arch} is not in torch's arch list {arch_list}, nor covered by PTX", data=data
+        )
+    return Check(name, "pass", f"{data['device']} ({arch})", data=data)
+
+
+def host_driver_version() -> str | None:
+    """The kernel module's version, e.g. '580.65.06', from /proc/driver/nvidia/version."""
+    path = Path("/proc/driver/nvidia/version")
+    if not path.is_file():
+        return None
+    match = re.search(r"Kernel Module(?: for [\w-]+)?\s+(\d+\.\d+(?:\.\d+)?)", path.read_text())
+    return match.group(1) if match else None
+
+
+def driver_supports_cuda(expect: Expectations) -> Check:
+    import torch
+
+    name = "environment.driver"
+    if not torch.cuda.is_available():
+        return Check(name, "skipped", "no CUDA device")
+    driver = host_driver_version()
+    # The driver API version the driver provides (e.g. 13000) vs the runtime torch was built for.
+    provided = torch._C._cuda_getDriverVersion()
+    needed = _version_tuple(torch.version.cuda or "0.0")
+    data = {
+        "driver": driver,
+        "driver_cuda_api": provided,
+        "torch_cuda": torch.version.cuda,
+        "floor": expect.driver_floor,
+    }
+    if (provided // 1000, provided % 1000 // 10) < needed[:2]:
+        return Check(
+            name,
+            "fail",
+            f"the driver provides CUDA {provided // 1000}.{provided % 1000 // 10}, "
+            f"torch needs {torch.version.cuda}: use a host with a newer driver",
+            data=data,
+        )
+    if expect.driver_floor and driver and _version_tuple(driver) < _version_tuple(expect.driver_floor):
+        return Check(
+            name,
+            "fail",
+            f"driver {driver} is older than {expect.driver_floor}, the floor for CUDA {torch.version.cuda}",
+            data=data,
+        )
+    return Check(
+        name,
+        "pass",
+        f"driver {driver or '?'} provides CUDA {provided // 1000}.{provided % 1000 // 10}",
+        data=data,
+    )
+
+
+def libcuda_source() -> Check:
+    """After CUDA init, libcuda.so must be the host driver's, not /usr/local/cuda/compat's (whose
+    libcuda shadows the host's and breaks CUDA 13 images on driver 580 hosts: seed bug 2)."""
+    import torch
+
+    name = "environment.libcuda"
+    if not torch.cuda.is_available():
+        return Check(name, "skipped", "no CUDA device")
+    torch.cuda.init()
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    loaded = sorted({line.split()[-1] for line in maps if "libcuda.so" in line and "/" in line})
+    driver = host_driver_version()
+    data = {"libcuda": loaded, "driver": driver}
+    if not loaded:
+        return Check(name, "fail", "no libcuda.so is mapped after CUDA init", data=data)
+    compat = [p for p in loaded if "/compat/" in p]
+    if compat:
+        return Check(
+            name,
+            "fail",
+            f"libcuda was loaded from {compat[0]}, not from the host driver: put "
+            "/lib/x86_64-linux-gnu before /usr/local/cuda/compat on LD_LIBRARY_PATH",
+            data=data,
+        )
+    real = [os.path.realpath(p) for p in loaded]
+    if driver and not any(p.endswith(f".so.{driver}") for p in real):
+        return Check(name, "fail", f"libcuda {real} does not match the host driver {driver}", data=data)
+    return Check(name, "pass", real[0], data=data)
+
+
+def checks(expect: Expectations) -> list[Check]:
+    return [
+        torch_version(expect),
+        cuda_version(expect),
+        cudnn_version(expect),
+        device_arch(),
+        driver_supports_cuda(expect),
+        libcuda_source(),
+    ]

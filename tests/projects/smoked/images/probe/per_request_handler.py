@@ -1,0 +1,10 @@
+"""The seeds' pitfall: the model loads inside the handler, on every request."""
+
+import torch
+
+
+def handler(job):
+    model = torch.nn.Linear(4, 3)
+    model.load_state_dict(torch.load("/app/model.pt"))
+    with torch.no_grad():
+        return {"outputs": model(torch.tensor(job["input"]["x"])).tolist()}

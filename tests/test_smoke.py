@@ -1,0 +1,173 @@
+"""The smoke suite inside a real image built by buildtool on the runpod/pytorch stand-in (CPU):
+every check passes on a good image, and each failure mode makes its check fail."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import REPO, RegistryUnderTest, committed_copy, git, running_registry
+
+from buildtool import api
+from buildtool.smoke_runner import BuiltImage, SmokeOutcome, run_in_image
+
+pytestmark = pytest.mark.container
+KERNELS = REPO / "tests" / "kernels"
+VARIANT = "probe-runpod-torch211-cu130"
+
+
+@dataclass
+class Probe:
+    root: Path
+    image: BuiltImage
+
+
+@pytest.fixture(scope="module")
+def registry_module() -> Iterator[RegistryUnderTest]:
+    with running_registry() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory, registry_module: RegistryUnderTest) -> Probe:
+    root = committed_copy(
+        REPO / "tests" / "projects" / "smoked", tmp_path_factory.mktemp("smoked") / "checkout"
+    )
+    options = api.BuildRunOptions(api.RenderOptions(registry=registry_module.address, kernels_local=KERNELS))
+    result = api.build(root / "matrix.yaml", (), options)
+    assert result.ok, [v.error for v in result.variants]
+    entry = result.variants[0]
+    assert entry.digest is not None
+    return Probe(root, BuiltImage(entry.variant, entry.immutable_tag, entry.digest))
+
+
+def run(probe: Probe, tmp_path: Path, **env: str) -> tuple[SmokeOutcome, dict]:  # type: ignore[type-arg]
+    outcome = run_in_image(probe.image, tmp_path, gpu=False, env=env, extra_args=("--quick",))
+    assert outcome.json_path is not None, outcome.error
+    return outcome, json.loads(outcome.json_path.read_text())
+
+
+def check(document: dict, name: str) -> dict:  # type: ignore[type-arg]
+    return next(c for c in document["checks"] if c["name"] == name)
+
+
+def test_every_check_passes_on_a_good_image(probe: Probe, tmp_path: Path) -> None:
+    outcome, document = run(probe, tmp_path)
+    assert outcome.passed, outcome.failed_checks
+    assert document["schema"] == "runpod-images/smoke-result" and document["schema_version"] == 1
+    assert document["image"] == {"tag": probe.image.tag, "digest": probe.image.digest}
+    statuses = {c["name"]: c["status"] for c in document["checks"]}
+    for name in (
+        "environment.torch-version",
+        "environment.cuda-version",
+        "environment.cudnn-version",
+        "model.load",
+        "model.handler",
+        "attention.sdpa.math",
+        "attention.sdpa.flash",
+        "attention.kernel.sdpa-attention",
+        "attention.expected-backend",
+    ):
+        assert statuses[name] == "pass", (name, check(document, name)["message"])
+    assert statuses["environment.device-arch"] == "skipped"  # no GPU here: skipped, with the reason
+    assert check(document, "environment.device-arch")["message"] == "no CUDA device"
+    assert check(document, "model.load")["data"]["load_seconds"] > 0
+    junit = ET.parse(outcome.xml_path).getroot().find("testsuite")
+    assert junit is not None and int(junit.get("tests", 0)) == len(document["checks"])
+    assert junit.get("failures") == "0"
+
+
+def test_a_wrong_torch_version_fails(probe: Probe, tmp_path: Path) -> None:
+    outcome, document = run(probe, tmp_path, SMOKE_TORCH="2.10.0+cu130")
+    assert not outcome.passed and "environment.torch-version" in outcome.failed_checks
+    assert (
+        "torch is 2.11.0+cu130, the image declares 2.10.0+cu130"
+        in check(document, "environment.torch-version")["message"]
+    )
+
+
+def test_a_planted_nan_in_an_attention_output_fails(probe: Probe, tmp_path: Path) -> None:
+    outcome, document = run(probe, tmp_path, SDPA_ATTENTION_PLANT_NAN="1")
+    assert not outcome.passed
+    assert "attention.kernel.sdpa-attention" in outcome.failed_checks
+    assert "relative error nan" in check(document, "attention.kernel.sdpa-attention")["message"]
+    assert check(document, "attention.sdpa.math")["status"] == "pass"  # only the bad kernel fails
+
+
+def test_a_handler_that_loads_its_model_per_request_fails(probe: Probe, tmp_path: Path) -> None:
+    outcome, document = run(probe, tmp_path, SMOKE_HANDLER="/app/per_request_handler.py")
+    assert outcome.failed_checks == ("model.handler",)
+    message = check(document, "model.handler")["message"]
+    assert "loads its model per request" in message and "/app/model.pt" in message
+
+
+def test_a_missing_kernel_fails_and_says_how_to_bake_it(probe: Probe, tmp_path: Path) -> None:
+    outcome, document = run(probe, tmp_path, SMOKE_KERNELS_LOCK="/app/missing-kernel.lock.json")
+    assert "attention.kernel.never-baked" in outcome.failed_checks
+    message = check(document, "attention.kernel.never-baked")["message"]
+    assert "is not baked into the image" in message and "kernels-local" in message
+
+
+def test_buildtool_smoke_runs_every_built_variant(probe: Probe, cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("smoke", "--matrix", str(probe.root / "matrix.yaml"), "--quick")
+    assert result.code == 0, result.out + result.err
+    assert VARIANT in result.out and "pass" in result.out
+    assert (probe.root / "build" / "smoke" / f"{VARIANT}.json").is_file()
+    assert (probe.root / "build" / "smoke" / f"{VARIANT}.xml").is_file()
+
+
+def test_the_kernel_bake_without_the_hub_or_a_local_context_fails_clearly(probe: Probe, cli) -> None:  # type: ignore[no-untyped-def]
+    (probe.root / "images" / "probe" / "requirements.txt").write_text("kernels==0.17.2\nrunpod==1.12.0\n\n")
+    git(probe.root, "commit", "-qam", "rebuild")
+    result = cli("build", "--matrix", str(probe.root / "matrix.yaml"), "--registry", "localhost:1")
+    assert result.code == 1
+    log = (probe.root / "build" / "logs" / f"{VARIANT}.log").read_text()
+    assert "cannot bake runpod-images/sdpa-attention@v1" in log and "kernels-local" in log
+
+
+def test_the_suite_runs_as_a_runpod_worker(probe: Probe) -> None:
+    """The runpod SDK's local API server: POST /runsync runs the suite and returns its result."""
+    from testcontainers.core.container import DockerContainer
+
+    container = (
+        DockerContainer(probe.image.tag)
+        .with_command(
+            [
+                "python3",
+                "-m",
+                "smoke.worker",
+                "--rp_serve_api",
+                "--rp_api_host",
+                "0.0.0.0",
+                "--rp_api_port",
+                "8000",
+            ]
+        )
+        .with_env("PYTHONPATH", "/opt/smoke")
+        .with_exposed_ports(8000)
+    )
+    container.start()
+    try:
+        url = f"http://localhost:{container.get_exposed_port(8000)}/runsync"
+        body = json.dumps({"input": {"quick": True}}).encode()
+        answer = None
+        deadline = time.monotonic() + 120
+        while answer is None and time.monotonic() < deadline:
+            try:
+                request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=300) as response:
+                    answer = json.load(response)
+            except OSError:
+                time.sleep(1)
+        assert answer is not None, container.get_logs()
+        assert answer["status"] == "COMPLETED", answer
+        assert answer["output"]["passed"] is True
+        assert {c["name"] for c in answer["output"]["checks"]} >= {"model.handler", "attention.sdpa.math"}
+    finally:
+        container.stop()
