@@ -171,3 +171,28 @@ def test_the_suite_runs_as_a_runpod_worker(probe: Probe) -> None:
         assert {c["name"] for c in answer["output"]["checks"]} >= {"model.handler", "attention.sdpa.math"}
     finally:
         container.stop()
+
+
+@pytest.mark.parametrize(
+    ("env", "failing", "words"),
+    [
+        (
+            {"SMOKE_CUDA": "12.8"},
+            "environment.cuda-version",
+            "torch was built for CUDA 13.0, the image declares 12.8",
+        ),
+        (
+            {"SMOKE_CUDNN": "9.1"},
+            "environment.cudnn-version",
+            "built with cuDNN 9.19, the image declares 9.1",
+        ),
+        ({"SMOKE_OUTPUT_SHAPE": "2,4"}, "model.handler", "output shape (2, 3), expected (2, 4)"),
+    ],
+    ids=["cuda", "cudnn", "output-shape"],
+)
+def test_declarations_the_image_does_not_meet_fail(
+    probe: Probe, tmp_path: Path, env: dict[str, str], failing: str, words: str
+) -> None:
+    outcome, document = run(probe, tmp_path, **env)
+    assert outcome.failed_checks == (failing,)
+    assert words in check(document, failing)["message"]

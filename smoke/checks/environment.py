@@ -97,13 +97,30 @@ def device_arch() -> Check:
     return Check(name, "pass", f"{data['device']} ({arch})", data=data)
 
 
-def host_driver_version() -> str | None:
-    """The kernel module's version, e.g. '580.65.06', from /proc/driver/nvidia/version."""
-    path = Path("/proc/driver/nvidia/version")
-    if not path.is_file():
-        return None
-    match = re.search(r"Kernel Module(?: for [\w-]+)?\s+(\d+\.\d+(?:\.\d+)?)", path.read_text())
+def parse_driver_version(text: str) -> str | None:
+    """'NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27 ...' -> '580.65.06'."""
+    match = re.search(r"Kernel Module(?: for [\w-]+)?\s+(\d+\.\d+(?:\.\d+)?)", text)
     return match.group(1) if match else None
+
+
+def host_driver_version() -> str | None:
+    """The kernel module's version, from /proc/driver/nvidia/version (None without a driver)."""
+    path = Path("/proc/driver/nvidia/version")
+    return parse_driver_version(path.read_text()) if path.is_file() else None
+
+
+def libcuda_verdict(mapped: list[str], resolved: list[str], driver: str | None) -> tuple[bool, str]:
+    """Whether the libcuda.so mapped into the process is the host driver's: not from a compat
+    directory, and (when the driver's version is known) libcuda.so.<driver version>."""
+    if not mapped:
+        return False, "no libcuda.so is mapped after CUDA init"
+    compat = [p for p in mapped + resolved if "/compat/" in p]
+    if compat:
+        return False, (f"libcuda was loaded from {compat[0]}, not from the host driver: put "
+                       "/lib/x86_64-linux-gnu before /usr/local/cuda/compat on LD_LIBRARY_PATH")
+    if driver and not any(p.endswith(f".so.{driver}") for p in resolved):
+        return False, f"libcuda {resolved} does not match the host driver {driver}"
+    return True, resolved[0] if resolved else mapped[0]
 
 
 def driver_supports_cuda(expect: Expectations) -> Check:
@@ -157,22 +174,9 @@ def libcuda_source() -> Check:
     maps = Path("/proc/self/maps").read_text().splitlines()
     loaded = sorted({line.split()[-1] for line in maps if "libcuda.so" in line and "/" in line})
     driver = host_driver_version()
-    data = {"libcuda": loaded, "driver": driver}
-    if not loaded:
-        return Check(name, "fail", "no libcuda.so is mapped after CUDA init", data=data)
-    compat = [p for p in loaded if "/compat/" in p]
-    if compat:
-        return Check(
-            name,
-            "fail",
-            f"libcuda was loaded from {compat[0]}, not from the host driver: put "
-            "/lib/x86_64-linux-gnu before /usr/local/cuda/compat on LD_LIBRARY_PATH",
-            data=data,
-        )
-    real = [os.path.realpath(p) for p in loaded]
-    if driver and not any(p.endswith(f".so.{driver}") for p in real):
-        return Check(name, "fail", f"libcuda {real} does not match the host driver {driver}", data=data)
-    return Check(name, "pass", real[0], data=data)
+    resolved = [os.path.realpath(p) for p in loaded]
+    ok, message = libcuda_verdict(loaded, resolved, driver)
+    return Check(name, "pass" if ok else "fail", message, data={"libcuda": resolved, "driver": driver})
 
 
 def checks(expect: Expectations) -> list[Check]:

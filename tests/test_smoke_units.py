@@ -1,0 +1,169 @@
+"""The smoke suite's GPU-only logic, tested on the CPU (no torch needed): arch coverage, the
+expected attention backend per GPU, the driver and libcuda verdicts, FLOP counts, result files."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from smoke.checks.attention import Case, KernelEntry, expected_backend, read_lock
+from smoke.checks.environment import arch_covered, libcuda_verdict, parse_driver_version
+from smoke.expect import Expectations
+from smoke.result import Check, SuiteResult
+
+TORCH_211_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
+
+
+@pytest.mark.parametrize(
+    ("arch", "arch_list", "covered"),
+    [
+        ("sm_90", TORCH_211_ARCHS, True),
+        ("sm_89", TORCH_211_ARCHS, True),  # sm_86 cubins run on sm_89
+        ("sm_70", TORCH_211_ARCHS, False),
+        ("sm_110", TORCH_211_ARCHS, False),  # no sm_11x cubin, no PTX
+        ("sm_100", ["sm_80", "sm_90", "compute_90"], True),  # PTX JITs forward
+        ("sm_86", ["sm_90", "compute_90"], False),  # PTX never runs backward
+    ],
+)
+def test_arch_coverage(arch: str, arch_list: list[str], covered: bool) -> None:
+    assert arch_covered(arch, arch_list) is covered
+
+
+FA3 = KernelEntry("flash-attn3", "kernels-community/vllm-flash-attn3", "v1", "flash_attn_func", ("sm_90",), 3)
+FA2 = KernelEntry(
+    "flash-attn2",
+    "kernels-community/flash-attn2",
+    "v1",
+    "flash_attn_func",
+    ("sm_80", "sm_86", "sm_89", "sm_90"),
+    2,
+)
+BOTH = Expectations(flash_attention=(2, 3))
+
+
+def results(**statuses: str) -> list[Check]:
+    return [Check(name.replace("__", ".").replace("_", "-"), status) for name, status in statuses.items()]
+
+
+def test_h100_must_get_fa3() -> None:
+    ran = results(attention__kernel__flash_attn3="pass", attention__sdpa__flash="pass")
+    assert expected_backend(ran, [FA3, FA2], BOTH, "sm_90").status == "pass"
+    missing = results(attention__kernel__flash_attn3="fail", attention__kernel__flash_attn2="pass")
+    verdict = expected_backend(missing, [FA3, FA2], BOTH, "sm_90")
+    assert verdict.status == "fail" and "attention.kernel.flash-attn3" in verdict.message
+
+
+def test_a100_gets_fa2_and_images_without_fa_get_torch_flash() -> None:
+    ran = results(attention__kernel__flash_attn2="pass")
+    assert expected_backend(ran, [FA3, FA2], BOTH, "sm_80").status == "pass"
+    no_fa = Expectations()
+    assert expected_backend(results(attention__sdpa__flash="pass"), [], no_fa, "sm_90").status == "pass"
+    assert expected_backend(results(attention__sdpa__flash="skipped"), [], no_fa, "sm_90").status == "fail"
+
+
+def test_fa3_expected_but_not_in_the_lock_fails() -> None:
+    verdict = expected_backend([], [FA2], BOTH, "sm_90")
+    assert verdict.status == "fail" and "no kernel for it" in verdict.message
+
+
+def test_the_cpu_expects_the_math_backend() -> None:
+    assert expected_backend(results(attention__sdpa__math="pass"), [], BOTH, None).status == "pass"
+    assert expected_backend(results(attention__sdpa__math="fail"), [], BOTH, None).status == "fail"
+
+
+def test_driver_version_from_proc() -> None:
+    text = (
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build  "
+        "(dvs-builder@U16-I3-B03-4-3)  Sun Jul 27 06:54:38 UTC 2025\nGCC version:  gcc version 12.3.0\n"
+    )
+    assert parse_driver_version(text) == "580.65.06"
+    assert (
+        parse_driver_version("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22")
+        == "550.54.14"
+    )
+    assert parse_driver_version("nothing here") is None
+
+
+def test_libcuda_verdicts() -> None:
+    host = "/usr/lib/x86_64-linux-gnu/libcuda.so.580.65.06"
+    assert libcuda_verdict([host], [host], "580.65.06") == (True, host)
+    compat = "/usr/local/cuda/compat/libcuda.so.1"
+    ok, message = libcuda_verdict([compat], ["/usr/local/cuda-13.0/compat/libcuda.so.580.82.07"], "580.65.06")
+    assert not ok and "compat" in message and "LD_LIBRARY_PATH" in message
+    ok, message = libcuda_verdict([host], ["/usr/lib/x86_64-linux-gnu/libcuda.so.575.51.03"], "580.65.06")
+    assert not ok and "does not match the host driver" in message
+    assert libcuda_verdict([], [], "580.65.06")[0] is False
+
+
+def test_flops_follow_the_forward_formula() -> None:
+    full = Case(1, 8, 8, 8192, 128, False, "bfloat16")
+    assert full.flops == 4 * 1 * 8 * 8192 * 8192 * 128
+    assert Case(1, 8, 2, 8192, 128, True, "bfloat16").flops == full.flops / 2
+    assert full.label() == "s8192-d128-h8-full-bfloat16"
+
+
+def test_results_as_json_and_junit(tmp_path: Path) -> None:
+    result = SuiteResult(
+        "v",
+        {"device": "cpu"},
+        "2026-11-22T10:00:00+00:00",
+        1.5,
+        (
+            Check("environment.torch-version", "pass", "2.11.0+cu130"),
+            Check("attention.kernel.flash-attn3", "fail", "relative error nan"),
+            Check("environment.device-arch", "skipped", "no CUDA device"),
+        ),
+    )
+    json_path, xml_path = result.write(tmp_path, "v")
+    document = json.loads(json_path.read_text())
+    assert document["passed"] is False and document["counts"] == {"pass": 1, "fail": 1, "skipped": 1}
+    suite = ET.parse(xml_path).getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "1" and suite.get("skipped") == "1"
+    failed = [c for c in suite.findall("testcase") if c.find("failure") is not None]
+    assert [(c.get("classname"), c.get("name")) for c in failed] == [
+        ("smoke.attention", "kernel.flash-attn3")
+    ]
+
+
+def test_kernels_lock_as_render_writes_it(tmp_path: Path) -> None:
+    lock = tmp_path / "kernels.lock.json"
+    lock.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "kernels": [
+                    {
+                        "name": "flash-attn3",
+                        "repo_id": "kernels-community/vllm-flash-attn3",
+                        "revision": "v1",
+                        "function": "flash_attn_func",
+                        "archs": ["sm_90"],
+                        "flash_attention": 3,
+                        "local_path": None,
+                    }
+                ],
+            }
+        )
+    )
+    assert read_lock(lock) == [FA3]
+    assert read_lock(None) == [] and read_lock(tmp_path / "absent.json") == []
+
+
+def test_expectations_from_the_image_environment() -> None:
+    expect = Expectations.from_env(
+        {
+            "SMOKE_VARIANT": "w",
+            "SMOKE_TORCH": "2.11.0+cu130",
+            "SMOKE_FLASH_ATTENTION": "2,3",
+            "SMOKE_INPUT": '{"texts": ["a"]}',
+            "SMOKE_OUTPUT_SHAPE": "1,384",
+            "SMOKE_HANDLER": "/app/handler.py",
+            "SMOKE_CUDA": "",
+        }
+    )
+    assert expect.flash_attention == (2, 3) and expect.output_shape == (1, 384)
+    assert expect.sample_input == {"texts": ["a"]} and expect.handler == Path("/app/handler.py")
+    assert expect.cuda is None  # empty means undeclared
