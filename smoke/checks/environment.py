@@ -116,8 +116,10 @@ def libcuda_verdict(mapped: list[str], resolved: list[str], driver: str | None) 
         return False, "no libcuda.so is mapped after CUDA init"
     compat = [p for p in mapped + resolved if "/compat/" in p]
     if compat:
-        return False, (f"libcuda was loaded from {compat[0]}, not from the host driver: put "
-                       "/lib/x86_64-linux-gnu before /usr/local/cuda/compat on LD_LIBRARY_PATH")
+        return False, (
+            f"libcuda was loaded from {compat[0]}, not from the host driver: put "
+            "/lib/x86_64-linux-gnu before /usr/local/cuda/compat on LD_LIBRARY_PATH"
+        )
     if driver and not any(p.endswith(f".so.{driver}") for p in resolved):
         return False, f"libcuda {resolved} does not match the host driver {driver}"
     return True, resolved[0] if resolved else mapped[0]
