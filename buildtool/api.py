@@ -5,6 +5,7 @@ matrix -> plan -> policy -> render   (build, smoke, report and release follow in
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,12 +16,13 @@ from buildtool.build import build as build_rendering
 from buildtool.engine import BuildxEngine
 from buildtool.errors import DirtyWorktreeError, Location, PolicyError, Problem
 from buildtool.localregistry import ensure_embedded_registry
-from buildtool.lock import lock_path_for
+from buildtool.lock import lock_path_for, write_atomically
 from buildtool.matrix import load_matrix
-from buildtool.naming import EMBEDDED_REGISTRY, Revision, current_revision
+from buildtool.naming import EMBEDDED_REGISTRY, Revision, current_revision, revision_of, tag_commit
 from buildtool.plan import make_plan
 from buildtool.policy import CheckedPlan, check_plan
 from buildtool.registry import HttpRegistry
+from buildtool.release import ReleasePlan, plan_release, promote, release_document
 from buildtool.render import Rendering, check_rendering, render_checked
 from buildtool.render import render as render_in_memory
 
@@ -124,3 +126,42 @@ def build(
     rendering = render_checked(checked, revision, registry, build_dir, options.render.kernels_local)
     build_options = BuildOptions(build_dir, lock_path_for(matrix_path), options.locked, options.jobs)
     return build_rendering(rendering, build_options, BuildxEngine(), HttpRegistry(), on_event)
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    registry: str | None = None
+    commit: str | None = None  # default: the commit the git tag names, else HEAD
+    results: tuple[
+        Path, ...
+    ] = ()  # smoke result files; default build/smoke/*.json and reports/samples/*.json
+    dry_run: bool = False
+    build_dir: Path | None = None
+
+
+def release(
+    matrix_path: Path, tag: str, options: ReleaseOptions = ReleaseOptions(), select: tuple[str, ...] = ()
+) -> tuple[ReleasePlan, list[str], list[str]]:
+    """Plan the promotion of the tagged commit's digests and, unless a dry run, move the tags."""
+    checked = plan_and_check(matrix_path, select)
+    root = matrix_path.resolve().parent
+    sha = options.commit or tag_commit(root, tag)
+    revision = revision_of(root, sha) if sha else current_revision(root)
+    registry_address, _ = registry_for(checked, RenderOptions(registry=options.registry))
+    results = options.results or (
+        *sorted(
+            (build_dir_for(matrix_path, RenderOptions(build_dir=options.build_dir)) / "smoke").glob("*.json")
+        ),
+        *sorted((root / "reports" / "samples").glob("*.json")),
+    )
+    client = HttpRegistry()
+    plan = plan_release(tag, revision, checked, registry_address, client, results)
+    if options.dry_run:
+        return plan, [], []
+    moved, unchanged = promote(plan, client)
+    document = release_document(plan, moved, unchanged)
+    write_atomically(
+        build_dir_for(matrix_path, RenderOptions(build_dir=options.build_dir)) / "release.json",
+        json.dumps(document, indent=2, sort_keys=True) + "\n",
+    )
+    return plan, moved, unchanged

@@ -175,6 +175,21 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("smoke", parents=[common], help="run the smoke suite inside each built image")
     s.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     s.add_argument("--quick", action="store_true", help="one sequence length and dtype per attention shape")
+    r = sub.add_parser(
+        "release", parents=[common], help="promote the tagged commit's tested digests to X.Y.Z, X.Y, X"
+    )
+    r.add_argument("tag", help="the release tag, vX.Y.Z")
+    r.add_argument("--registry", help="default: $REGISTRY, matrix.yaml's registry, else localhost:5000")
+    r.add_argument("--commit", help="the commit whose images to promote (default: the one the git tag names)")
+    r.add_argument(
+        "--results",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="smoke result files (default: build/smoke/*.json and reports/samples/*.json)",
+    )
+    r.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
+    r.add_argument("--dry-run", action="store_true", help="print what would move; move nothing")
     return parser
 
 
@@ -202,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
         return run_build(args)
     if args.command == "smoke":
         return run_smoke(args)
+    if args.command == "release":
+        return run_release(args)
     options = api.RenderOptions(
         registry=args.registry,
         revision=_revision(args),
@@ -260,6 +277,47 @@ def run_build(args: argparse.Namespace) -> int:
     ]
     problems += [Problem(e) for e in result.errors]
     raise BuildError(problems)
+
+
+def run_release(args: argparse.Namespace) -> int:
+    options = api.ReleaseOptions(
+        registry=args.registry,
+        commit=args.commit,
+        results=tuple(args.results),
+        dry_run=args.dry_run,
+        build_dir=args.build_dir,
+    )
+    plan, moved, unchanged = api.release(args.matrix, args.tag, options, _select(args))
+    table = Table(
+        title=f"release {plan.version} of {plan.revision[:12]}" + (" (dry run)" if args.dry_run else "")
+    )
+    for column in ("variant", "digest", "tags", "CUDA", "driver >=", "allowedCudaVersions"):
+        table.add_column(column, overflow="fold")
+    for p in plan.promotions:
+        tags = "\n".join(t.rsplit("/", 1)[-1] for t in p.tags)
+        table.add_row(
+            p.variant,
+            p.digest[:19],
+            tags,
+            p.floor.cuda or "-",
+            p.floor.driver or "-",
+            ",".join(p.floor.allowed_cuda_versions) or "-",
+        )
+    out.print(table)
+    if args.dry_run:
+        out.print(f"would point {sum(len(p.tags) for p in plan.promotions)} tag(s); nothing moved")
+    else:
+        out.print(f"moved {len(moved)} tag(s), {len(unchanged)} already in place")
+    if plan.refusals:
+        raise BuildError(
+            Problem(
+                f"not promoted: {r.reason}",
+                variant=r.variant,
+                hint="build it for this commit and pass its smoke suite",
+            )
+            for r in plan.refusals
+        )
+    return 0
 
 
 def run_smoke(args: argparse.Namespace) -> int:

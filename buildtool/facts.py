@@ -111,6 +111,21 @@ DRIVER_FLOOR_BY_CUDA: dict[str, str] = {
     "13.0": "580.65",
 }
 
+# The host CUDA versions RunPod templates and endpoints can allow (allowedCudaVersions).
+RUNPOD_CUDA_VERSIONS: tuple[str, ...] = (
+    "12.0",
+    "12.1",
+    "12.2",
+    "12.3",
+    "12.4",
+    "12.5",
+    "12.6",
+    "12.7",
+    "12.8",
+    "12.9",
+    "13.0",
+)
+
 # What a base image's tag says about itself. Each pattern names the catalogue field it cross-checks.
 # runpod/pytorch old scheme: 2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04 (leading version = torch);
 # runpod/pytorch new scheme: <release>-cu1300-torch291-ubuntu2404 (leading version = RunPod release).

@@ -79,6 +79,17 @@ def revision_of(directory: Path, sha: str) -> Revision:
     return Revision(sha, dirty=False, epoch=epoch)
 
 
+def tag_commit(directory: Path, tag: str) -> str | None:
+    """The commit a git tag names, or None when the checkout has no such tag."""
+    done = subprocess.run(
+        ["git", "-C", str(directory), "rev-parse", "--verify", "--quiet", f"{tag}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or None
+
+
 def variant_tags(registry: str, image: str, base: str, revision: Revision, is_default: bool) -> VariantTags:
     repository = f"{registry.rstrip('/')}/{image}"
     moving = (f"{repository}:{base}-latest",) + ((f"{repository}:latest",) if is_default else ())
