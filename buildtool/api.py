@@ -25,6 +25,7 @@ from buildtool.registry import HttpRegistry
 from buildtool.release import ReleasePlan, plan_release, promote, release_document
 from buildtool.render import Rendering, check_rendering, render_checked
 from buildtool.render import render as render_in_memory
+from buildtool.report import Report, build_report, to_html, to_json, to_markdown
 
 
 @dataclass(frozen=True)
@@ -165,3 +166,31 @@ def release(
         json.dumps(document, indent=2, sort_keys=True) + "\n",
     )
     return plan, moved, unchanged
+
+
+def default_results(matrix_path: Path, build_dir: Path | None = None) -> tuple[Path, ...]:
+    """build/smoke/*.json, then reports/samples/*.json (results from GPU hosts)."""
+    root = matrix_path.resolve().parent
+    smoke_dir = build_dir_for(matrix_path, RenderOptions(build_dir=build_dir)) / "smoke"
+    return (*sorted(smoke_dir.glob("*.json")), *sorted((root / "reports" / "samples").glob("*.json")))
+
+
+def report(
+    matrix_path: Path, out_dir: Path, results: tuple[Path, ...] = (), build_dir: Path | None = None
+) -> tuple[Report, list[Path]]:
+    """The compatibility report, written as compat.md, compat.json and compat.html under out_dir."""
+    checked = plan_and_check(matrix_path)
+    built = build_report(checked, results or default_results(matrix_path, build_dir))
+    written = []
+    for name, text in (
+        ("compat.md", to_markdown(built)),
+        ("compat.json", json.dumps(to_json(built), indent=2, sort_keys=True) + "\n"),
+        ("compat.html", to_html(built)),
+    ):
+        write_atomically(out_dir / name, text)
+        written.append(out_dir / name)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with Path(summary).open("a", encoding="utf-8") as handle:
+            handle.write(to_markdown(built))
+    return built, written

@@ -190,6 +190,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     r.add_argument("--dry-run", action="store_true", help="print what would move; move nothing")
+    rep = sub.add_parser("report", parents=[common], help="smoke results -> compatibility report per GPU")
+    rep.add_argument(
+        "--results",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="smoke result files (default: build/smoke/*.json and reports/samples/*.json)",
+    )
+    rep.add_argument("--out", type=Path, help="directory for compat.md, .json, .html (default: reports/)")
+    rep.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     return parser
 
 
@@ -219,6 +229,16 @@ def run(args: argparse.Namespace) -> int:
         return run_smoke(args)
     if args.command == "release":
         return run_release(args)
+    if args.command == "report":
+        out_dir = args.out or args.matrix.parent / "reports"
+        built, written = api.report(args.matrix, out_dir, tuple(args.results), args.build_dir)
+        out.print(
+            f"{len(built.rows)} GPU row(s) x {len(built.variants)} variant(s) from "
+            f"{len(built.sources)} result(s)"
+        )
+        for path in written:
+            out.print(f"wrote {path}")
+        return 0
     options = api.RenderOptions(
         registry=args.registry,
         revision=_revision(args),
