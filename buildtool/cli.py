@@ -118,6 +118,27 @@ def plan_json(checked: CheckedPlan) -> dict[str, Any]:
     return {"include": entries}
 
 
+def runner_labels(gpu_name: str) -> list[str]:
+    """Self-hosted runner labels for a GPU of the table: register GPU runners with these."""
+    return ["self-hosted", "linux", "x64", f"gpu-{gpu_name.lower()}"]
+
+
+def plan_json_per_gpu(checked: CheckedPlan) -> dict[str, Any]:
+    """The smoke job's matrix: one entry per variant and GPU target, `runs-on: ${{ matrix.runner }}`."""
+    entries = [
+        {
+            "variant": cv.name,
+            "gpu": gpu.name,
+            "arch": gpu.arch,
+            "runpod_gpu_id": gpu.runpod_id,
+            "runner": runner_labels(gpu.name),
+        }
+        for cv in checked.variants
+        for gpu in cv.targets
+    ]
+    return {"include": entries}
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--matrix", type=Path, default=Path("matrix.yaml"), help="default: ./matrix.yaml")
@@ -146,6 +167,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", parents=[common], help="expand the matrix and show the variants")
     p.add_argument("--json", action="store_true", help="print the GitHub Actions matrix as JSON")
+    p.add_argument(
+        "--per-gpu",
+        action="store_true",
+        help="with --json: one entry per variant and GPU target, with its self-hosted runner labels",
+    )
     sub.add_parser("check", parents=[common, rendering], help="plan + every policy, nothing written")
     sub.add_parser(
         "render",
@@ -218,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "plan":
         checked = api.plan_and_check(matrix_path, _select(args))
         if args.json:
-            print(json.dumps(plan_json(checked), indent=2, sort_keys=True))
+            document = plan_json_per_gpu(checked) if args.per_gpu else plan_json(checked)
+            print(json.dumps(document, indent=2, sort_keys=True))
         else:
             out.print(*plan_tables(checked))
         report_findings(checked.warnings)
@@ -441,6 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `buildtool plan --json | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if args.debug:
             raise

@@ -75,7 +75,7 @@ def test_markdown_goes_to_the_step_summary(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_the_html_page_renders_its_table_and_plot_in_chromium(reports: Path, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium")
+    chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
     assert chromium, "Debian's chromium package is needed (apt-get install chromium; .ci/run installs it)"
     flags = [
         chromium,
