@@ -160,24 +160,23 @@ def _build_one(
 
         emit(BuildEvent(v.name, "building", str(log)))
         build_started = time.monotonic()
-        # The base's digest, and what the registry holds under the immutable tag, are asked while
-        # BuildKit builds: neither changes what it builds.
-        with ThreadPoolExecutor(max_workers=2) as side:
+        # What the registry holds under the immutable tag is asked while BuildKit builds.
+        with ThreadPoolExecutor(max_workers=1) as side:
             asked = side.submit(registry.manifest, v.tags.immutable)
-            local_base = side.submit(engine.local_image_digest, v.base_ref)
             outcome = bake()
-        base_digest = local_base.result()
-        if base_digest is None:  # not in the engine's store: pull it, then build again if that failed
+        if not outcome.ok and engine.local_image_digest(v.base_ref) is None:
+            # BuildKit could not resolve the base: pull it through the engine (its credentials, its
+            # mirrors), then build again.
             emit(BuildEvent(v.name, "base", f"pulling {v.base_ref}"))
             pull_error = engine.pull(v.base_ref)
-            base_digest = engine.local_image_digest(v.base_ref)
-            if base_digest is None:
+            if engine.local_image_digest(v.base_ref) is None:
                 raise _VariantFailed(
                     f"base image {v.base_ref} is not in the engine and could not be pulled: {pull_error}",
                     "check the reference, `docker login`, and the network",
                 )
-            if not outcome.ok:
-                outcome = bake()
+            outcome = bake()
+        # The digest BuildKit built FROM; the engine's own record when its step does not say.
+        base_digest = outcome.base_digest(v.base_ref) or engine.local_image_digest(v.base_ref)
         build_seconds = time.monotonic() - build_started
         if recorded and recorded != base_digest:
             notes.append(f"base {v.base_ref} now points to {base_digest}; matrix.lock has {recorded}")

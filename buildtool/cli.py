@@ -201,28 +201,26 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("smoke", parents=[common], help="run the smoke suite inside each built image")
     s.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     s.add_argument("--quick", action="store_true", help="one sequence length and dtype per attention shape")
+    results = argparse.ArgumentParser(add_help=False)
+    results.add_argument(
+        "--results",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="smoke result files (default: build/smoke/*.json and reports/samples/*.json)",
+    )
     r = sub.add_parser(
-        "release", parents=[common], help="promote the tagged commit's tested digests to X.Y.Z, X.Y, X"
+        "release",
+        parents=[common, results],
+        help="promote the tagged commit's tested digests to X.Y.Z, X.Y, X",
     )
     r.add_argument("tag", help="the release tag, vX.Y.Z")
     r.add_argument("--registry", help="default: $REGISTRY, matrix.yaml's registry, else localhost:5000")
     r.add_argument("--commit", help="the commit whose images to promote (default: the one the git tag names)")
-    r.add_argument(
-        "--results",
-        type=Path,
-        nargs="+",
-        default=[],
-        help="smoke result files (default: build/smoke/*.json and reports/samples/*.json)",
-    )
     r.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     r.add_argument("--dry-run", action="store_true", help="print what would move; move nothing")
-    rep = sub.add_parser("report", parents=[common], help="smoke results -> compatibility report per GPU")
-    rep.add_argument(
-        "--results",
-        type=Path,
-        nargs="+",
-        default=[],
-        help="smoke result files (default: build/smoke/*.json and reports/samples/*.json)",
+    rep = sub.add_parser(
+        "report", parents=[common, results], help="smoke results -> compatibility report per GPU"
     )
     rep.add_argument("--out", type=Path, help="directory for compat.md, .json, .html (default: reports/)")
     rep.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")

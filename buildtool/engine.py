@@ -50,6 +50,26 @@ class BakeOutcome:
     def dockerfile_steps(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.in_dockerfile)
 
+    def base_digest(self, ref: str) -> str | None:
+        """The digest BuildKit resolved `ref` to: its step reads '[1/5] FROM docker.io/<ref>@sha256:...'."""
+        wanted = canonical_reference(ref.split("@", 1)[0])
+        for step in self.steps:
+            _, _, source = step.name.partition("] FROM ")
+            name, at, digest = source.strip().partition("@")
+            if at and canonical_reference(name) == wanted:
+                return digest
+        return None
+
+
+def canonical_reference(ref: str) -> str:
+    """'python:3.11-slim' -> 'docker.io/library/python:3.11-slim', as BuildKit names images."""
+    first, slash, _ = ref.partition("/")
+    if not slash:
+        return f"docker.io/library/{ref}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{ref}"
+    return ref
+
 
 @dataclass
 class Progress:

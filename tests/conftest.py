@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,15 +172,18 @@ class RegistryUnderTest:
 
 
 @contextmanager
-def running_registry() -> Iterator[RegistryUnderTest]:
-    """A real registry:2 on a fixed free port (so that it can be stopped and started again)."""
+def running_registry(
+    configure: Callable[[Any], Any] = lambda container: container,
+) -> Iterator[RegistryUnderTest]:
+    """A real registry:2 on a fixed free port (so that it can be stopped and started again);
+    `configure` adds to the testcontainers DockerContainer (environment, volumes)."""
     from testcontainers.core.container import DockerContainer
 
     from buildtool.localregistry import answers
 
     docker_ok()
     port = free_port()
-    container = (
+    container = configure(
         DockerContainer("registry:2").with_bind_ports(5000, port).with_kwargs(labels={TEST_LABEL: "1"})
     )
     container.start()

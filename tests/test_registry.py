@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
-from conftest import TEST_LABEL, docker_ok, free_port
+from conftest import free_port, running_registry
 
-from buildtool.localregistry import answers
 from buildtool.registry import HttpRegistry, RegistryDenied, RegistryUnreachable
 
 pytestmark = pytest.mark.container
@@ -22,32 +21,21 @@ USER, PASSWORD = "builder", "s3cret-for-tests"
 
 @pytest.fixture
 def private_registry(tmp_path: Path) -> Iterator[str]:
-    from testcontainers.core.container import DockerContainer
-
-    docker_ok()
     auth = tmp_path / "auth"
     auth.mkdir()
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
     (auth / "htpasswd").write_text(f"{USER}:{hashed}\n")
-    port = free_port()
-    container = (
-        DockerContainer("registry:2")
-        .with_bind_ports(5000, port)
-        .with_volume_mapping(str(auth), "/auth", "ro")
-        .with_env("REGISTRY_AUTH", "htpasswd")
-        .with_env("REGISTRY_AUTH_HTPASSWD_REALM", "tests")
-        .with_env("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd")
-        .with_kwargs(labels={TEST_LABEL: "1"})
-    )
-    container.start()
-    try:
-        address = f"localhost:{port}"
-        deadline = time.monotonic() + 30
-        while not answers(address) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        yield address
-    finally:
-        container.stop()
+
+    def with_htpasswd(container: Any) -> Any:
+        return (
+            container.with_volume_mapping(str(auth), "/auth", "ro")
+            .with_env("REGISTRY_AUTH", "htpasswd")
+            .with_env("REGISTRY_AUTH_HTPASSWD_REALM", "tests")
+            .with_env("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd")
+        )
+
+    with running_registry(with_htpasswd) as running:
+        yield running.address
 
 
 def docker_config(directory: Path, host: str, user: str, password: str) -> Path:

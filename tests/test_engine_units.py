@@ -1,0 +1,41 @@
+"""Reading BuildKit's own words: rawjson progress, step kinds, the digest a base resolved to."""
+
+from __future__ import annotations
+
+import io
+
+from buildtool.engine import BakeOutcome, Step, canonical_reference, json_objects
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_canonical_reference_as_buildkit_names_images() -> None:
+    assert canonical_reference("python:3.11-slim") == "docker.io/library/python:3.11-slim"
+    assert canonical_reference("runpod/pytorch:2.11.0") == "docker.io/runpod/pytorch:2.11.0"
+    assert canonical_reference("ghcr.io/acme/x:1") == "ghcr.io/acme/x:1"
+    assert canonical_reference("localhost:5000/x:1") == "localhost:5000/x:1"
+
+
+def test_the_base_digest_comes_from_the_from_step() -> None:
+    steps = (
+        Step("[internal] load build definition from Dockerfile", False, True, None),
+        Step(f"[1/3] FROM docker.io/runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel@{DIGEST}", False, True, None),
+        Step("[2/3] RUN pip install -r requirements.txt", True, True, None),
+        Step("[3/3] COPY handler.py .", False, True, None),
+    )
+    outcome = BakeOutcome(True, {}, steps, None)
+    assert outcome.base_digest("runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel") == DIGEST
+    assert outcome.base_digest("runpod/pytorch:2.4.0") is None
+    assert [s.name.split("] ")[1].split()[0] for s in outcome.dockerfile_steps] == ["RUN", "COPY"]
+
+
+def test_rawjson_objects_and_plain_lines() -> None:
+    text = (
+        '{\n  "vertexes": [\n    {"digest": "d1", "name": "x}"}\n  ]\n}\n'
+        '{\n  "logs": []\n}\n'
+        "ERROR: failed to solve\n"
+    )
+    objects = list(json_objects(io.StringIO(text)))
+    assert objects[0] == {"vertexes": [{"digest": "d1", "name": "x}"}]}
+    assert objects[1] == {"logs": []}
+    assert objects[2] == "ERROR: failed to solve"
