@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
+
+from buildtool.errors import EngineError, Problem
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,13 @@ class BuildxEngine:
     locally, exports registry caches, and pushes the exact manifest it built."""
 
     def __init__(self, docker: str = "docker") -> None:
+        if shutil.which(docker) is None:
+            raise EngineError(
+                Problem(
+                    f"no '{docker}' command on PATH: building needs the Docker CLI with buildx",
+                    hint="install Docker (or run ../shared/ci/engine.sh on the CI machines)",
+                )
+            )
         self.docker = docker
         self._client: Any = None  # docker SDK client, made on first use
 

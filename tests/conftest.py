@@ -195,6 +195,16 @@ def running_registry(
         yield RegistryUnderTest(container, address)
     finally:
         container.stop()
+        # The images builds tagged for this registry, failed ones too.
+        listed = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        mine = [name for name in listed if name.startswith(f"localhost:{port}/")]
+        if mine:
+            subprocess.run(["docker", "rmi", "--force", *mine], capture_output=True, check=False)
 
 
 @pytest.fixture
@@ -242,15 +252,6 @@ def committed_copy(
 
 
 @pytest.fixture
-def tiny(tmp_path: Path) -> Iterator[Project]:
-    """The tiny test project as a git checkout; removes the images its builds tagged."""
-    project = Project(committed_copy(REPO / "tests" / "projects" / "tiny", tmp_path / "tiny"))
-    yield project
-    manifest = project.root / "build" / "manifest.json"
-    if manifest.is_file():
-        import json as json_module
-
-        data = json_module.loads(manifest.read_text())
-        tags = [v["tags"]["immutable"] for v in data["variants"].values()]
-        if tags:
-            subprocess.run(["docker", "rmi", "--force", *tags], capture_output=True, check=False)
+def tiny(tmp_path: Path) -> Project:
+    """The tiny test project as a git checkout (the registry fixtures remove the images it builds)."""
+    return Project(committed_copy(REPO / "tests" / "projects" / "tiny", tmp_path / "tiny"))
