@@ -176,10 +176,14 @@ def default_results(matrix_path: Path, build_dir: Path | None = None) -> tuple[P
 
 
 def report(
-    matrix_path: Path, out_dir: Path, results: tuple[Path, ...] = (), build_dir: Path | None = None
+    matrix_path: Path,
+    out_dir: Path,
+    results: tuple[Path, ...] = (),
+    build_dir: Path | None = None,
+    select: tuple[str, ...] = (),
 ) -> tuple[Report, list[Path]]:
     """The compatibility report, written as compat.md, compat.json and compat.html under out_dir."""
-    checked = plan_and_check(matrix_path)
+    checked = plan_and_check(matrix_path, select)
     built = build_report(checked, results or default_results(matrix_path, build_dir))
     written = []
     for name, text in (

@@ -1,8 +1,12 @@
 """Command line: the only place that turns errors into messages and exit codes.
 
-python -m buildtool plan   [--select PATTERN] [--json]
-python -m buildtool check  [--select PATTERN]
-python -m buildtool render [--select PATTERN] [--registry R] [--commit SHA] [--build-dir DIR]
+buildtool plan     expand the matrix; --json for the GitHub Actions matrix
+buildtool check    every policy, over the plan and the rendered Dockerfiles; writes nothing
+buildtool render   build/<variant>/ and build/docker-bake.json
+buildtool build    render, then build, push and verify each variant; move tags last
+buildtool smoke    the smoke suite inside each built image
+buildtool report   smoke results -> compatibility report per GPU
+buildtool release  promote the tagged commit's tested digests to X.Y.Z, X.Y, X
 """
 
 from __future__ import annotations
@@ -162,7 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     rendering.add_argument("--kernels-local", type=Path, help=KERNELS_LOCAL_HELP)
 
     parser = argparse.ArgumentParser(
-        prog="buildtool", description=__doc__.split("\n\n")[0] if __doc__ else None
+        prog="buildtool",
+        description="Build, check, smoke-test and release GPU container images for RunPod pods and "
+        "serverless workers, from matrix.yaml.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", parents=[common], help="expand the matrix and show the variants")
@@ -256,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         return run_release(args)
     if args.command == "report":
         out_dir = args.out or args.matrix.parent / "reports"
-        built, written = api.report(args.matrix, out_dir, tuple(args.results), args.build_dir)
+        built, written = api.report(args.matrix, out_dir, tuple(args.results), args.build_dir, _select(args))
         out.print(
             f"{len(built.rows)} GPU row(s) x {len(built.variants)} variant(s) from "
             f"{len(built.sources)} result(s)"
