@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import tarfile
 from collections.abc import Callable
@@ -79,6 +80,10 @@ def run_in_image(
     extra_args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
 ) -> SmokeOutcome:
+    # This runner removes its containers itself (stop() below), so testcontainers' reaper (Ryuk),
+    # an image of its own to pull, is not needed; a user's own setting wins.
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    import docker.errors
     import docker.types
     from testcontainers.core.container import DockerContainer
 
@@ -90,7 +95,12 @@ def run_in_image(
     if gpu:
         kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
     container = container.with_kwargs(**kwargs)
-    container.start()
+    try:
+        container.start()
+    except docker.errors.DockerException as exc:
+        return SmokeOutcome(
+            image.variant, image, False, {}, (), None, None, f"cannot start {image.tag}: {exc}"
+        )
     try:
         wrapped = container.get_wrapped_container()
         try:

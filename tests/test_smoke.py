@@ -196,3 +196,10 @@ def test_declarations_the_image_does_not_meet_fail(
     outcome, document = run(probe, tmp_path, **env)
     assert outcome.failed_checks == (failing,)
     assert words in check(document, failing)["message"]
+
+
+def test_an_image_that_cannot_start_is_one_clear_failure(tmp_path: Path) -> None:
+    image = BuiltImage("ghost", "localhost:1/ghost:missing", "sha256:" + "0" * 64)
+    outcome = run_in_image(image, tmp_path, gpu=False)
+    assert not outcome.passed and outcome.error is not None
+    assert outcome.error.startswith("cannot start localhost:1/ghost:missing")
