@@ -67,7 +67,8 @@ def checkout(work: Path) -> Path:
     root = work / "checkout"
     root.mkdir()
     shutil.copy(REPO / "matrix.yaml", root / "matrix.yaml")
-    shutil.copytree(REPO / "images", root / "images", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("images", "smoke"):  # the templates, and the suite every image carries
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     (root / ".gitignore").write_text("/build/\n")
     git(root, "init", "-q")
     git(root, "add", "-A")

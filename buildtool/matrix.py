@@ -16,6 +16,8 @@ import yaml
 
 from buildtool.errors import ConfigError, Location, Problem, did_you_mean
 
+# libyaml's loader when PyYAML was built with it: 20x faster, with the same line marks.
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # bake target names allow no dots
 SCHEMA_VERSION = 1
 ImageKind = Literal["runtime", "serverless-worker"]
@@ -215,7 +217,7 @@ def _to_nodes(node: yaml.Node, path: Path, constructor: yaml.constructor.SafeCon
 
 def parse_yaml(text: str, path: Path) -> Node:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=FAST_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
