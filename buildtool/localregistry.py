@@ -9,9 +9,6 @@ import time
 import urllib.error
 import urllib.request
 
-import docker
-import docker.errors
-
 from buildtool.errors import EngineError, Problem
 
 CONTAINER = "buildtool-registry"
@@ -36,6 +33,9 @@ def ensure_embedded_registry(address: str, wait_seconds: float = 30) -> str:
     if answers(address):
         return f"using the registry that answers on {address}"
     port = int(address.rsplit(":", 1)[1])
+    import docker  # the SDK is only needed here: importing it costs every command 60 ms of startup
+    import docker.errors
+
     try:
         client = docker.from_env()
         try:
