@@ -30,8 +30,13 @@ def embedded_registry() -> Iterator[RegistryUnderTest]:
 
 
 @pytest.fixture
-def repository_copy(tmp_path: Path) -> Project:
-    return Project(committed_copy(REPO, tmp_path / "checkout"))
+def repository_copy(tmp_path: Path) -> Iterator[Project]:
+    project = Project(committed_copy(REPO, tmp_path / "checkout"))
+    yield project
+    manifest = project.root / "build" / "manifest.json"
+    if manifest.is_file():  # the image tags this build left in the engine
+        tags = [v["tags"]["immutable"] for v in json.loads(manifest.read_text())["variants"].values()]
+        subprocess.run(["docker", "rmi", "--force", *tags], capture_output=True, check=False)
 
 
 def test_default_worker_variant_builds_pushes_and_passes_smoke(
