@@ -14,14 +14,14 @@ from pathlib import Path
 from buildtool.build import BuildEvent, BuildOptions, BuildResult
 from buildtool.build import build as build_rendering
 from buildtool.engine import BuildxEngine
-from buildtool.errors import DirtyWorktreeError, Location, PolicyError, Problem
+from buildtool.errors import ConfigError, DirtyWorktreeError, EngineError, Location, PolicyError, Problem
 from buildtool.localregistry import ensure_embedded_registry
 from buildtool.lock import lock_path_for, write_atomically
 from buildtool.matrix import load_matrix
 from buildtool.naming import EMBEDDED_REGISTRY, Revision, current_revision, revision_of, tag_commit
 from buildtool.plan import make_plan
 from buildtool.policy import CheckedPlan, check_plan
-from buildtool.registry import HttpRegistry
+from buildtool.registry import HttpRegistry, RegistryError
 from buildtool.release import ReleasePlan, plan_release, promote, release_document
 from buildtool.render import Rendering, check_rendering, render_checked
 from buildtool.render import render as render_in_memory
@@ -34,6 +34,17 @@ class RenderOptions:
     revision: Revision | None = None  # None: the matrix repository's HEAD
     build_dir: Path | None = None  # None: build/ next to matrix.yaml
     kernels_local: Path | None = None  # kernels for the bake step, as the named context kernels-local
+
+
+def _check_kernels_local(options: RenderOptions) -> None:
+    if options.kernels_local is not None and not options.kernels_local.is_dir():
+        raise ConfigError(
+            Problem(
+                "--kernels-local is not a directory",
+                Location(options.kernels_local),
+                hint="give a directory holding one subdirectory per kernel of the kernels lock",
+            )
+        )
 
 
 def plan_and_check(matrix_path: Path, select: tuple[str, ...] = ()) -> CheckedPlan:
@@ -82,6 +93,7 @@ def check(
 def render(
     matrix_path: Path, select: tuple[str, ...] = (), options: RenderOptions = RenderOptions()
 ) -> tuple[CheckedPlan, Rendering]:
+    _check_kernels_local(options)
     checked = plan_and_check(matrix_path, select)
     rendering = render_checked(
         checked,
@@ -119,6 +131,7 @@ def build(
                 hint="commit them, or pass --allow-dirty to push mutable <base>-<sha>-dirty tags",
             )
         )
+    _check_kernels_local(options.render)
     checked = plan_and_check(matrix_path, select)
     registry, embedded = registry_for(checked, options.render)
     if embedded:
@@ -156,10 +169,18 @@ def release(
         *sorted((root / "reports" / "samples").glob("*.json")),
     )
     client = HttpRegistry()
-    plan = plan_release(tag, revision, checked, registry_address, client, results)
-    if options.dry_run:
-        return plan, [], []
-    moved, unchanged = promote(plan, client)
+    try:
+        plan = plan_release(tag, revision, checked, registry_address, client, results)
+        if options.dry_run:
+            return plan, [], []
+        moved, unchanged = promote(plan, client)
+    except RegistryError as exc:
+        raise EngineError(
+            Problem(
+                f"registry {registry_address}: {exc}",
+                hint="check --registry / $REGISTRY, that it is up, and `docker login`",
+            )
+        ) from None
     document = release_document(plan, moved, unchanged)
     write_atomically(
         build_dir_for(matrix_path, RenderOptions(build_dir=options.build_dir)) / "release.json",

@@ -9,10 +9,10 @@ X.Y.Z that points elsewhere is never moved: the release is refused before any ta
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -21,6 +21,7 @@ from buildtool.errors import BuildtoolError, ConfigError, Problem
 from buildtool.naming import Revision, variant_tags
 from buildtool.policy import CheckedPlan
 from buildtool.registry import Registry
+from buildtool.smoke_runner import read_results
 
 
 class ReleaseRefused(BuildtoolError):
@@ -89,14 +90,10 @@ def host_floor(cuda: str | None) -> HostFloor:
     return HostFloor(cuda, facts.DRIVER_FLOOR_BY_CUDA.get(cuda), at_least)
 
 
-def smoke_verdicts(paths: Iterable[Path]) -> dict[str, list[bool]]:
-    """digest -> passed, for every smoke result document that names its image's digest."""
+def smoke_verdicts(documents: Iterable[dict[str, Any]]) -> dict[str, list[bool]]:
+    """digest -> passed, for every smoke result that names its image's digest."""
     verdicts: dict[str, list[bool]] = {}
-    for path in paths:
-        try:
-            document = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+    for document in documents:
         digest = (document.get("image") or {}).get("digest")
         if digest:
             verdicts.setdefault(digest, []).append(bool(document.get("passed")))
@@ -112,7 +109,7 @@ def plan_release(
     smoke_results: Iterable[Path],
 ) -> ReleasePlan:
     version = parse_version(tag)
-    verdicts = smoke_verdicts(smoke_results)
+    verdicts = smoke_verdicts(document for _, document in read_results(smoke_results))
     promotions, refusals = [], []
     for cv in checked.variants:
         v = cv.variant

@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from buildtool.policy import CheckedPlan
+from buildtool.smoke_runner import read_results
 
 REPORT_SCHEMA = "runpod-images/compat-report"
 REPORT_SCHEMA_VERSION = 1
@@ -99,8 +99,7 @@ def build_report(checked: CheckedPlan, result_paths: Iterable[Path]) -> Report:
         rows[gpu.name] = Row(gpu.name, gpu.arch, gpu.runpod_id, cells)
     latest: dict[tuple[str, str], str] = {}
     sources = []
-    for path in sorted(result_paths):
-        document = json.loads(path.read_text())
+    for path, document in read_results(sorted(result_paths)):
         variant = document.get("variant")
         if variant not in variants:
             continue

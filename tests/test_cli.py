@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
-from conftest import COMMIT, REPO, Project, run_module
+from conftest import COMMIT, REPO, Project, committed_copy, run_module
 
 
 def test_check_passes_on_the_repository_matrix_and_shows_b200_refused() -> None:
@@ -123,3 +124,46 @@ def test_console_script_runs_like_the_module() -> None:
     done = subprocess.run([script, "plan", "--json"], capture_output=True, text=True, cwd=REPO, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == json.loads(run_module("plan", "--json").out)
+
+
+def test_report_names_a_result_file_it_cannot_read(project: Project, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    for results, words in (
+        (bad, "not a smoke result"),
+        (tmp_path / "nope.json", "cannot read the smoke result"),
+    ):
+        result = run_module(
+            "report",
+            "--matrix",
+            str(project.matrix),
+            "--results",
+            str(results),
+            "--out",
+            str(tmp_path / "out"),
+        )
+        assert result.code == 2, result.err
+        assert f"{results}:" in result.err and words in result.err and "internal error" not in result.err
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_render_refuses_a_kernels_local_that_is_no_directory(project: Project, tmp_path: Path) -> None:
+    result = run_module(
+        "render",
+        "--matrix",
+        str(project.matrix),
+        "--commit",
+        COMMIT,
+        "--kernels-local",
+        str(tmp_path / "absent"),
+    )
+    assert result.code == 2 and "--kernels-local is not a directory" in result.err
+    assert not (project.root / "build").exists()
+
+
+def test_release_against_an_unreachable_registry_is_one_clear_failure(tmp_path: Path) -> None:
+    checkout = committed_copy(REPO, tmp_path / "checkout")
+    result = run_module("release", "v1.0.0", "--registry", "localhost:1", cwd=checkout)
+    assert result.code == 1
+    assert "registry localhost:1" in result.err and "docker login" in result.err
+    assert "internal error" not in result.err and "Traceback" not in result.err
