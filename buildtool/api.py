@@ -11,12 +11,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildtool import reproduce
 from buildtool.build import BuildEvent, BuildOptions, BuildResult
 from buildtool.build import build as build_rendering
 from buildtool.engine import BuildxEngine
-from buildtool.errors import ConfigError, DirtyWorktreeError, EngineError, Location, PolicyError, Problem
+from buildtool.errors import (
+    ConfigError,
+    DirtyWorktreeError,
+    EngineError,
+    Location,
+    PolicyError,
+    Problem,
+    did_you_mean,
+)
 from buildtool.localregistry import ensure_embedded_registry
-from buildtool.lock import lock_path_for, write_atomically
+from buildtool.lock import lock_path_for, read_lock, write_atomically
 from buildtool.matrix import load_matrix
 from buildtool.naming import EMBEDDED_REGISTRY, Revision, current_revision, revision_of, tag_commit
 from buildtool.plan import make_plan
@@ -26,6 +35,7 @@ from buildtool.release import ReleasePlan, plan_release, promote, release_docume
 from buildtool.render import Rendering, check_rendering, render_checked
 from buildtool.render import render as render_in_memory
 from buildtool.report import Report, build_report, to_html, to_json, to_markdown
+from buildtool.reproduce import Reproduction
 
 
 @dataclass(frozen=True)
@@ -105,12 +115,31 @@ def render(
     return checked, rendering
 
 
+def lock_dependencies(matrix_path: Path, images: tuple[str, ...] = ()) -> list[Path]:
+    """Write images/<name>/requirements.lock for each image (or those named) from requirements.in."""
+    from buildtool import deplock
+
+    plan = make_plan(load_matrix(matrix_path))
+    known = sorted({job.image for job in deplock.lock_jobs(plan)})
+    for name in images:
+        if name not in known:
+            raise ConfigError(
+                Problem(
+                    f"no image '{name}' with a {deplock.INPUT_NAME}",
+                    Location(matrix_path),
+                    hint=did_you_mean(name, known) or f"images with one: {', '.join(known) or 'none'}",
+                )
+            )
+    return deplock.write_locks(plan, images)
+
+
 @dataclass(frozen=True)
 class BuildRunOptions:
     render: RenderOptions = RenderOptions()
     locked: bool = False
     allow_dirty: bool = False
     jobs: int = 2
+    rebuild: bool = False  # build even a commit whose immutable tags the registry already holds
 
 
 def build(
@@ -138,8 +167,37 @@ def build(
         on_note(ensure_embedded_registry(registry))
     build_dir = build_dir_for(matrix_path, options.render)
     rendering = render_checked(checked, revision, registry, build_dir, options.render.kernels_local)
-    build_options = BuildOptions(build_dir, lock_path_for(matrix_path), options.locked, options.jobs)
+    build_options = BuildOptions(
+        build_dir, lock_path_for(matrix_path), options.locked, options.jobs, options.rebuild
+    )
     return build_rendering(rendering, build_options, BuildxEngine(), HttpRegistry(), on_event)
+
+
+def check_reproducible(
+    matrix_path: Path,
+    result: BuildResult,
+    options: BuildRunOptions = BuildRunOptions(),
+    on_start: Callable[[str], None] = lambda _: None,
+) -> list[Reproduction]:
+    """Rebuild each variant `result` built (or found built) from nothing, and compare digests."""
+    build_dir = build_dir_for(matrix_path, options.render)
+    lock = read_lock(lock_path_for(matrix_path))
+    engine, registry = BuildxEngine(), HttpRegistry()
+    out = []
+    for variant in result.variants:
+        if not variant.ok or variant.digest is None:
+            continue
+        overrides = {}
+        if options.locked and variant.base_ref in lock:
+            overrides["args.BASE_IMAGE"] = f"{variant.base_ref}@{lock[variant.base_ref]}"
+        on_start(variant.variant)
+        repository = variant.immutable_tag.rsplit(":", 1)[0]
+        out.append(
+            reproduce.check_reproducible(
+                build_dir, variant.variant, variant.digest, repository, engine, registry, overrides
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """The build stage: bake each rendered variant, push its immutable tag, verify, then move tags.
 
 Per variant, in parallel (each its own `buildx bake <target>`, so one failure stops no other):
-  1. resolve the base tag to a digest (matrix.lock; --locked builds FROM the recorded digest)
-  2. look up the immutable tag in the registry
-  3. build into the engine's image store, with the registry cache (cache-from/cache-to, mode=max)
-  4. the tag is absent: push it; present with the same digest: nothing to push; present with
-     another digest: refuse, an immutable tag is never overwritten
-  5. verify that the registry's digest is the one BuildKit reported (--metadata-file)
+  1. the registry already holds the immutable tag (a re-run of the same commit): nothing is built,
+     the variant is reported as built earlier (--rebuild builds anyway, and the digest must match)
+  2. build with BuildKit to an OCI layout (build/oci/<variant>/), with the registry cache
+     (cache-from/cache-to, mode=max); the base resolves to a digest (--locked: matrix.lock's)
+  3. the tag is absent: push the layout's blobs the registry lacks, then the manifest; present with
+     the same digest: nothing to push; present with another digest: refuse, an immutable tag is
+     never overwritten
+  4. verify that the registry's digest is the one BuildKit reported (--metadata-file)
 Then, only if every variant got this far, the moving tags move (registry-side copies), and
 build/manifest.json and matrix.lock are written atomically.
 """
@@ -14,6 +16,7 @@ build/manifest.json and matrix.lock are written atomically.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +26,19 @@ from typing import Literal
 
 from buildtool.engine import BakeOutcome, Engine, Progress
 from buildtool.lock import read_lock, write_atomically, write_lock
-from buildtool.registry import Registry, RegistryError, compressed_size
-from buildtool.render import RenderedVariant, Rendering
+from buildtool.registry import Registry, RegistryError, RemoteManifest, compressed_size
+from buildtool.render import LABEL_PREFIX, RenderedVariant, Rendering, oci_layout
 
 MANIFEST_SCHEMA = 1
-Phase = Literal["queued", "base", "building", "pushing", "verifying", "done", "unchanged", "failed"]
-Status = Literal["pushed", "unchanged", "failed"]
+REVISION_LABEL = "org.opencontainers.image.revision"
+CREATED_LABEL = "org.opencontainers.image.created"  # the commit's time
+VARIANT_LABEL = f"{LABEL_PREFIX}.variant"
+Phase = Literal[
+    "queued", "base", "building", "pushing", "verifying", "done", "unchanged", "built-earlier", "failed"
+]
+# pushed: built and pushed; unchanged: built, and the registry already held this digest;
+# built-earlier: the registry held the commit's tag, nothing was built; failed.
+Status = Literal["pushed", "unchanged", "built-earlier", "failed"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,7 @@ class BuildOptions:
     lock_path: Path
     locked: bool = False
     jobs: int = 2
+    rebuild: bool = False  # build even when the registry already holds the commit's immutable tag
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,8 @@ class VariantResult:
     hint: str | None = None
     log: Path | None = None
     notes: tuple[str, ...] = ()
+    created: str | None = None  # built earlier: the image's created label (the commit's time)
+    pushed_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -139,13 +152,27 @@ def _build_one(
         )
 
     try:
-        overrides = {"output": "type=image,push=false"}
+        layout = options.build_dir / oci_layout(v.name)
+        mutable = rendering.revision.dirty
+        try:
+            existing = registry.manifest(v.tags.immutable)
+        except RegistryError as exc:
+            raise _VariantFailed(
+                f"registry {rendering.registry} is unreachable: {exc}",
+                "start it, or point --registry / $REGISTRY at one",
+            ) from None
+        if existing is not None and not mutable and not options.rebuild:
+            earlier = _built_earlier(v, rendering.revision.sha, existing, registry, log, emit)
+            if earlier is not None:
+                return earlier
+
+        overrides: dict[str, str] = {}
         recorded = lock.get(v.base_ref)
         if options.locked:
             if recorded is None:
                 raise _VariantFailed(
                     f"matrix.lock records no digest for {v.base_ref}",
-                    "run buildtool build without --locked once to record it",
+                    "run buildtool lock, or build once without --locked, to record it",
                 )
             overrides["args.BASE_IMAGE"] = f"{v.base_ref}@{recorded}"
 
@@ -160,10 +187,7 @@ def _build_one(
 
         emit(BuildEvent(v.name, "building", str(log)))
         build_started = time.monotonic()
-        # What the registry holds under the immutable tag is asked while BuildKit builds.
-        with ThreadPoolExecutor(max_workers=1) as side:
-            asked = side.submit(registry.manifest, v.tags.immutable)
-            outcome = bake()
+        outcome = bake()
         if not outcome.ok and engine.local_image_digest(v.base_ref) is None:
             # BuildKit could not resolve the base: pull it through the engine (its credentials, its
             # mirrors), then build again.
@@ -182,13 +206,6 @@ def _build_one(
             notes.append(f"base {v.base_ref} now points to {base_digest}; matrix.lock has {recorded}")
         if options.locked:
             base_digest = recorded
-        try:
-            existing = asked.result()
-        except RegistryError as exc:
-            raise _VariantFailed(
-                f"registry {rendering.registry} is unreachable: {exc}",
-                "start it, or point --registry / $REGISTRY at one",
-            ) from None
         if not outcome.ok or outcome.digest is None:
             message, hint = _classify_build_error(
                 outcome.error or "no image digest", rendering.registry, v.base_ref
@@ -197,21 +214,24 @@ def _build_one(
         digest = outcome.digest
         steps = outcome.dockerfile_steps
 
-        mutable = rendering.revision.dirty
         if existing is not None and existing.digest != digest and not mutable:
             raise _VariantFailed(
                 f"the immutable tag {v.tags.immutable} already holds {existing.digest}, and this build "
                 f"produced {digest}: refusing to overwrite it",
-                "commit the change (a new commit gets a new tag); if the tag was pushed in error, delete it "
-                "in the registry",
+                "find what differs with buildtool build --check-reproducible; if the tag was pushed in "
+                "error, delete it in the registry",
             )
         status: Status = "unchanged"
+        pushed_bytes = 0
         if existing is None or existing.digest != digest:
             emit(BuildEvent(v.name, "pushing", v.tags.immutable))
-            push_error = engine.push(v.tags.immutable)
-            if push_error:
-                message, hint = _classify_build_error(push_error, rendering.registry, v.base_ref)
-                raise _VariantFailed(f"push of {v.tags.immutable} failed: {message}", hint)
+            try:
+                pushed_bytes = registry.push_layout(layout, digest, v.tags.immutable)
+            except RegistryError as exc:
+                raise _VariantFailed(
+                    f"push of {v.tags.immutable} failed: {exc}",
+                    "check that the registry is up and `docker login` to it",
+                ) from None
             status = "pushed"
 
         remote = existing  # unchanged: the registry's answer above already holds this digest
@@ -226,6 +246,7 @@ def _build_one(
                 f"after the push the registry has {remote.digest if remote else 'nothing'} "
                 f"for {v.tags.immutable}, but BuildKit reported {digest}"
             )
+        prune_layout(layout, digest)
         size = compressed_size(registry, v.tags.repository, remote)
         emit(BuildEvent(v.name, "done" if status == "pushed" else "unchanged", digest))
         return VariantResult(
@@ -242,10 +263,68 @@ def _build_one(
             cached_steps=sum(s.cached for s in steps),
             log=log,
             notes=tuple(notes),
+            pushed_bytes=pushed_bytes,
         )
     except _VariantFailed as exc:
         emit(BuildEvent(v.name, "failed", str(exc)))
         return failed(str(exc), exc.hint)
+
+
+def _built_earlier(
+    v: RenderedVariant,
+    revision: str,
+    existing: RemoteManifest,
+    registry: Registry,
+    log: Path,
+    emit: Callable[[BuildEvent], None],
+) -> VariantResult | None:
+    """The registry holds this commit's immutable tag, and the image's labels say it is this
+    variant built from this commit: a re-run builds nothing. Anything else under the tag (None) is
+    built and compared, and refused if it differs."""
+    try:
+        config = existing.document.get("config")
+        if not isinstance(config, dict):
+            return None
+        document = json.loads(registry.blob(v.tags.repository, str(config["digest"])))
+        labels = (document.get("config") or {}).get("Labels") or {}
+    except (RegistryError, ValueError, KeyError, AttributeError):
+        return None
+    if labels.get(REVISION_LABEL) != revision or labels.get(VARIANT_LABEL) != v.name:
+        return None
+    created = labels.get(CREATED_LABEL) or None
+    emit(BuildEvent(v.name, "built-earlier", existing.digest))
+    return VariantResult(
+        v.name,
+        "built-earlier",
+        v.tags.immutable,
+        v.tags.moving,
+        v.base_ref,
+        None,
+        digest=existing.digest,
+        compressed_size=compressed_size(registry, v.tags.repository, existing),
+        log=log,
+        created=created,
+    )
+
+
+def prune_layout(layout: Path, digest: str) -> None:
+    """Keep, of an OCI layout, the blobs of the image `digest` (the next build of the variant writes
+    only the blobs that changed); older images' blobs go."""
+    blobs = layout / "blobs" / "sha256"
+    manifest_path = blobs / digest.removeprefix("sha256:")
+    if not manifest_path.is_file():
+        return
+    manifest = json.loads(manifest_path.read_bytes())
+    keep = {digest} | {str(d["digest"]) for d in [manifest["config"], *manifest.get("layers", [])]}
+    index = layout / "index.json"
+    if index.is_file():
+        keep |= {str(m["digest"]) for m in json.loads(index.read_bytes()).get("manifests", [])}
+    for blob in blobs.iterdir():
+        if f"sha256:{blob.name}" not in keep:
+            if blob.is_dir():
+                shutil.rmtree(blob, ignore_errors=True)
+            else:
+                blob.unlink(missing_ok=True)
 
 
 def _move_tags(results: tuple[VariantResult, ...], registry: Registry) -> tuple[list[str], list[str]]:
@@ -282,6 +361,8 @@ def manifest_document(result: BuildResult) -> dict[str, object]:
             "build_seconds": r.build_seconds,
             "steps": r.steps,
             "cached_steps": r.cached_steps,
+            "pushed_bytes": r.pushed_bytes,
+            "created": r.created,
         }
     return {
         "schema": MANIFEST_SCHEMA,

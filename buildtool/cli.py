@@ -4,6 +4,7 @@ buildtool plan     expand the matrix; --json for the GitHub Actions matrix
 buildtool check    every policy, over the plan and the rendered Dockerfiles; writes nothing
 buildtool render   build/<variant>/ and build/docker-bake.json
 buildtool build    render, then build, push and verify each variant; move tags last
+buildtool lock-deps  each image's Python dependencies, locked with hashes (requirements.lock)
 buildtool smoke    the smoke suite inside each built image
 buildtool report   smoke results -> compatibility report per GPU
 buildtool release  promote the tagged commit's tested digests to X.Y.Z, X.Y, X
@@ -53,7 +54,8 @@ def _annotate(level: str, problem: Problem) -> None:
         if problem.location.line:
             props.append(f"line={problem.location.line}")
     text = problem.render().replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    print(f"::{level} {','.join(props)}::{text}", file=sys.stdout, flush=True)
+    # stderr: GitHub reads workflow commands from both streams, and stdout stays machine-readable.
+    print(f"::{level} {','.join(props)}::{text}", file=sys.stderr, flush=True)
 
 
 def report_problem(level: str, problem: Problem) -> None:
@@ -204,6 +206,18 @@ def _parser() -> argparse.ArgumentParser:
         help="with uncommitted changes, push mutable <base>-<sha>-dirty tags instead of refusing",
     )
     b.add_argument("--jobs", type=int, default=2, help="variants built at once (default 2)")
+    b.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build even when the registry already holds the commit's immutable tag (the digest must "
+        "then be the same)",
+    )
+    b.add_argument(
+        "--check-reproducible",
+        action="store_true",
+        help="then rebuild each variant from nothing (no build cache, no registry cache) and compare "
+        "digests; say which layer and files differ",
+    )
     s = sub.add_parser("smoke", parents=[common], help="run the smoke suite inside each built image")
     s.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     s.add_argument("--quick", action="store_true", help="one sequence length and dtype per attention shape")
@@ -225,6 +239,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--commit", help="the commit whose images to promote (default: the one the git tag names)")
     r.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     r.add_argument("--dry-run", action="store_true", help="print what would move; move nothing")
+    d = sub.add_parser(
+        "lock-deps",
+        parents=[common],
+        help="lock each image's Python dependencies (requirements.in -> requirements.lock, with hashes)",
+    )
+    d.add_argument(
+        "--image", action="append", default=[], help="only this image (repeatable; default: every image)"
+    )
     rep = sub.add_parser(
         "report", parents=[common, results], help="smoke results -> compatibility report per GPU"
     )
@@ -256,6 +278,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "build":
         return run_build(args)
+    if args.command == "lock-deps":
+        for path in api.lock_dependencies(matrix_path, tuple(args.image)):
+            out.print(f"wrote {path}")
+        return 0
     if args.command == "smoke":
         return run_smoke(args)
     if args.command == "release":
@@ -309,10 +335,18 @@ def run_build(args: argparse.Namespace) -> int:
         locked=args.locked,
         allow_dirty=args.allow_dirty,
         jobs=args.jobs,
+        rebuild=args.rebuild,
     )
     with BuildDisplay(out) as display:
         result = api.build(args.matrix, select, options, display.event, out.print)
     out.print(results_table(result))
+    for variant in result.variants:
+        if variant.status == "built-earlier":
+            when = f", from the commit of {variant.created}" if variant.created else ""
+            out.print(
+                f"{variant.variant}: {variant.immutable_tag} is already in the registry "
+                f"({variant.digest}{when}); not rebuilt (--rebuild to build it again)"
+            )
     for variant in result.variants:
         for note in variant.notes:
             report_problem("warning", Problem(note, variant=variant.variant))
@@ -321,12 +355,29 @@ def run_build(args: argparse.Namespace) -> int:
     if result.moving_tags_note:
         out.print(result.moving_tags_note)
     out.print(f"wrote {result.manifest_path}")
-    if result.ok:
-        return 0
     problems = [
         Problem(v.error or "failed", variant=v.variant, hint=v.hint) for v in result.variants if not v.ok
     ]
     problems += [Problem(e) for e in result.errors]
+    if args.check_reproducible:
+        for check in api.check_reproducible(
+            args.matrix,
+            result,
+            options,
+            lambda name: out.print(f"{name}: rebuilding from nothing to compare digests"),
+        ):
+            if check.reproducible:
+                out.print(f"{check.variant}: {check.explain()}")
+            else:
+                problems.append(
+                    Problem(
+                        check.explain(),
+                        variant=check.variant,
+                        hint="make the differing step deterministic (README: Reproducible images)",
+                    )
+                )
+    if not problems:
+        return 0
     raise BuildError(problems)
 
 
@@ -408,7 +459,7 @@ def results_table(result: BuildResult) -> Table:
     for column in ("variant", "status", "digest", "size", "seconds", "cached steps"):
         table.add_column(column, overflow="fold")
     for v in result.variants:
-        colour = {"pushed": "green", "unchanged": "cyan", "failed": "red"}[v.status]
+        colour = {"pushed": "green", "unchanged": "cyan", "built-earlier": "cyan", "failed": "red"}[v.status]
         size = f"{v.compressed_size / 1e6:.1f} MB" if v.compressed_size else "-"
         table.add_row(
             v.variant,

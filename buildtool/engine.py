@@ -1,6 +1,6 @@
 """The container engine behind a Protocol: BuildKit through `docker buildx bake`, and the docker CLI.
 
-Another engine (podman, a remote buildx builder) implements the same three methods.
+Another engine (podman, a remote buildx builder) implements the same methods.
 """
 
 from __future__ import annotations
@@ -99,15 +99,12 @@ class Engine(Protocol):
         log: Path,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> BakeOutcome:
-        """Build one bake target into the engine's image store (not pushed)."""
-
-    def push(self, tag: str) -> str | None:
-        """Push a local tag; None on success, else the engine's error text."""
+        """Build one bake target to the output its bake file names (an OCI layout), not pushed."""
 
 
 class BuildxEngine:
-    """docker + buildx CLI. The docker driver with the containerd image store keeps what it builds
-    locally, exports registry caches, and pushes the exact manifest it built."""
+    """docker + buildx CLI. The docker driver with the containerd image store resolves bases from the
+    engine's store and exports registry caches; images are exported as OCI layouts."""
 
     def __init__(self, docker: str = "docker") -> None:
         if shutil.which(docker) is None:
@@ -142,10 +139,6 @@ class BuildxEngine:
 
     def pull(self, ref: str) -> str | None:
         done = self._run("pull", "--quiet", ref)
-        return None if done.returncode == 0 else _last_error(done.stderr)
-
-    def push(self, tag: str) -> str | None:
-        done = self._run("push", "--quiet", tag)
         return None if done.returncode == 0 else _last_error(done.stderr)
 
     def bake(

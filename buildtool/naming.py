@@ -24,7 +24,7 @@ EMBEDDED_REGISTRY = "localhost:5000"  # where `buildtool build` starts registry:
 class Revision:
     sha: str
     dirty: bool
-    epoch: int = 0  # commit time: SOURCE_DATE_EPOCH, so that rebuilding a commit gives the same digest
+    epoch: int = 0  # commit time: the image's org.opencontainers.image.created label
 
     @property
     def tag_suffix(self) -> str:

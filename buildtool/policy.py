@@ -17,9 +17,9 @@ from typing import Literal
 from dockerfile_parse import DockerfileParser
 from packaging.version import InvalidVersion, Version
 
-from buildtool import facts
+from buildtool import deplock, facts
 from buildtool.errors import Location, Problem, did_you_mean
-from buildtool.matrix import Base, Gpu, Matrix, Policy, split_reference
+from buildtool.matrix import Base, Gpu, Image, Matrix, Policy, split_reference
 from buildtool.plan import Plan, Variant
 
 Severity = Literal["error", "warning"]
@@ -508,6 +508,15 @@ def check_handler(path: Path, loaders: tuple[str, ...], variant: str | None = No
     return findings
 
 
+def check_dependency_lock(image: Image, variant: str | None = None) -> list[Finding]:
+    """An image installs its Python packages from a lock with hashes, transitive ones included, that
+    agrees with its requirements.in: a rebuild on another day must install the same files."""
+    return [
+        _error("dependency-lock", p.message, p.where, p.hint, variant)
+        for p in deplock.lock_problems(image.template, image.name)
+    ]
+
+
 # --- the whole plan --------------------------------------------------------------------------
 
 
@@ -524,6 +533,7 @@ def check_plan(plan: Plan) -> CheckedPlan:
         findings += check_gpu_flash_attention(gpu)
     checked: list[CheckedVariant] = []
     handlers_done: set[Path] = set()
+    images_done: set[str] = set()
     for variant in plan.variants:
         if variant.base.tier != 3:
             findings += check_tier(variant.base, matrix, variant.name)
@@ -532,6 +542,9 @@ def check_plan(plan: Plan) -> CheckedPlan:
         if result is not None:
             checked.append(result)
         image = variant.image
+        if image.name not in images_done:
+            images_done.add(image.name)
+            findings += check_dependency_lock(image, variant.name)
         if image.handler is not None and image.template / image.handler not in handlers_done:
             handlers_done.add(image.template / image.handler)
             findings += check_handler(

@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -59,6 +59,14 @@ class Registry(Protocol):
 
     def copy_tag(self, source: str, tag: str) -> None:
         """Point `tag` at the manifest `source` (host/repo@digest), registry-side: no rebuild, no pull."""
+
+    def blob(self, repository: str, digest: str) -> bytes:
+        """A blob of `repository` (host/repo), e.g. an image config."""
+
+    def push_layout(self, layout: Path, digest: str, tag: str) -> int:
+        """Upload the image manifest `digest` of the OCI layout directory `layout`, its config and
+        layers (those the registry lacks), then put the manifest's exact bytes under `tag`. Returns
+        the bytes uploaded."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,57 @@ class HttpRegistry:
         )
         _raise_for(status, body, tag)
 
+    def blob(self, repository: str, digest: str) -> bytes:
+        where = Reference.parse(f"{repository}@{digest}")
+        status, _, body = self._call(where, "GET", f"/blobs/{digest}", "pull", {})
+        _raise_for(status, body, f"{repository}@{digest}")
+        return body
+
+    def push_layout(self, layout: Path, digest: str, tag: str) -> int:
+        target = Reference.parse(tag)
+        manifest_bytes = _layout_blob(layout, digest).read_bytes()
+        manifest = json.loads(manifest_bytes)
+        uploaded = 0
+        for descriptor in [manifest["config"], *manifest.get("layers", [])]:
+            uploaded += self._upload_blob(target, layout, str(descriptor["digest"]))
+        media_type = str(manifest.get("mediaType") or "application/vnd.oci.image.manifest.v1+json")
+        status, _, body = self._call(
+            target,
+            "PUT",
+            f"/manifests/{target.reference}",
+            "pull,push",
+            {"Content-Type": media_type},
+            manifest_bytes,
+        )
+        _raise_for(status, body, tag)
+        return uploaded
+
+    def _upload_blob(self, target: Reference, layout: Path, digest: str) -> int:
+        """A monolithic upload (POST, then PUT with the digest), unless the registry has the blob."""
+        status, _, body = self._call(target, "HEAD", f"/blobs/{digest}", "pull,push", {})
+        if status == 200:
+            return 0
+        if status not in (404,):
+            _raise_for(status, body, f"{target.host}/{target.repository}@{digest}")
+        path = _layout_blob(layout, digest)
+        status, headers, body = self._call(target, "POST", "/blobs/uploads/", "pull,push", {}, b"")
+        if status != 202 or "location" not in headers:
+            _raise_for(status if status >= 400 else 500, body, f"upload to {target.repository}")
+        location = urllib.parse.urljoin(target.base_url + "/blobs/uploads/", headers["location"])
+        separator = "&" if "?" in location else "?"
+        size = path.stat().st_size
+        with path.open("rb") as stream:
+            status, _, body = self._call(
+                target,
+                "PUT",
+                f"{location}{separator}digest={urllib.parse.quote(digest)}",
+                "pull,push",
+                {"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                stream,
+            )
+        _raise_for(status, body, f"{target.host}/{target.repository}@{digest}")
+        return size
+
     # --- HTTP with docker-login credentials ------------------------------------------------------
 
     def _call(
@@ -128,21 +187,25 @@ class HttpRegistry:
         path: str,
         actions: str,
         headers: dict[str, str],
-        data: bytes | None = None,
+        data: bytes | BinaryIO | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
+        """`path` is under the repository's /v2/<name> URL, or a whole URL (an upload location)."""
         key = (where.host, f"repository:{where.repository}:{actions}")
+        url = path if path.startswith(("http://", "https://")) else where.base_url + path
         if key in self._tokens:
             headers = {**headers, "Authorization": self._tokens[key]}
-        status, answer, body = self._send(method, where.base_url + path, headers, data)
+        status, answer, body = self._send(method, url, headers, data)
         if status == 401 and key not in self._tokens:
             self._tokens[key] = self._authorize(where.host, answer.get("www-authenticate", ""), key[1])
+            if not isinstance(data, bytes | None):
+                data.seek(0)  # a streamed body was (partly) read by the refused attempt
             status, answer, body = self._send(
-                method, where.base_url + path, {**headers, "Authorization": self._tokens[key]}, data
+                method, url, {**headers, "Authorization": self._tokens[key]}, data
             )
         return status, answer, body
 
     def _send(
-        self, method: str, url: str, headers: dict[str, str], data: bytes | None
+        self, method: str, url: str, headers: dict[str, str], data: bytes | BinaryIO | None
     ) -> tuple[int, dict[str, str], bytes]:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
@@ -195,6 +258,14 @@ class HttpRegistry:
             user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
             return user, secret
         return None, None
+
+
+def _layout_blob(layout: Path, digest: str) -> Path:
+    algorithm, _, hex_digest = digest.partition(":")
+    path = layout / "blobs" / algorithm / hex_digest
+    if not path.is_file():
+        raise RegistryError(f"the OCI layout {layout} has no blob {digest}")
+    return path
 
 
 def _lower_keys(items: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,6 +30,12 @@ SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
 SHARED_TEMPLATES = "_shared"
 PLATFORM = "linux/amd64"  # RunPod GPUs are x86-64 hosts
 KERNELS_LOCK_IN_IMAGE = "/opt/kernels/kernels.lock.json"
+# SOURCE_DATE_EPOCH for every build: the exporter clamps each file time in the image's own layers to
+# it. A constant, not the commit time: BuildKit's cache keys leave the epoch out, so a layer cached
+# from an earlier commit keeps that build's file times, which a later commit's epoch would not clamp.
+# 1980-01-01, the earliest time a zip (a wheel) can hold. The commit time goes into a label.
+REPRODUCIBLE_EPOCH = 315532800
+OCI_LAYOUTS = "oci"  # build/oci/<variant>/: the OCI layout each build exports, pushed from there
 SMOKE_PACKAGE = "smoke"  # next to matrix.yaml; copied into every build context (the image's late layer)
 
 
@@ -295,6 +302,7 @@ def render(
             "org.opencontainers.image.title": image.name,
             "org.opencontainers.image.description": image.description,
             "org.opencontainers.image.base.name": cv.variant.base.ref,
+            "org.opencontainers.image.created": commit_time(revision),
         }
         rendered.append(
             RenderedVariant(
@@ -312,21 +320,36 @@ def render(
     return Rendering(tuple(rendered), bake_file(rendered, revision, kernels_local), revision, registry)
 
 
+def commit_time(revision: Revision) -> str:
+    """The commit's time, RFC 3339 in UTC: what the image's `created` label says."""
+    return datetime.fromtimestamp(revision.epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def oci_layout(variant: str) -> str:
+    """Where a variant's build exports its image, relative to the build directory."""
+    return f"{OCI_LAYOUTS}/{variant}"
+
+
 def bake_file(variants: list[RenderedVariant], revision: Revision, kernels_local: Path | None = None) -> str:
     """A docker buildx bake JSON file. Paths are relative to the build directory: run bake there.
 
-    SOURCE_DATE_EPOCH (the commit time) and no provenance attestation make a rebuild of the same
-    commit produce the same digest, which is what lets an immutable tag be checked, not overwritten.
+    A rebuild of the same commit produces the same digest, which is what lets an immutable tag be
+    checked, not overwritten: the exporter clamps every file time in the image's own layers to
+    SOURCE_DATE_EPOCH (rewrite-timestamp; REPRODUCIBLE_EPOCH), and the provenance attestation (which
+    records build times) is off. rewrite-timestamp needs an exporter that does not unpack into the engine's
+    store, so each variant is exported as an OCI layout (build/oci/<variant>/, blobs the layout
+    already holds are not written again) and pushed from there.
     """
     targets = {}
     for v in variants:
         targets[v.name] = {
             "context": v.name,
             "dockerfile": "Dockerfile",
-            "args": {**dict(v.build_args), "SOURCE_DATE_EPOCH": str(revision.epoch)},
+            "args": {**dict(v.build_args), "SOURCE_DATE_EPOCH": str(REPRODUCIBLE_EPOCH)},
             "attest": ["type=provenance,disabled=true"],
             "labels": dict(v.labels),
             "tags": [v.tags.immutable],
+            "output": [f"type=oci,tar=false,dest={oci_layout(v.name)},rewrite-timestamp=true"],
             "cache-from": [f"type=registry,ref={v.tags.cache}"],
             "cache-to": [f"type=registry,ref={v.tags.cache},mode=max"],
             "platforms": [PLATFORM],

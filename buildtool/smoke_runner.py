@@ -32,6 +32,12 @@ class BuiltImage:
     tag: str  # the immutable tag
     digest: str
 
+    @property
+    def reference(self) -> str:
+        """What runs: the repository at the built digest, never a tag that could have moved (the
+        engine pulls it when it does not hold it)."""
+        return f"{self.tag.rsplit(':', 1)[0]}@{self.digest}"
+
 
 @dataclass(frozen=True)
 class SmokeOutcome:
@@ -124,7 +130,9 @@ def run_in_image(
     from testcontainers.core.container import DockerContainer
 
     command = ["python3", "-m", "smoke", "--out", RESULTS_IN_CONTAINER, *extra_args]
-    container = DockerContainer(image.tag).with_command(command).with_env("PYTHONPATH", SMOKE_PYTHONPATH)
+    container = (
+        DockerContainer(image.reference).with_command(command).with_env("PYTHONPATH", SMOKE_PYTHONPATH)
+    )
     for key, value in (env or {}).items():
         container = container.with_env(key, value)
     kwargs: dict[str, Any] = {"labels": {"org.runpod-images.role": "smoke"}}
@@ -135,7 +143,7 @@ def run_in_image(
         container.start()
     except docker.errors.DockerException as exc:
         return SmokeOutcome(
-            image.variant, image, False, {}, (), None, None, f"cannot start {image.tag}: {exc}"
+            image.variant, image, False, {}, (), None, None, f"cannot start {image.reference}: {exc}"
         )
     try:
         wrapped = container.get_wrapped_container()

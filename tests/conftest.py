@@ -195,16 +195,25 @@ def running_registry(
         yield RegistryUnderTest(container, address)
     finally:
         container.stop()
-        # The images builds tagged for this registry, failed ones too.
-        listed = subprocess.run(
-            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        mine = [name for name in listed if name.startswith(f"localhost:{port}/")]
-        if mine:
-            subprocess.run(["docker", "rmi", "--force", *mine], capture_output=True, check=False)
+        remove_images_of(f"localhost:{port}/")
+
+
+def remove_images_of(prefix: str) -> None:
+    """Remove the engine's images whose repository starts with `prefix`: tagged ones, and those
+    pulled by digest (the smoke runner runs images as repository@digest)."""
+    listed = subprocess.run(
+        ["docker", "images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
+    mine = []
+    for line in listed:
+        repository, tag, digest = [*line.split(), "", "", ""][:3]
+        if repository.startswith(prefix):
+            mine.append(f"{repository}:{tag}" if tag != "<none>" else f"{repository}@{digest}")
+    if mine:
+        subprocess.run(["docker", "rmi", "--force", *mine], capture_output=True, check=False)
 
 
 @pytest.fixture

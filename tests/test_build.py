@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import uuid
 
@@ -51,8 +52,18 @@ def test_rebuilding_the_same_commit_pushes_nothing(cli, tiny: Project, registry:
     tags_before = registry.tags("tiny")
     code, output, second = build(tiny, registry.address, cli=cli)
     assert code == 0, output
-    assert {v["status"] for v in second["variants"].values()} == {"unchanged"}
+    # The registry holds this commit's tags: nothing is built (no bake ran: no new log).
+    assert {v["status"] for v in second["variants"].values()} == {"built-earlier"}
+    assert "already in the registry" in output and "not rebuilt" in output
     assert {n: v["digest"] for n, v in second["variants"].items()} == {
+        n: v["digest"] for n, v in first["variants"].items()
+    }
+    assert registry.tags("tiny") == tags_before
+    # --rebuild builds, and the same commit gives the same digest: nothing new to push.
+    code, output, third = build(tiny, registry.address, "--rebuild", cli=cli)
+    assert code == 0, output
+    assert {v["status"] for v in third["variants"].values()} == {"unchanged"}
+    assert {n: v["digest"] for n, v in third["variants"].items()} == {
         n: v["digest"] for n, v in first["variants"].items()
     }
     assert registry.tags("tiny") == tags_before
@@ -83,18 +94,18 @@ def test_rebuild_after_prune_comes_from_the_registry_cache(
     cli, tiny: Project, registry: RegistryUnderTest
 ) -> None:  # type: ignore[no-untyped-def]
     template = tiny.root / "images" / "tiny" / "Dockerfile.j2"
-    template.write_text(template.read_text().replace("a dependency layer", f"a layer ({uuid.uuid4()})"))
+    template.write_text(
+        template.read_text().replace(
+            "WORKDIR /opt/tiny", f"RUN echo {uuid.uuid4()} > /opt/cold\nWORKDIR /opt/tiny"
+        )
+    )
     commit(tiny)  # layers no earlier test built: the first build is cold
     code, output, first = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
     assert code == 0, output
     assert first["variants"]["tiny-slim"]["cached_steps"] == 0
     subprocess.run(["docker", "buildx", "prune", "-af"], check=True, capture_output=True)
-    subprocess.run(
-        ["docker", "rmi", first["variants"]["tiny-slim"]["tags"]["immutable"]],
-        check=True,
-        capture_output=True,
-    )
-    code, output, second = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    shutil.rmtree(tiny.root / "build")  # the exported OCI layout too: nothing local is left
+    code, output, second = build(tiny, registry.address, "--select", "tiny-slim", "--rebuild", cli=cli)
     assert code == 0, output
     rebuilt = second["variants"]["tiny-slim"]
     assert rebuilt["cached_steps"] == rebuilt["steps"] == first["variants"]["tiny-slim"]["steps"]
@@ -203,7 +214,9 @@ def test_locked_builds_from_the_recorded_base_digest(cli, tiny: Project, registr
     code, output, first = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
     assert code == 0, output
     lock = json.loads((tiny.root / "matrix.lock").read_text())
-    code, output, locked = build(tiny, registry.address, "--locked", "--select", "tiny-slim", cli=cli)
+    code, output, locked = build(
+        tiny, registry.address, "--locked", "--rebuild", "--select", "tiny-slim", cli=cli
+    )
     assert code == 0, output
     assert locked["variants"]["tiny-slim"]["base"]["digest"] == lock["bases"]["python:3.11-slim"]["digest"]
     assert locked["variants"]["tiny-slim"]["digest"] == first["variants"]["tiny-slim"]["digest"]

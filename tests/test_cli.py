@@ -92,7 +92,7 @@ def test_github_actions_annotations(project: Project) -> None:
     line = project.line_of("nvidia/cuda")
     result = run_module("check", "--matrix", str(project.matrix), env={"GITHUB_ACTIONS": "true"})
     assert result.code == 2
-    assert f"::error file={project.matrix},line={line}::" in result.out
+    assert f"::error file={project.matrix},line={line}::" in result.err  # stdout stays clean
 
 
 def test_traceback_only_with_debug(project: Project) -> None:
@@ -167,3 +167,12 @@ def test_release_against_an_unreachable_registry_is_one_clear_failure(tmp_path: 
     assert result.code == 1
     assert "registry localhost:1" in result.err and "docker login" in result.err
     assert "internal error" not in result.err and "Traceback" not in result.err
+
+
+def test_plan_json_stays_one_json_document_on_a_github_runner() -> None:
+    """The repository's matrix warns (a Tier-2 base); under GITHUB_ACTIONS=true the annotation goes
+    to stderr and stdout, which the plan step writes to $GITHUB_OUTPUT, stays one JSON document."""
+    result = run_module("plan", "--json", env={"GITHUB_ACTIONS": "true"})
+    assert result.code == 0, result.err
+    assert "::warning " in result.err
+    assert "include" in json.loads(result.out)

@@ -34,9 +34,9 @@ def repository_copy(tmp_path: Path) -> Iterator[Project]:
     project = Project(committed_copy(REPO, tmp_path / "checkout"))
     yield project
     manifest = project.root / "build" / "manifest.json"
-    if manifest.is_file():  # the image tags this build left in the engine
-        tags = [v["tags"]["immutable"] for v in json.loads(manifest.read_text())["variants"].values()]
-        subprocess.run(["docker", "rmi", "--force", *tags], capture_output=True, check=False)
+    if manifest.is_file():  # the images the smoke run pulled into the engine, by digest
+        references = [v["image"] for v in json.loads(manifest.read_text())["variants"].values()]
+        subprocess.run(["docker", "rmi", "--force", *references], capture_output=True, check=False)
 
 
 def test_default_worker_variant_builds_pushes_and_passes_smoke(

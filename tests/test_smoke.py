@@ -122,10 +122,15 @@ def test_buildtool_smoke_runs_every_built_variant(probe: Probe, cli) -> None:  #
     assert (probe.root / "build" / "smoke" / f"{VARIANT}.xml").is_file()
 
 
-def test_the_kernel_bake_without_the_hub_or_a_local_context_fails_clearly(probe: Probe, cli) -> None:  # type: ignore[no-untyped-def]
-    (probe.root / "images" / "probe" / "requirements.txt").write_text("kernels==0.17.2\nrunpod==1.12.0\n\n")
+def test_the_kernel_bake_without_the_hub_or_a_local_context_fails_clearly(
+    probe: Probe,
+    registry_module: RegistryUnderTest,
+    cli,  # type: ignore[no-untyped-def]
+) -> None:
+    lock = probe.root / "images" / "probe" / "requirements.lock"
+    lock.write_text(lock.read_text() + "# a new commit, and a layer before the bake step changes\n")
     git(probe.root, "commit", "-qam", "rebuild")
-    result = cli("build", "--matrix", str(probe.root / "matrix.yaml"), "--registry", "localhost:1")
+    result = cli("build", "--matrix", str(probe.root / "matrix.yaml"), "--registry", registry_module.address)
     assert result.code == 1
     log = (probe.root / "build" / "logs" / f"{VARIANT}.log").read_text()
     assert "cannot bake runpod-images/sdpa-attention@v1" in log and "kernels-local" in log
@@ -136,7 +141,7 @@ def test_the_suite_runs_as_a_runpod_worker(probe: Probe) -> None:
     from testcontainers.core.container import DockerContainer
 
     container = (
-        DockerContainer(probe.image.tag)
+        DockerContainer(probe.image.reference)
         .with_command(
             [
                 "python3",
@@ -202,4 +207,4 @@ def test_an_image_that_cannot_start_is_one_clear_failure(tmp_path: Path) -> None
     image = BuiltImage("ghost", "localhost:1/ghost:missing", "sha256:" + "0" * 64)
     outcome = run_in_image(image, tmp_path, gpu=False)
     assert not outcome.passed and outcome.error is not None
-    assert outcome.error.startswith("cannot start localhost:1/ghost:missing")
+    assert outcome.error.startswith(f"cannot start localhost:1/ghost@sha256:{'0' * 64}")  # by digest

@@ -76,7 +76,11 @@ def test_the_plan_the_workflow_consumes_is_what_the_cli_prints(tmp_path: Path) -
     output = tmp_path / "github_output"
     bin_dir = tmp_path / "bin"  # `python` as the runner's setup-python provides it
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
+    # A wrapper, not a symlink: a virtualenv's Python run through a symlink elsewhere looks for
+    # pyvenv.cfg next to the link and loses the environment (virtualenv-made envs, without uv).
+    wrapper = bin_dir / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
     env = {
         **os.environ,
         "GITHUB_OUTPUT": str(output),

@@ -13,8 +13,11 @@ ENV PYTHONUNBUFFERED=1 \
     TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0"
 
 WORKDIR /opt/runtime
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# Exactly the locked packages, hash-checked (buildtool lock-deps). With SOURCE_DATE_EPOCH set, pip
+# writes .pyc files keyed by the source's hash instead of the install time, so this layer is the
+# same on every rebuild (1980-01-01: the earliest time a zip, or a wheel built from an sdist, holds).
+COPY requirements.lock .
+RUN SOURCE_DATE_EPOCH=315532800 pip install --no-cache-dir --require-hashes -r requirements.lock
 # Kernels are baked, never downloaded at run time: from kernels-local when given, else from the
 # Hub at their pinned revisions (kernels.lock.json).
 ENV KERNELS_CACHE=/opt/kernels/cache

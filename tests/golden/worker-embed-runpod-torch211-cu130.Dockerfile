@@ -15,8 +15,11 @@ ENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH}
 
 WORKDIR /app
 # Dependencies first, the worker's own code last: a handler change rebuilds only the last layer.
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# Exactly the locked packages, hash-checked (buildtool lock-deps). With SOURCE_DATE_EPOCH set, pip
+# writes .pyc files keyed by the source's hash instead of the install time, so this layer is the
+# same on every rebuild (1980-01-01: the earliest time a zip, or a wheel built from an sdist, holds).
+COPY requirements.lock .
+RUN SOURCE_DATE_EPOCH=315532800 pip install --no-cache-dir --require-hashes -r requirements.lock
 
 LABEL org.runpod-images.archs="sm_80,sm_86,sm_89,sm_90" \
       org.runpod-images.cuda="13.0" \

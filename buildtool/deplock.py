@@ -1,0 +1,287 @@
+"""Python dependency locks per image: images/<name>/requirements.in -> requirements.lock.
+
+The lock is every package the image's `pip install` adds, transitive ones included, each pinned
+with its hashes (`pip install --require-hashes`), so that a rebuild on another day installs the same
+files. What the base image already ships for its torch (torch and everything torch needs) is left
+out: the base provides it, pinned by digest, and pip accepts an already-installed package in hash
+mode while it refuses any other unpinned one.
+
+Generated with uv (`uv pip compile --universal --generate-hashes`) against the index pip uses.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from buildtool.errors import EngineError, Location, Problem
+from buildtool.plan import Plan
+
+INPUT_NAME = "requirements.in"
+LOCK_NAME = "requirements.lock"
+UNLOCKED_NAME = "requirements.txt"
+PROVIDED_MARK = "# provided-by-base:"
+_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)")
+
+
+@dataclass(frozen=True)
+class LockJob:
+    """One image's lock: where its input and lock live, and what its bases provide."""
+
+    image: str
+    directory: Path
+    python: str  # the oldest Python of the image's bases (the universal lock covers newer ones)
+    base_torch: tuple[str, ...]  # public torch versions the bases ship ('2.11.0'); none: no torch
+
+    @property
+    def input(self) -> Path:
+        return self.directory / INPUT_NAME
+
+    @property
+    def lock(self) -> Path:
+        return self.directory / LOCK_NAME
+
+
+@dataclass(frozen=True)
+class LockedPin:
+    name: str  # canonical
+    version: str
+    hashes: int
+    line: int
+
+
+def lock_jobs(plan: Plan) -> list[LockJob]:
+    """A job per image of the plan whose template has a requirements.in."""
+    by_image: dict[str, list[tuple[str, str | None]]] = {}
+    directories: dict[str, Path] = {}
+    for variant in plan.variants:
+        image, base = variant.image, variant.base
+        if not (image.template / INPUT_NAME).is_file():
+            continue
+        directories[image.name] = image.template
+        torch = Version(base.torch).public if base.torch and _is_version(base.torch) else None
+        by_image.setdefault(image.name, []).append((base.python, torch))
+    jobs = []
+    for name, bases in sorted(by_image.items()):
+        pythons = sorted({p for p, _ in bases}, key=lambda v: tuple(int(x) for x in v.split(".")))
+        torches = tuple(sorted({t for _, t in bases if t}))
+        jobs.append(LockJob(name, directories[name], pythons[0], torches))
+    return jobs
+
+
+def _is_version(text: str) -> bool:
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def uv_command() -> str:
+    found = shutil.which("uv")
+    if found:
+        return found
+    try:
+        from uv import find_uv_bin  # the `uv` wheel ships its binary
+    except ImportError:
+        raise EngineError(
+            Problem(
+                "locking dependencies needs uv, which is not installed",
+                hint="pip install uv (or pip install -e '.[lock]')",
+            )
+        ) from None
+    return str(find_uv_bin())
+
+
+def _compile(uv: str, requirements: str, python: str, extra: Iterable[str] = ()) -> str:
+    with tempfile.TemporaryDirectory(prefix="deplock-") as temporary:
+        source = Path(temporary) / INPUT_NAME
+        source.write_text(requirements)
+        done = subprocess.run(
+            [
+                uv,
+                "pip",
+                "compile",
+                str(source),
+                "--universal",
+                "--python-version",
+                python,
+                "--no-header",
+                "--quiet",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=temporary,
+        )
+    if done.returncode != 0:
+        raise EngineError(
+            Problem(
+                f"uv could not resolve the requirements: {done.stderr.strip()[-800:]}",
+                hint="fix requirements.in (versions that exist and fit together)",
+            )
+        )
+    return done.stdout.replace(str(source), INPUT_NAME)
+
+
+def provided_by_torch(uv: str, torch: str, python: str) -> set[str]:
+    """torch and everything it installs, as the base image ships them."""
+    return {pin.name for pin in parse_lock(_compile(uv, f"torch=={torch}\n", python, ["--no-annotate"]))}
+
+
+def generate(job: LockJob, uv: str | None = None) -> str:
+    """The lock text for `job` (deterministic for a given index state)."""
+    uv = uv or uv_command()
+    provided: set[str] = set()
+    for torch in job.base_torch:
+        provided |= provided_by_torch(uv, torch, job.python)
+    requirements = job.input.read_text(encoding="utf-8")
+    constraints = "".join(f"torch=={t}\n" for t in job.base_torch[:1]) if len(job.base_torch) == 1 else ""
+    extra = ["--generate-hashes"]
+    for name in sorted(provided):
+        extra += ["--no-emit-package", name]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write(constraints)
+        constraint_file = Path(handle.name)
+    try:
+        if constraints:
+            extra += ["--constraint", str(constraint_file)]
+        body = _compile(uv, requirements, job.python, extra)
+    finally:
+        constraint_file.unlink(missing_ok=True)
+    body = body.replace(str(constraint_file), "the base's torch")
+    base_note = (
+        f"# Left out, the base ships them: torch {', '.join(job.base_torch)} and what it installs.\n"
+        f"{PROVIDED_MARK} {' '.join(sorted(provided))}\n"
+        if job.base_torch
+        else ""
+    )
+    return (
+        f"# The {job.image} image's Python packages, locked with hashes from {INPUT_NAME} for Python "
+        f">= {job.python}.\n"
+        f"# Installed with pip install --require-hashes. Regenerate: buildtool lock-deps --image "
+        f"{job.image}\n" + base_note + body
+    )
+
+
+def parse_lock(text: str) -> list[LockedPin]:
+    """The pinned entries of a pip requirements file in hash mode (continuation lines joined)."""
+    pins: list[LockedPin] = []
+    for line_number, logical in _logical_lines(text):
+        match = _PIN.match(logical)
+        if match:
+            pins.append(
+                LockedPin(
+                    canonicalize_name(match["name"]),
+                    match["version"],
+                    logical.count("--hash="),
+                    line_number,
+                )
+            )
+    return pins
+
+
+def provided_by_base(text: str) -> set[str]:
+    """The packages a lock leaves to the base image (its provided-by-base line)."""
+    for line in text.splitlines():
+        if line.startswith(PROVIDED_MARK):
+            return {canonicalize_name(n) for n in line.removeprefix(PROVIDED_MARK).split()}
+    return set()
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    current: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not current:
+            start = number
+        if line.endswith("\\"):
+            current.append(line[:-1].strip())
+            continue
+        current.append(line)
+        joined = " ".join(part for part in current if part)
+        current = []
+        if joined:
+            yield start, joined
+
+
+@dataclass(frozen=True)
+class LockProblem:
+    message: str
+    where: Location
+    hint: str
+
+
+def lock_problems(directory: Path, image: str) -> list[LockProblem]:
+    """Why an image's dependencies are not installed exactly as locked, if they are not."""
+    unlocked = directory / UNLOCKED_NAME
+    source, lock = directory / INPUT_NAME, directory / LOCK_NAME
+    fix = f"buildtool lock-deps --image {image}"
+    out: list[LockProblem] = []
+    if unlocked.is_file():
+        out.append(
+            LockProblem(
+                f"image '{image}' installs from {UNLOCKED_NAME}, which pins no transitive dependency "
+                "and no hash: a rebuild on another day installs other files",
+                Location(unlocked, 1),
+                f"rename it to {INPUT_NAME}, run {fix}, and install {LOCK_NAME} with --require-hashes",
+            )
+        )
+    if not source.is_file():
+        return out
+    if not lock.is_file():
+        return [*out, LockProblem(f"image '{image}' has no {LOCK_NAME}", Location(source, 1), f"run {fix}")]
+    lock_text = lock.read_text(encoding="utf-8")
+    pins = {pin.name: pin for pin in parse_lock(lock_text)}
+    provided = provided_by_base(lock_text)
+    for pin in pins.values():
+        if pin.hashes == 0:
+            out.append(
+                LockProblem(
+                    f"{pin.name}=={pin.version} has no --hash", Location(lock, pin.line), f"run {fix}"
+                )
+            )
+    for line_number, logical in _logical_lines(source.read_text(encoding="utf-8")):
+        try:
+            wanted = Requirement(logical)
+        except InvalidRequirement as exc:
+            out.append(LockProblem(f"not a requirement: {exc}", Location(source, line_number), "fix it"))
+            continue
+        if canonicalize_name(wanted.name) in provided:
+            continue  # the base ships it (torch and what torch installs)
+        locked = pins.get(canonicalize_name(wanted.name))
+        if locked is None or not wanted.specifier.contains(locked.version, prereleases=True):
+            has = f"locks {locked.version}" if locked else "does not lock it"
+            out.append(
+                LockProblem(
+                    f"{INPUT_NAME} wants {wanted} but {LOCK_NAME} {has}",
+                    Location(source, line_number),
+                    f"run {fix}",
+                )
+            )
+    return out
+
+
+def write_locks(plan: Plan, images: tuple[str, ...] = ()) -> list[Path]:
+    """Generate and write the lock of each image (all images of the plan, or those named)."""
+    from buildtool.lock import write_atomically
+
+    uv = uv_command()
+    written = []
+    for job in lock_jobs(plan):
+        if images and job.image not in images:
+            continue
+        write_atomically(job.lock, generate(job, uv))
+        written.append(job.lock)
+    return written

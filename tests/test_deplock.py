@@ -1,0 +1,101 @@
+"""Python dependency locks: every image installs a hash-locked set, checked against requirements.in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Project
+
+from buildtool import deplock
+from buildtool.matrix import load_matrix
+from buildtool.plan import make_plan
+
+WORKER = Path("images") / "worker-embed"
+
+
+def test_every_image_of_the_repository_installs_a_hash_locked_set() -> None:
+    jobs = deplock.lock_jobs(make_plan(load_matrix(REPO / "matrix.yaml")))
+    assert {job.image for job in jobs} == {"pytorch-runtime", "worker-embed"}
+    for job in jobs:
+        assert deplock.lock_problems(job.directory, job.image) == []
+        pins = deplock.parse_lock(job.lock.read_text())
+        assert pins and all(pin.hashes >= 1 for pin in pins)
+        names = {pin.name for pin in pins}
+        assert "torch" not in names and not any(n.startswith("nvidia-") for n in names)  # the base's
+        template = (job.directory / "Dockerfile.j2").read_text()
+        assert "pip_install_locked()" in template and "requirements.txt" not in template
+
+
+def test_the_worker_lock_holds_its_transitive_dependencies() -> None:
+    pins = {p.name: p.version for p in deplock.parse_lock((REPO / WORKER / "requirements.lock").read_text())}
+    assert pins["sentence-transformers"] == "6.2.0" and pins["runpod"] == "1.12.0"
+    assert {"transformers", "tokenizers", "huggingface-hub", "safetensors"} <= set(pins)
+
+
+def test_an_unlocked_requirements_txt_is_refused(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    (project.root / WORKER / "requirements.txt").write_text("runpod\n")
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert f"{project.root / WORKER / 'requirements.txt'}:1:" in result.err
+    assert "pins no transitive dependency and no hash" in result.err
+    assert "buildtool lock-deps --image worker-embed" in result.err
+
+
+def test_a_missing_lock_is_refused(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    (project.root / WORKER / "requirements.lock").unlink()
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2 and "image 'worker-embed' has no requirements.lock" in result.err
+
+
+def test_a_lock_that_disagrees_with_requirements_in_is_refused(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    source = project.root / WORKER / "requirements.in"
+    source.write_text(source.read_text().replace("runpod==1.12.0", "runpod==1.13.0"))
+    line = next(i for i, t in enumerate(source.read_text().splitlines(), 1) if "runpod" in t)
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert f"{source}:{line}:" in result.err
+    assert "wants runpod==1.13.0 but requirements.lock locks 1.12.0" in result.err
+
+
+def test_a_lock_entry_without_a_hash_is_refused(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    lock = project.root / WORKER / "requirements.lock"
+    lock.write_text(lock.read_text() + "leftpad==1.0\n")
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2 and "leftpad==1.0 has no --hash" in result.err
+
+
+def test_lock_deps_resolves_with_hashes_and_leaves_out_what_the_base_ships(
+    cli,  # type: ignore[no-untyped-def]
+    project: Project,
+) -> None:
+    """The real uv against the package index: a small requirement, on the torch 2.11 bases."""
+    (project.root / WORKER / "requirements.in").write_text("six==1.16.0\nfilelock\n")
+    result = cli("lock-deps", "--matrix", str(project.matrix), "--image", "worker-embed")
+    assert result.code == 0, result.err
+    text = (project.root / WORKER / "requirements.lock").read_text()
+    pins = {p.name: p for p in deplock.parse_lock(text)}
+    assert set(pins) == {"six"}  # filelock comes with torch: the base ships it
+    assert pins["six"].version == "1.16.0" and pins["six"].hashes >= 1
+    assert "Left out, the base ships them: torch 2.11.0" in text
+    assert deplock.lock_problems(project.root / WORKER, "worker-embed") == []
+
+
+def test_lock_deps_names_an_unknown_image(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    result = cli("lock-deps", "--matrix", str(project.matrix), "--image", "worker-embd")
+    assert result.code == 2 and "Perhaps you meant 'worker-embed'?" in result.err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a==1.0 \\\n    --hash=sha256:00\n", [("a", "1.0", 1)]),
+        (
+            "# comment\nb==2 ; python_version < '3.12' \\\n  --hash=sha256:1 \\\n  --hash=sha256:2\n",
+            [("b", "2", 2)],
+        ),
+        ("c>=1\n", []),
+    ],
+)
+def test_parse_lock(text: str, expected: list[tuple[str, str, int]]) -> None:
+    assert [(p.name, p.version, p.hashes) for p in deplock.parse_lock(text)] == expected
