@@ -50,6 +50,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def lock(session: nox.Session) -> None:
+    """Each image's requirements.lock from its requirements.in (uv, with hashes); -- --image NAME."""
+    session.install("-e", ".[lock]")
+    session.run("buildtool", "lock-deps", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def render(session: nox.Session) -> None:
     """plan + check + render; pass --select PATTERN after --."""
     session.install("-e", ".")

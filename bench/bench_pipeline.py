@@ -4,11 +4,16 @@
 
 1. plan + check + render vs `docker buildx bake --print` of the same targets, for the repository's
    matrix and for a synthetic 1,000-variant matrix;
-2. a fully cached `buildtool build` vs raw `docker buildx bake` of the same bake file and target, as
-   the library call and as the command (Python's start and imports included);
+2. a fully cached `buildtool build --rebuild` vs raw `docker buildx bake` of the same bake file and
+   target, as the library call and as the command (Python's start and imports included),
+   and a re-run of a commit the registry already holds (nothing is built);
 3. a rebuild after a one-line change in the worker's handler vs the cold build, with bytes pushed
    vs the image's size;
-4. a rebuild from the registry cache alone (after prune and image removal) vs the cold build.
+4. a rebuild from the registry cache alone (after prune and removal of the exported layout) vs the
+   cold build, and whether it reproduced the digest.
+Every figure is printed and saved (build/bench.json) as soon as it is measured, also when a later
+step fails. --concurrent runs another build loop (the tiny test project, --jobs 2 --rebuild) on the
+same engine throughout, as on a shared CI engine.
 Builds use the repository's default worker variant, in a temporary git checkout, against a
 registry:2 container of their own. Steps 3 and 4 run `docker buildx prune -af`, which empties the
 whole engine's build cache.
@@ -24,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -153,28 +159,28 @@ def layer_digests(registry: HttpRegistry, ref: str) -> dict[str, int]:
     return blobs
 
 
-def builds(root: Path, address: str) -> dict[str, Any]:
+class StepFailed(Exception):
+    """A benchmark step failed; the figures measured before it are kept."""
+
+
+def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
+    """Fills `figures` as it goes, so that a failing later step loses none of the earlier ones."""
     matrix = root / "matrix.yaml"
-    options = api.BuildRunOptions(api.RenderOptions(registry=address), jobs=1)
     default = yaml.safe_load(matrix.read_text())["default_variant"]
     registry = HttpRegistry()
+    figures["variant"] = default
 
-    def run() -> BuildResult:
+    def run(rebuild: bool = False) -> BuildResult:
+        options = api.BuildRunOptions(api.RenderOptions(registry=address), jobs=1, rebuild=rebuild)
         result = api.build(matrix, (default,), options)
         if not result.ok:
-            raise SystemExit(f"build failed: {[v.error for v in result.variants]}")
+            raise StepFailed(f"build failed: {[v.error for v in result.variants]}")
         return result
 
     def forget_everything() -> None:
+        """No build cache, no exported layout: only the registry (and its cache) is left."""
         subprocess.run(["docker", "buildx", "prune", "-af"], check=True, capture_output=True)
-        images = subprocess.run(
-            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{address}/*"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        if images:
-            subprocess.run(["docker", "rmi", "-f", *images], check=True, capture_output=True)
+        shutil.rmtree(root / "build" / "oci", ignore_errors=True)
 
     # Cold: no local build cache and an empty registry (so no registry cache either).
     forget_everything()
@@ -183,19 +189,19 @@ def builds(root: Path, address: str) -> dict[str, Any]:
     cold_seconds = time.perf_counter() - start
     entry = cold.variants[0]
     size = entry.compressed_size or 0
+    figures.update(
+        image_compressed_bytes=size,
+        cold_build_s=cold_seconds,
+        cold_cached_steps=f"{entry.cached_steps}/{entry.steps}",
+    )
 
-    # Fully cached: buildtool build (same commit: nothing to push) vs raw bake of the same target,
-    # both as a user runs them (the command, Python's start included) and as the library call.
-    bake = [
-        "docker",
-        "buildx",
-        "bake",
-        "-f",
-        "docker-bake.json",
-        "--set",
-        f"{default}.output=type=image,push=false",
-        default,
-    ]
+    # A re-run of the same commit: the registry holds its tag, nothing is built.
+    rerun_seconds = median_time(run)
+    figures["rerun_built_commit_s"] = rerun_seconds
+
+    # Fully cached: buildtool build --rebuild (same commit: nothing to push) vs raw bake of the same
+    # bake file and target, as the library call and as the command (Python's start included).
+    bake = ["docker", "buildx", "bake", "-f", "docker-bake.json", default]
     command = [
         sys.executable,
         "-m",
@@ -207,19 +213,28 @@ def builds(root: Path, address: str) -> dict[str, Any]:
         address,
         "--jobs",
         "1",
+        "--rebuild",
     ]
     build_dir = root / "build"
     cached_tool: list[float] = []
     cached_command: list[float] = []
     cached_bake: list[float] = []
-    for _ in range(5):  # alternate, so that drift hits all alike
-        cached_tool.append(timed(run))
+    for _ in range(3):  # alternate, so that drift hits all alike
+        cached_tool.append(timed(lambda: run(rebuild=True)))
         cached_command.append(
             timed(lambda: subprocess.run(command, cwd=root, check=True, capture_output=True))
         )
         cached_bake.append(
             timed(lambda: subprocess.run(bake, cwd=build_dir, check=True, capture_output=True))
         )
+    figures.update(
+        fully_cached_buildtool_s=statistics.median(cached_tool),
+        fully_cached_buildtool_command_s=statistics.median(cached_command),
+        fully_cached_raw_bake_s=statistics.median(cached_bake),
+        fully_cached_ratio=statistics.median(cached_tool) / statistics.median(cached_bake),
+        fully_cached_command_ratio=statistics.median(cached_command) / statistics.median(cached_bake),
+        rerun_built_commit_vs_raw_bake=rerun_seconds / statistics.median(cached_bake),
+    )
 
     # One-line change in the worker's handler, committed: only the last layer rebuilds and pushes.
     before = layer_digests(registry, entry.immutable_tag)
@@ -231,59 +246,121 @@ def builds(root: Path, address: str) -> dict[str, Any]:
     changed_seconds = time.perf_counter() - start
     after = layer_digests(registry, changed.variants[0].immutable_tag)
     pushed = sum(size for digest, size in after.items() if digest not in before)
+    figures.update(
+        one_line_change_s=changed_seconds,
+        one_line_change_vs_cold=changed_seconds / cold_seconds,
+        one_line_change_rebuilt_steps=changed.variants[0].steps - changed.variants[0].cached_steps,
+        one_line_change_pushed_bytes=pushed,
+        one_line_change_pushed_vs_size=pushed / size if size else None,
+    )
 
-    # The same commit again from the registry cache alone: no local build cache, no local image.
+    # The same commit again from the registry cache alone: no local build cache, no layout.
     forget_everything()
     start = time.perf_counter()
-    from_cache = run()
+    from_cache = run(rebuild=True)
     from_cache_seconds = time.perf_counter() - start
-
     rebuilt = from_cache.variants[0]
-    return {
-        "variant": default,
-        "image_compressed_bytes": size,
-        "cold_build_s": cold_seconds,
-        "cold_cached_steps": f"{entry.cached_steps}/{entry.steps}",
-        "fully_cached_buildtool_s": statistics.median(cached_tool),
-        "fully_cached_buildtool_command_s": statistics.median(cached_command),
-        "fully_cached_raw_bake_s": statistics.median(cached_bake),
-        "fully_cached_ratio": statistics.median(cached_tool) / statistics.median(cached_bake),
-        "fully_cached_command_ratio": statistics.median(cached_command) / statistics.median(cached_bake),
-        "one_line_change_s": changed_seconds,
-        "one_line_change_vs_cold": changed_seconds / cold_seconds,
-        "one_line_change_rebuilt_steps": changed.variants[0].steps - changed.variants[0].cached_steps,
-        "one_line_change_pushed_bytes": pushed,
-        "one_line_change_pushed_vs_size": pushed / size if size else None,
-        "registry_cache_only_s": from_cache_seconds,
-        "registry_cache_only_vs_cold": from_cache_seconds / cold_seconds,
-        "registry_cache_only_cached_steps": f"{rebuilt.cached_steps}/{rebuilt.steps}",
-    }
+    figures.update(
+        registry_cache_only_s=from_cache_seconds,
+        registry_cache_only_vs_cold=from_cache_seconds / cold_seconds,
+        registry_cache_only_cached_steps=f"{rebuilt.cached_steps}/{rebuilt.steps}",
+        registry_cache_only_same_digest=rebuilt.digest == changed.variants[0].digest,
+    )
+
+
+class ConcurrentBuilds:
+    """Another build on the same engine for the whole benchmark, as on a shared CI engine: the
+    tiny test project, built with --jobs 2 --rebuild in a loop (a rebuild that gave another digest
+    is refused, so a failed round counts). The bench's own digests must not depend on it."""
+
+    def __init__(self, work: Path, address: str) -> None:
+        self.root = work / "concurrent"
+        shutil.copytree(REPO / "tests" / "projects" / "tiny", self.root)
+        shutil.copytree(REPO / "images" / "_shared", self.root / "images" / "_shared")
+        (self.root / ".gitignore").write_text("/build/\n")
+        git(self.root, "init", "-q")
+        git(self.root, "add", "-A")
+        git(self.root, "commit", "-qm", "concurrent")
+        self.address = address
+        self.stop = threading.Event()
+        self.rounds = 0
+        self.digests: set[str] = set()
+        self.failures: list[list[str]] = []
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        command = [sys.executable, "-m", "buildtool", "build", "--registry", self.address]
+        command += ["--jobs", "2", "--rebuild"]
+        while not self.stop.is_set():
+            done = subprocess.run(command, cwd=self.root, capture_output=True, text=True, check=False)
+            manifest = self.root / "build" / "manifest.json"
+            if done.returncode == 0 and manifest.is_file():
+                self.digests |= {v["digest"] for v in json.loads(manifest.read_text())["variants"].values()}
+            else:
+                self.failures.append((done.stdout + done.stderr).strip().splitlines()[-1:])
+            self.rounds += 1
+
+    def __enter__(self) -> ConcurrentBuilds:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def report(results: dict[str, Any], output: Path) -> None:
+    for section, figures in results.items():
+        print(f"\n{section}")
+        for key, value in figures.items():
+            print(f"  {key:36} {value:.3f}" if isinstance(value, float) else f"  {key:36} {value}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {output}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--skip-builds", action="store_true", help="only the render benchmarks")
+    parser.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="run another build loop on the same engine throughout (digests must not change)",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "build" / "bench.json")
     args = parser.parse_args()
     results: dict[str, Any] = {}
+    failure: str | None = None
     with tempfile.TemporaryDirectory(prefix="bench-") as temporary:
         work = Path(temporary)
-        root = checkout(work)
-        results["render_repository"] = render_vs_bake_print(root / "matrix.yaml")
-        results["render_1000"] = render_vs_bake_print(synthetic_matrix(work))
-        if not args.skip_builds:
-            container, address = start_registry()
-            try:
-                results["builds"] = builds(root, address)
-            finally:
-                subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
-    for section, figures in results.items():
-        print(f"\n{section}")
-        for key, value in figures.items():
-            print(f"  {key:36} {value:.3f}" if isinstance(value, float) else f"  {key:36} {value}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+        try:
+            root = checkout(work)
+            results["render_repository"] = render_vs_bake_print(root / "matrix.yaml")
+            results["render_1000"] = render_vs_bake_print(synthetic_matrix(work))
+            if not args.skip_builds:
+                container, address = start_registry()
+                figures: dict[str, Any] = {}
+                results["builds"] = figures
+                try:
+                    if args.concurrent:
+                        with ConcurrentBuilds(work, address) as other:
+                            builds(root, address, figures)
+                        figures["concurrent_rounds"] = other.rounds
+                        figures["concurrent_distinct_digests"] = len(other.digests)
+                        figures["concurrent_failed_rounds"] = len(other.failures)
+                        figures["concurrent_failures"] = other.failures[:3]
+                    else:
+                        builds(root, address, figures)
+                finally:
+                    subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+        except (StepFailed, subprocess.CalledProcessError) as exc:
+            failure = str(exc)
+            results["failed"] = {"error": failure}
+        finally:
+            report(results, args.output)  # every figure measured, also when a later step failed
+    if failure:
+        print(f"\nbench failed: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

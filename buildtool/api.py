@@ -25,9 +25,16 @@ from buildtool.errors import (
     did_you_mean,
 )
 from buildtool.localregistry import ensure_embedded_registry
-from buildtool.lock import lock_path_for, read_lock, write_atomically
+from buildtool.lock import lock_path_for, read_lock, write_atomically, write_lock
 from buildtool.matrix import load_matrix
-from buildtool.naming import EMBEDDED_REGISTRY, Revision, current_revision, revision_of, tag_commit
+from buildtool.naming import (
+    EMBEDDED_REGISTRY,
+    Revision,
+    check_registry,
+    current_revision,
+    revision_of,
+    tag_commit,
+)
 from buildtool.plan import make_plan
 from buildtool.policy import CheckedPlan, check_plan
 from buildtool.registry import HttpRegistry, RegistryError
@@ -71,8 +78,14 @@ def build_dir_for(matrix_path: Path, options: RenderOptions) -> Path:
 
 def registry_for(checked: CheckedPlan, options: RenderOptions) -> tuple[str, bool]:
     """The registry, and whether it is the embedded default (nothing configured)."""
-    configured = options.registry or os.environ.get("REGISTRY") or checked.plan.matrix.registry
-    return (configured, False) if configured else (EMBEDDED_REGISTRY, True)
+    for value, source in (
+        (options.registry, "--registry"),
+        (os.environ.get("REGISTRY"), "$REGISTRY"),
+        (checked.plan.matrix.registry, "registry"),  # checked with its line when the matrix loaded
+    ):
+        if value is not None and (value or source != "$REGISTRY"):  # an empty $REGISTRY is unset
+            return check_registry(value, source), False
+    return EMBEDDED_REGISTRY, True
 
 
 def _registry(checked: CheckedPlan, options: RenderOptions) -> str:
@@ -113,6 +126,31 @@ def render(
         options.kernels_local,
     )
     return checked, rendering
+
+
+def lock_bases(matrix_path: Path, select: tuple[str, ...] = ()) -> tuple[Path, dict[str, str]]:
+    """Resolve each base of the selected variants to the digest the engine has (pulling it when it
+    has none) and write matrix.lock; `build --locked` builds FROM these digests."""
+    checked = plan_and_check(matrix_path, select)
+    engine = BuildxEngine()
+    path = lock_path_for(matrix_path)
+    digests = read_lock(path)
+    for ref in sorted({cv.variant.base.ref for cv in checked.variants}):
+        digest = engine.local_image_digest(ref)
+        if digest is None:
+            error = engine.pull(ref)
+            digest = engine.local_image_digest(ref)
+            if digest is None:
+                raise EngineError(
+                    Problem(
+                        f"cannot resolve base {ref}: {error}",
+                        Location(matrix_path),
+                        hint="check the reference, `docker login`, and the network",
+                    )
+                )
+        digests[ref] = digest
+    write_lock(path, digests)
+    return path, digests
 
 
 def lock_dependencies(matrix_path: Path, images: tuple[str, ...] = ()) -> list[Path]:

@@ -10,7 +10,7 @@ Per variant, in parallel (each its own `buildx bake <target>`, so one failure st
      never overwritten
   4. verify that the registry's digest is the one BuildKit reported (--metadata-file)
 Then, only if every variant got this far, the moving tags move (registry-side copies), and
-build/manifest.json and matrix.lock are written atomically.
+build/manifest.json is written atomically (matrix.lock is only read: buildtool lock writes it).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from buildtool.engine import BakeOutcome, Engine, Progress
-from buildtool.lock import read_lock, write_atomically, write_lock
+from buildtool.lock import read_lock, write_atomically
 from buildtool.registry import Registry, RegistryError, RemoteManifest, compressed_size
 from buildtool.render import LABEL_PREFIX, RenderedVariant, Rendering, oci_layout
 
@@ -172,7 +172,7 @@ def _build_one(
             if recorded is None:
                 raise _VariantFailed(
                     f"matrix.lock records no digest for {v.base_ref}",
-                    "run buildtool lock, or build once without --locked, to record it",
+                    "run buildtool lock to record it (and commit matrix.lock)",
                 )
             overrides["args.BASE_IMAGE"] = f"{v.base_ref}@{recorded}"
 
@@ -203,7 +203,10 @@ def _build_one(
         base_digest = outcome.base_digest(v.base_ref) or engine.local_image_digest(v.base_ref)
         build_seconds = time.monotonic() - build_started
         if recorded and recorded != base_digest:
-            notes.append(f"base {v.base_ref} now points to {base_digest}; matrix.lock has {recorded}")
+            notes.append(
+                f"base {v.base_ref} now points to {base_digest}; matrix.lock has {recorded} "
+                "(buildtool lock records the new digest; --locked builds from the recorded one)"
+            )
         if options.locked:
             base_digest = recorded
         if not outcome.ok or outcome.digest is None:
@@ -413,9 +416,7 @@ def build(
         manifest_path,
         tuple(errors),
     )
+    # matrix.lock is the user's (buildtool lock writes it): a build reports drift in its notes and
+    # records the digests it used in the manifest, and never touches a tracked file.
     write_atomically(manifest_path, json.dumps(manifest_document(outcome), indent=2, sort_keys=True) + "\n")
-    if not options.locked:
-        resolved = {r.base_ref: r.base_digest for r in results if r.base_digest}
-        if resolved and any(lock.get(ref) != digest for ref, digest in resolved.items()):
-            write_lock(options.lock_path, {**lock, **resolved})
     return outcome

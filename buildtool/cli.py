@@ -4,6 +4,7 @@ buildtool plan     expand the matrix; --json for the GitHub Actions matrix
 buildtool check    every policy, over the plan and the rendered Dockerfiles; writes nothing
 buildtool render   build/<variant>/ and build/docker-bake.json
 buildtool build    render, then build, push and verify each variant; move tags last
+buildtool lock     the digest each base tag resolves to, in matrix.lock (build --locked reads it)
 buildtool lock-deps  each image's Python dependencies, locked with hashes (requirements.lock)
 buildtool smoke    the smoke suite inside each built image
 buildtool report   smoke results -> compatibility report per GPU
@@ -28,7 +29,7 @@ from rich.table import Table
 
 from buildtool import api, smoke_runner
 from buildtool.build import BuildEvent, BuildResult
-from buildtool.errors import BuildError, BuildtoolError, ConfigError, Location, Problem
+from buildtool.errors import BuildError, BuildtoolError, ConfigError, Location, Problem, SelectionError
 from buildtool.naming import Revision, revision_of
 from buildtool.policy import CheckedPlan, Finding
 
@@ -198,7 +199,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     b.add_argument("--kernels-local", type=Path, help=KERNELS_LOCAL_HELP)
     b.add_argument(
-        "--locked", action="store_true", help="build FROM the base digests recorded in matrix.lock"
+        "--locked",
+        action="store_true",
+        help="build FROM the base digests recorded in matrix.lock (buildtool lock writes it)",
     )
     b.add_argument(
         "--allow-dirty",
@@ -239,6 +242,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--commit", help="the commit whose images to promote (default: the one the git tag names)")
     r.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     r.add_argument("--dry-run", action="store_true", help="print what would move; move nothing")
+    sub.add_parser(
+        "lock",
+        parents=[common],
+        help="record the digest each base tag resolves to in matrix.lock (build --locked reads it)",
+    )
     d = sub.add_parser(
         "lock-deps",
         parents=[common],
@@ -256,7 +264,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _select(args: argparse.Namespace) -> tuple[str, ...]:
-    return tuple(p.strip() for value in args.select for p in value.split(",") if p.strip())
+    patterns = tuple(p.strip() for value in args.select for p in value.split(","))
+    if any(not p for p in patterns):
+        raise SelectionError(
+            Problem(
+                f"--select {' '.join(repr(v) for v in args.select)} has an empty pattern, which would "
+                "quietly select every variant",
+                hint="give a pattern such as 'worker-*', or leave --select out to select every variant",
+            )
+        )
+    return patterns
 
 
 def _revision(args: argparse.Namespace) -> Revision | None:
@@ -278,6 +295,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "build":
         return run_build(args)
+    if args.command == "lock":
+        path, digests = api.lock_bases(matrix_path, _select(args))
+        for ref, digest in sorted(digests.items()):
+            out.print(f"{ref}  {digest}")
+        out.print(f"wrote {path}")
+        return 0
     if args.command == "lock-deps":
         for path in api.lock_dependencies(matrix_path, tuple(args.image)):
             out.print(f"wrote {path}")

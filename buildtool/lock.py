@@ -1,7 +1,8 @@
 """Base pinning: matrix.lock, next to matrix.yaml, records the digest each base tag resolved to.
 
-`buildtool build` records digests (and reports a tag that moved); `buildtool build --locked` builds
-FROM the recorded digests, so that a base tag moving upstream cannot change an image silently.
+`buildtool lock` records digests; `buildtool build` reports a base tag that moved since, and never
+writes the lock (it is the user's tracked file); `buildtool build --locked` builds FROM the recorded
+digests, so that a base tag moving upstream cannot change an image silently.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def read_lock(path: Path) -> dict[str, str]:
             raise ValueError("unexpected layout")
         return {str(ref): str(entry["digest"]) for ref, entry in bases.items()}
     except (ValueError, KeyError, TypeError) as exc:
-        hint = "delete it and run buildtool build without --locked to re-create it"
+        hint = "delete it and run buildtool lock to re-create it"
         raise ConfigError(Problem(f"the lock file is malformed ({exc})", Location(path), hint=hint)) from None
 
 

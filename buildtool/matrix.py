@@ -180,39 +180,98 @@ def split_reference(ref: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Node:
-    """A YAML value with the line it starts on (1-based)."""
+    """A YAML value with the line it starts on (1-based); a mapping also keeps each key's line."""
 
     value: Any  # dict[str, Node] | list[Node] | scalar
     line: int
+    key_lines: Mapping[str, int] = field(default_factory=dict)
 
 
-def _to_nodes(node: yaml.Node, path: Path, constructor: yaml.constructor.SafeConstructor) -> Node:
-    line = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Node] = {}
-        for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node)
-            if not isinstance(key, str):
-                raise ConfigError(
-                    Problem(
-                        f"key {key!r} is not a string",
-                        Location(path, key_node.start_mark.line + 1),
-                        hint="quote it",
+# Aliases share nodes, so a few lines of YAML can stand for exponentially many values (an "alias
+# bomb"). The matrix is converted node by node; past this many, it is refused. The repository's
+# matrix is about 300 nodes.
+MAX_NODES = 20_000
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Converter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.constructor = yaml.constructor.SafeConstructor()
+        self.count = 0
+        self.open: list[yaml.Node] = []  # the nodes being converted, outermost first
+
+    def fail(self, message: str, node: yaml.Node, hint: str | None = None) -> ConfigError:
+        return ConfigError(Problem(message, Location(self.path, node.start_mark.line + 1), hint=hint))
+
+    def convert(self, node: yaml.Node) -> Node:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise self.fail(
+                f"the YAML expands to more than {MAX_NODES:,} values through its aliases",
+                node,
+                "a matrix this large is an alias bomb, not a build matrix: write the values out, or "
+                "use fewer nested aliases",
+            )
+        if any(node is open_node for open_node in self.open):
+            raise self.fail(
+                "a recursive alias: this value contains itself",
+                node,
+                "an alias (*name) may refer only to an anchor (&name) it is not inside",
+            )
+        self.open.append(node)
+        try:
+            return self._convert(node)
+        finally:
+            self.open.pop()
+
+    def _convert(self, node: yaml.Node) -> Node:
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Node] = {}
+            key_lines: dict[str, int] = {}
+            merged: dict[str, tuple[Node, int]] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == MERGE_TAG:
+                    for name, (value, key_line) in self._merge(value_node).items():
+                        merged.setdefault(name, (value, key_line))
+                    continue
+                key = self.constructor.construct_object(key_node)
+                key_line = key_node.start_mark.line + 1
+                if not isinstance(key, str):
+                    raise self.fail(f"key {key!r} is not a string", key_node, "quote it")
+                if key in out:
+                    raise self.fail(
+                        f"duplicate key '{key}' (first on line {key_lines[key]})",
+                        key_node,
+                        "remove one of them",
                     )
+                out[key] = self.convert(value_node)
+                key_lines[key] = key_line
+            for key, (value, key_line) in merged.items():  # explicit keys win over merged ones
+                if key not in out:
+                    out[key] = value
+                    key_lines[key] = key_line
+            return Node(out, line, key_lines)
+        if isinstance(node, yaml.SequenceNode):
+            return Node([self.convert(child) for child in node.value], line)
+        return Node(self.constructor.construct_object(node), line)
+
+    def _merge(self, value_node: yaml.Node) -> dict[str, tuple[Node, int]]:
+        """`<<: *a` or `<<: [*a, *b]` (the first mapping that has a key wins), as YAML 1.1 says."""
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        merged: dict[str, tuple[Node, int]] = {}
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                raise self.fail(
+                    "a merge key (<<) takes a mapping or a list of mappings",
+                    source,
+                    "write <<: *anchor, where &anchor names a mapping",
                 )
-            if key in out:
-                raise ConfigError(
-                    Problem(
-                        f"duplicate key '{key}' (first on line {out[key].line})",
-                        Location(path, key_node.start_mark.line + 1),
-                        hint="remove one of them",
-                    )
-                )
-            out[key] = _to_nodes(value_node, path, constructor)
-        return Node(out, line)
-    if isinstance(node, yaml.SequenceNode):
-        return Node([_to_nodes(child, path, constructor) for child in node.value], line)
-    return Node(constructor.construct_object(node), line)
+            converted = self.convert(source)
+            for key, value in converted.value.items():
+                merged.setdefault(key, (value, converted.key_lines.get(key, value.line)))
+        return merged
 
 
 def parse_yaml(text: str, path: Path) -> Node:
@@ -227,9 +286,12 @@ def parse_yaml(text: str, path: Path) -> Node:
         ) from None
     if root is None:
         raise ConfigError(Problem("the file is empty", Location(path, 1), hint="see README.md"))
-    constructor = yaml.constructor.SafeConstructor()
     try:
-        return _to_nodes(root, path, constructor)
+        return _Converter(path).convert(root)
+    except RecursionError:
+        raise ConfigError(
+            Problem("the YAML nests too deeply", Location(path), hint="flatten the nesting")
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -262,7 +324,10 @@ class Reader:
         for key, child in node.value.items():
             if key not in allowed:
                 hint = did_you_mean(key, allowed) or f"allowed keys: {', '.join(allowed)}"
-                raise self.fail(child, f"unknown key '{key}' in {what}", hint)
+                line = node.key_lines.get(key, child.line)  # the key's own line, not its value's
+                raise ConfigError(
+                    Problem(f"unknown key '{key}' in {what}", Location(self.path, line), hint=hint)
+                )
         for key in required:
             if key not in node.value:
                 raise self.fail(node, f"{what} is missing the required key '{key}'")
@@ -601,6 +666,15 @@ def _check_names(r: Reader, matrix: Matrix) -> None:
             need(base.built_on, catalogues["base"], "base", base.where("built_on"))
 
 
+def _registry(r: Reader, node: Node | None) -> str | None:
+    value = r.optional(node, str, "registry")
+    if value is None or node is None:
+        return None
+    from buildtool.naming import check_registry
+
+    return check_registry(value, "registry", r.at(node))
+
+
 def load_matrix(path: Path) -> Matrix:
     """Read and validate matrix.yaml. Raises ConfigError with file and line on bad input."""
     try:
@@ -628,7 +702,7 @@ def load_matrix(path: Path) -> Matrix:
     matrix = Matrix(
         path=path,
         source_url=r.scalar(root["source"], str, "source"),
-        registry=r.optional(root.get("registry"), str, "registry"),
+        registry=_registry(r, root.get("registry")),
         default_variant=r.optional(root.get("default_variant"), str, "default_variant"),
         bases=_bases(r, root["bases"]),
         gpus=_gpus(r, root["gpus"]),

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.errors import GitError, Location, Problem
+from buildtool.errors import ConfigError, GitError, Location, Problem
 
 EMBEDDED_REGISTRY = "localhost:5000"  # where `buildtool build` starts registry:2 when none is configured
 
@@ -64,19 +64,61 @@ def current_revision(directory: Path) -> Revision:
 
 
 def revision_of(directory: Path, sha: str) -> Revision:
-    """An explicit commit (--commit): its time from git when the checkout has it, else 0."""
+    """An explicit commit (--commit). Immutable tags promise the full sha: a short one is expanded
+    when the checkout has the commit, and refused otherwise. Its time comes from git (else 0)."""
     if not re.fullmatch(r"[0-9a-f]{7,40}", sha):
         raise GitError(
-            Problem(f"--commit '{sha}' is not a git sha", hint="give 7 to 40 lower-case hex digits")
+            Problem(f"--commit '{sha}' is not a git sha", hint="give the commit's 40 lower-case hex digits")
         )
     done = subprocess.run(
-        ["git", "-C", str(directory), "show", "-s", "--format=%ct", sha],
+        ["git", "-C", str(directory), "show", "-s", "--format=%H %ct", f"{sha}^{{commit}}"],
         capture_output=True,
         text=True,
         check=False,
     )
-    epoch = int(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip().isdigit() else 0
-    return Revision(sha, dirty=False, epoch=epoch)
+    fields = done.stdout.split() if done.returncode == 0 else []
+    if len(fields) == 2 and fields[0].startswith(sha):
+        return Revision(fields[0], dirty=False, epoch=int(fields[1]))
+    if len(sha) != 40:
+        raise GitError(
+            Problem(
+                f"--commit '{sha}' is a short sha this checkout cannot expand: immutable tags name the "
+                "full sha",
+                Location(directory),
+                hint="give all 40 hex digits (git rev-parse <sha> where the commit is)",
+            )
+        )
+    return Revision(sha, dirty=False, epoch=0)
+
+
+# The distribution reference grammar's registry host and repository path (docker/distribution
+# reference/regexp.go), upper case excluded: images are pushed to <registry>/<image>.
+_DOMAIN_COMPONENT = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REGISTRY_PATTERN = re.compile(rf"{_HOST}(?::[0-9]+)?(?:/{_PATH_COMPONENT})*")
+
+
+def check_registry(value: str, source: str, where: Location | None = None) -> str:
+    """A registry (host[:port][/namespace...]) as images are pushed under it; else ConfigError."""
+    fix = "e.g. ghcr.io/my-org or localhost:5000: no scheme, no tag, lower case"
+    if value != value.strip() or not value or " " in value:
+        raise ConfigError(Problem(f"{source} '{value}' has spaces or is empty", where, hint=fix))
+    if "://" in value:
+        raise ConfigError(
+            Problem(f"{source} '{value}' has a scheme", where, hint=f"write {value.split('://', 1)[1]}")
+        )
+    host, _, path = value.partition("/")
+    if "@" in value or (":" in path) or not REGISTRY_PATTERN.fullmatch(value.rstrip("/")):
+        detail = "upper case in its path" if path != path.lower() else "no registry form"
+        if "@" in value or ":" in path:
+            detail = "a tag or a digest (buildtool adds the tags)"
+        raise ConfigError(Problem(f"{source} '{value}' has {detail}", where, hint=fix))
+    if host != host.lower():
+        raise ConfigError(
+            Problem(f"{source} '{value}' has upper case in its host", where, hint=f"write {value.lower()}")
+        )
+    return value.rstrip("/")
 
 
 def tag_commit(directory: Path, tag: str) -> str | None:

@@ -1,0 +1,144 @@
+"""Hostile but plausible input: each gets one clear error (what, where, the fix), exit 2."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Project, git
+
+from buildtool.naming import REGISTRY_PATTERN
+
+
+@pytest.mark.parametrize(
+    ("registry", "says"),
+    [
+        ("https://ghcr.io/org", "has a scheme"),
+        ("GHCR.IO/org", "has upper case in its host"),
+        ("ghcr.io/MyOrg", "has upper case in its path"),
+        ("ghcr.io/org:v1", "has a tag or a digest"),
+        ("ghcr.io/org@sha256:" + "0" * 64, "has a tag or a digest"),
+        ("ghcr.io /org", "has spaces"),
+        (" ghcr.io/org", "has spaces"),
+        ("ghcr.io/-org", "has no registry form"),
+    ],
+)
+def test_a_registry_that_cannot_prefix_an_image_is_refused_up_front(
+    cli,  # type: ignore[no-untyped-def]
+    project: Project,
+    registry: str,
+    says: str,
+) -> None:
+    result = cli("render", "--matrix", str(project.matrix), "--registry", registry, "--commit", "0" * 40)
+    assert result.code == 2, result.out
+    assert f"--registry '{registry}' {says}" in result.err and "fix:" in result.err
+    assert not (project.root / "build").exists()  # nothing written
+
+
+def test_a_bad_registry_in_the_matrix_names_its_line(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    project.edit("default_variant:", "registry: https://ghcr.io/org\ndefault_variant:")
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert f"{project.matrix}:{project.line_of('registry: https')}:" in result.err
+    assert "has a scheme" in result.err and "write ghcr.io/org" in result.err
+
+
+def test_an_empty_registry_variable_counts_as_unset(
+    cli,  # type: ignore[no-untyped-def]
+    project: Project,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REGISTRY", "")
+    result = cli("render", "--matrix", str(project.matrix), "--commit", "0" * 40)
+    assert result.code == 0, result.err
+    assert "localhost:5000/worker-embed:" in result.out
+
+
+@pytest.mark.parametrize(
+    "value", ["ghcr.io/org", "localhost:5000", "registry.example.com:8443/a/b-c", "[::1]:5000"]
+)
+def test_registries_users_write_are_accepted(value: str) -> None:
+    assert REGISTRY_PATTERN.fullmatch(value)
+
+
+def test_a_short_commit_is_expanded_to_the_full_sha_or_refused(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]
+    full = git(tiny.root, "rev-parse", "HEAD")
+    result = cli("render", "--matrix", str(tiny.matrix), "--commit", full[:8], "--registry", "localhost:5000")
+    assert result.code == 0, result.err
+    assert f"tiny:slim-{full}" in result.out  # the tag names the full sha
+    result = cli("render", "--matrix", str(tiny.matrix), "--commit", "deadbeef1")  # not in this checkout
+    assert result.code == 2
+    assert "short sha this checkout cannot expand" in result.err and "40 hex digits" in result.err
+
+
+@pytest.mark.parametrize("select", ["", " ", "worker-*,", ",,"])
+def test_an_empty_select_pattern_is_refused_not_read_as_everything(
+    cli,  # type: ignore[no-untyped-def]
+    project: Project,
+    select: str,
+) -> None:
+    result = cli("plan", "--matrix", str(project.matrix), "--select", select)
+    assert result.code == 2
+    assert "has an empty pattern" in result.err and "leave --select out" in result.err
+
+
+# --- YAML: aliases, merge keys, line numbers ---------------------------------------------------
+
+ALIAS_BOMB = """\
+a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+version: 1
+"""
+
+
+def test_an_alias_bomb_is_refused_at_once(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    project.matrix.write_text(ALIAS_BOMB + project.matrix.read_text().replace("version: 1\n", "", 1))
+    started = time.monotonic()
+    result = cli("check", "--matrix", str(project.matrix))
+    elapsed = time.monotonic() - started
+    assert result.code == 2 and "expands to more than" in result.err and "alias bomb" in result.err
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    assert "Traceback" not in result.err
+
+
+def test_a_recursive_alias_is_one_clear_error(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    project.edit("policy:\n", "loop: &loop [1, *loop]\npolicy:\n")
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert f"{project.matrix}:{project.line_of('loop: &loop')}:" in result.err
+    assert "recursive alias" in result.err and "Traceback" not in result.err
+
+
+def test_merge_keys_work_and_explicit_keys_win(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    project.edit(
+        "  - {name: A40, runpod_id: NVIDIA A40, arch: sm_86, flash_attention: 2}\n",
+        "  - &ampere {name: A40, runpod_id: NVIDIA A40, arch: sm_86, flash_attention: 2}\n"
+        "  - {<<: *ampere, name: A6000, runpod_id: NVIDIA RTX A6000}\n",
+    )
+    result = cli("plan", "--matrix", str(project.matrix), "--json")
+    assert result.code == 0, result.err
+    assert "A6000" in result.out
+    from buildtool.matrix import load_matrix
+
+    a6000 = load_matrix(project.matrix).gpu("A6000")
+    assert (a6000.arch, a6000.runpod_id, a6000.flash_attention) == ("sm_86", "NVIDIA RTX A6000", 2)
+
+
+def test_a_merge_of_something_not_a_mapping_is_one_clear_error(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    project.edit("policy:\n", "policy:\n  <<: [1, 2]\n")
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2 and "a merge key (<<) takes a mapping" in result.err
+
+
+def test_an_unknown_key_points_at_its_own_line(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    """A key whose value is a block on the next lines: the error names the key's line."""
+    project.edit("policy:\n", "policy:\n  refused_gpus:\n    - B200\n")
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert f"{project.matrix}:{project.line_of('refused_gpus:')}: unknown key 'refused_gpus'" in result.err
