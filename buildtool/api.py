@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool import reproduce
+from buildtool import refs, reproduce
 from buildtool.build import BuildEvent, BuildOptions, BuildResult
 from buildtool.build import build as build_rendering
 from buildtool.engine import BuildxEngine
@@ -39,7 +39,7 @@ from buildtool.plan import make_plan
 from buildtool.policy import CheckedPlan, check_plan
 from buildtool.registry import HttpRegistry, RegistryError
 from buildtool.release import ReleasePlan, plan_release, promote, release_document
-from buildtool.render import Rendering, check_rendering, render_checked
+from buildtool.render import Rendering, check_rendering, context_sources, reaches_context, render_checked
 from buildtool.render import render as render_in_memory
 from buildtool.report import Report, build_report, to_html, to_json, to_markdown
 from buildtool.reproduce import Reproduction
@@ -188,18 +188,26 @@ def build(
     on_note: Callable[[str], None] = lambda _: None,
 ) -> BuildResult:
     """render -> build -> push -> verify -> move tags, with the buildx engine and imagetools registry."""
-    revision = options.render.revision or _revision(matrix_path, options.render)
-    if revision.dirty and not options.allow_dirty:
-        raise DirtyWorktreeError(
-            Problem(
-                "the worktree has uncommitted changes: an immutable tag must name a commit "
-                f"({revision.sha[:12]})",
-                Location(matrix_path.resolve().parent),
-                hint="commit them, or pass --allow-dirty to push mutable <base>-<sha>-dirty tags",
-            )
-        )
     _check_kernels_local(options.render)
     checked = plan_and_check(matrix_path, select)
+    root = matrix_path.resolve().parent
+    revision = options.render.revision or current_revision(
+        root, context_sources(checked.plan), reaches_context
+    )
+    if revision.dirty and not options.allow_dirty:
+        strays = ", ".join(revision.strays[:5]) + (" ..." if len(revision.strays) > 5 else "")
+        raise DirtyWorktreeError(
+            Problem(
+                f"files not in the commit would reach a build context: {strays}; an immutable tag "
+                f"must hold exactly the commit's content ({revision.sha[:12]})"
+                if revision.strays
+                else "the worktree has uncommitted changes: an immutable tag must name a commit "
+                f"({revision.sha[:12]})",
+                Location(root),
+                hint="commit them (or delete them), or pass --allow-dirty to push mutable "
+                "<base>-<sha>-dirty tags",
+            )
+        )
     registry, embedded = registry_for(checked, options.render)
     if embedded:
         on_note(ensure_embedded_registry(registry))
@@ -229,7 +237,7 @@ def check_reproducible(
         if options.locked and variant.base_ref in lock:
             overrides["args.BASE_IMAGE"] = f"{variant.base_ref}@{lock[variant.base_ref]}"
         on_start(variant.variant)
-        repository = variant.immutable_tag.rsplit(":", 1)[0]
+        repository = refs.parse(variant.immutable_tag).name
         out.append(
             reproduce.check_reproducible(
                 build_dir, variant.variant, variant.digest, repository, engine, registry, overrides

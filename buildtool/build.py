@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from buildtool import refs
 from buildtool.engine import BakeOutcome, Engine, Progress
 from buildtool.lock import read_lock, write_atomically
 from buildtool.registry import Registry, RegistryError, RemoteManifest, compressed_size
@@ -335,7 +336,7 @@ def _move_tags(results: tuple[VariantResult, ...], registry: Registry) -> tuple[
     errors: list[str] = []
     for r in results:
         assert r.digest is not None
-        source = f"{r.immutable_tag.rsplit(':', 1)[0]}@{r.digest}"
+        source = str(refs.parse(r.immutable_tag).by_digest(r.digest))
         for tag in r.moving_tags:
             try:
                 current = registry.manifest(tag)
@@ -356,7 +357,7 @@ def manifest_document(result: BuildResult) -> dict[str, object]:
             continue
         built[r.variant] = {
             "digest": r.digest,
-            "image": f"{r.immutable_tag.rsplit(':', 1)[0]}@{r.digest}",
+            "image": str(refs.parse(r.immutable_tag).by_digest(r.digest or "")),
             "status": r.status,
             "tags": {"immutable": r.immutable_tag, "moving": list(r.moving_tags)},
             "base": {"ref": r.base_ref, "digest": r.base_digest},

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from buildtool import refs
 from buildtool.errors import EngineError, Problem
 
 
@@ -55,23 +56,13 @@ class BakeOutcome:
 
     def base_digest(self, ref: str) -> str | None:
         """The digest BuildKit resolved `ref` to: its step reads '[1/5] FROM docker.io/<ref>@sha256:...'."""
-        wanted = canonical_reference(ref.split("@", 1)[0])
+        wanted = refs.try_parse(ref)
         for step in self.steps:
             _, _, source = step.name.partition("] FROM ")
-            name, at, digest = source.strip().partition("@")
-            if at and canonical_reference(name) == wanted:
-                return digest
+            named = refs.try_parse(source.strip())
+            if wanted and named and named.digest and named.same_image(wanted):
+                return named.digest
         return None
-
-
-def canonical_reference(ref: str) -> str:
-    """'python:3.11-slim' -> 'docker.io/library/python:3.11-slim', as BuildKit names images."""
-    first, slash, _ = ref.partition("/")
-    if not slash:
-        return f"docker.io/library/{ref}"
-    if "." not in first and ":" not in first and first != "localhost":
-        return f"docker.io/{ref}"
-    return ref
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from buildtool import refs
 from buildtool.errors import ConfigError, Location, Problem, did_you_mean
 
 # libyaml's loader when PyYAML was built with it: 20x faster, with the same line marks.
@@ -40,12 +41,16 @@ class Base:
     field_lines: Mapping[str, int] = field(compare=False, default_factory=dict)
 
     @property
+    def image(self) -> refs.ImageRef:
+        return refs.parse(self.ref)  # validated when the matrix loaded
+
+    @property
     def repository(self) -> str:
-        return split_reference(self.ref)[0]
+        return self.image.familiar
 
     @property
     def tag(self) -> str:
-        return split_reference(self.ref)[1]
+        return self.image.tag_or_latest
 
     def where(self, key: str) -> Location:
         return Location(self.location.file, self.field_lines.get(key, self.location.line))
@@ -130,6 +135,7 @@ class Refusal:
     what: str
     reason: str
     location: Location = field(compare=False)
+    mirrors: tuple[str, ...] = ()  # refused repositories: other names that serve the same images
 
 
 @dataclass(frozen=True)
@@ -162,17 +168,6 @@ class Matrix:
 
     def gpu(self, name: str) -> Gpu:
         return next(g for g in self.gpus if g.name == name)
-
-
-def split_reference(ref: str) -> tuple[str, str]:
-    """'runpod/pytorch:2.4.0-py3.11' -> ('runpod/pytorch', '2.4.0-py3.11'); no tag -> 'latest'.
-    Docker Hub library images get no 'library/' prefix (users write them without)."""
-    ref = ref.split("@", 1)[0]
-    slash = ref.rfind("/")
-    colon = ref.rfind(":")
-    if colon > slash:
-        return ref[:colon], ref[colon + 1 :]
-    return ref, "latest"
 
 
 # --- YAML with positions ---------------------------------------------------------------------
@@ -414,7 +409,7 @@ def _bases(r: Reader, node: Node) -> tuple[Base, ...]:
         out.append(
             Base(
                 name=r.name(m["name"], "base name"),
-                ref=r.scalar(m["ref"], str, "ref"),
+                ref=_reference(r, m["ref"], "ref"),
                 tier=tier,
                 cuda=r.optional(m.get("cuda"), str, "cuda"),
                 cudnn=r.optional(m.get("cudnn"), int, "cudnn"),
@@ -612,10 +607,31 @@ def _axes(r: Reader, node: Node) -> MatrixAxes:
 
 def _refusals(r: Reader, node: Node, what: str, key: str) -> tuple[Refusal, ...]:
     out = []
+    repositories = key == "repository"
     for entry in r.sequence(node, what):
-        m = r.mapping(entry, f"an entry of policy.{what}", [key, "reason"], [])
-        out.append(Refusal(r.scalar(m[key], str, key), r.scalar(m["reason"], str, "reason"), r.at(entry)))
+        m = r.mapping(
+            entry, f"an entry of policy.{what}", [key, "reason"], ["mirrors"] if repositories else []
+        )
+        value = _reference(r, m[key], key) if repositories else r.scalar(m[key], str, key)
+        mirrors = (
+            tuple(_reference(r, n, "mirrors") for n in r.sequence(m["mirrors"], "mirrors"))
+            if "mirrors" in m
+            else ()
+        )
+        out.append(Refusal(value, r.scalar(m["reason"], str, "reason"), r.at(entry), mirrors))
     return tuple(out)
+
+
+def _reference(r: Reader, node: Node, what: str) -> str:
+    """An image reference as written, after checking that it is one (refs.parse)."""
+    text = r.scalar(node, str, what)
+    try:
+        refs.parse(text)
+    except refs.InvalidReference as exc:
+        raise r.fail(
+            node, f"{what} {exc}", "write it as docker pull takes it, e.g. runpod/pytorch:<tag>"
+        ) from None
+    return text
 
 
 def _policy(r: Reader, node: Node) -> Policy:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ class Revision:
     sha: str
     dirty: bool
     epoch: int = 0  # commit time: the image's org.opencontainers.image.created label
+    strays: tuple[str, ...] = ()  # files outside the commit that would reach a build context
 
     @property
     def tag_suffix(self) -> str:
@@ -39,8 +41,13 @@ class VariantTags:
     cache: str
 
 
-def current_revision(directory: Path) -> Revision:
-    """HEAD's full sha and whether the worktree has uncommitted changes."""
+def current_revision(
+    directory: Path,
+    sources: Sequence[Path] = (),
+    reaches_context: Callable[[str], bool] = lambda _: True,
+) -> Revision:
+    """HEAD's full sha and whether the worktree differs from it: uncommitted changes to tracked
+    files, or files outside the commit under `sources` (what render copies into build contexts)."""
 
     def git(*args: str) -> str:
         try:
@@ -60,7 +67,34 @@ def current_revision(directory: Path) -> Revision:
 
     sha, epoch = git("show", "-s", "--format=%H %ct", "HEAD").split()
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return Revision(sha, dirty, int(epoch))
+    strays = stray_files(directory, sources, reaches_context) if sources else ()
+    return Revision(sha, dirty or bool(strays), int(epoch), strays)
+
+
+def stray_files(
+    directory: Path, sources: Sequence[Path], reaches_context: Callable[[str], bool]
+) -> tuple[str, ...]:
+    """Files under `sources` that are not in the commit (untracked, or ignored) and that render
+    would copy into a build context: an image built with them is not the commit's image."""
+    done = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(directory),
+            "status",
+            "--porcelain",
+            "-z",
+            "--ignored",
+            "--untracked-files=all",
+            "--",
+            *(str(s) for s in sources),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    entries = [e for e in done.stdout.split("\0") if e]
+    return tuple(sorted(e[3:] for e in entries if e[:2] in ("??", "!!") and reaches_context(e[3:])))
 
 
 def revision_of(directory: Path, sha: str) -> Revision:

@@ -17,9 +17,9 @@ from typing import Literal
 from dockerfile_parse import DockerfileParser
 from packaging.version import InvalidVersion, Version
 
-from buildtool import deplock, facts
+from buildtool import deplock, facts, refs
 from buildtool.errors import Location, Problem, did_you_mean
-from buildtool.matrix import Base, Gpu, Image, Matrix, Policy, split_reference
+from buildtool.matrix import Base, Gpu, Image, Matrix, Policy, Refusal
 from buildtool.plan import Plan, Variant
 
 Severity = Literal["error", "warning"]
@@ -84,18 +84,28 @@ def _error(
 # --- catalogue rules -------------------------------------------------------------------------
 
 
-def check_refused_repository(base: Base, policy: Policy) -> list[Finding]:
+def refusal_for(image: refs.ImageRef, policy: Policy) -> Refusal | None:
+    """The refused repository `image` is, under any spelling: registry aliases, library/, case of
+    the host, tag or digest, and the mirrors the policy names."""
     for refusal in policy.refused_repositories:
-        if base.repository == refusal.what:
-            return [
-                _error(
-                    "refused-repository",
-                    f"base '{base.name}' uses {base.ref}: {refusal.reason}",
-                    base.where("ref"),
-                    "build on a Tier-1 base such as runpod/pytorch, "
-                    "or pytorch/pytorch (Tier 2) with the same CUDA",
-                )
-            ]
+        names = {refs.parse(r).name for r in (refusal.what, *refusal.mirrors)}
+        if image.name in names:
+            return refusal
+    return None
+
+
+def check_refused_repository(base: Base, policy: Policy) -> list[Finding]:
+    refusal = refusal_for(base.image, policy)
+    if refusal is not None:
+        return [
+            _error(
+                "refused-repository",
+                f"base '{base.name}' uses {base.ref}: {refusal.reason}",
+                base.where("ref"),
+                "build on a Tier-1 base such as runpod/pytorch, "
+                "or pytorch/pytorch (Tier 2) with the same CUDA",
+            )
+        ]
     return []
 
 
@@ -128,8 +138,7 @@ def check_tier(base: Base, matrix: Matrix, variant: str | None = None) -> list[F
             )
         ]
     if base.tier == 3:
-        registry = base.ref.split("/", 1)[0]
-        if registry not in policy.tier3_registries:
+        if not any(base.image.is_under(r) for r in policy.tier3_registries):
             return [
                 _error(
                     "tier",
@@ -219,7 +228,8 @@ def check_torch_cuda(base: Base) -> list[Finding]:
 
 def tag_facts(ref: str) -> dict[str, str]:
     """What a base reference's tag says: cuda, torch, python, cudnn (major[.minor[.patch]])."""
-    repository, tag = split_reference(ref)
+    image = refs.parse(ref)
+    repository, tag = image.familiar, image.tag_or_latest
     found: dict[str, str] = {}
     for field_name, pattern in facts.TAG_FACTS:
         match = pattern.search(tag)
@@ -593,63 +603,105 @@ def _substitute(text: str, values: Mapping[str, str | None]) -> tuple[str, list[
     return _VAR.sub(one, text), missing
 
 
+def _flags(words: list[str]) -> dict[str, str]:
+    """'--from=x', '--mount=type=bind,from=x,target=/y' -> {'from': 'x', 'mount': '...'}."""
+    out: dict[str, str] = {}
+    for word in words:
+        if word.startswith("--") and "=" in word:
+            key, _, value = word[2:].partition("=")
+            out.setdefault(key.lower(), value)
+    return out
+
+
+def _mount_sources(words: list[str]) -> list[str]:
+    """The from= of every RUN --mount (each --mount is its own flag)."""
+    sources = []
+    for word in words:
+        if word.lower().startswith("--mount="):
+            fields = dict(f.partition("=")[::2] for f in word[len("--mount=") :].split(","))
+            if fields.get("from"):
+                sources.append(fields["from"])
+    return sources
+
+
 def check_dockerfile(
     text: str, path: Path, variant: str, build_args: Mapping[str, str], matrix: Matrix
 ) -> list[Finding]:
-    """Every FROM of every stage, after ARG defaults and build args, must name a catalogue base
-    (or an earlier stage) and never a refused repository such as nvidia/cuda."""
+    """Every image the Dockerfile pulls, resolved as BuildKit resolves it, must be a catalogue base
+    and never a refused repository: each FROM (after ARG defaults and build args), COPY --from and
+    RUN --mount from=. A name is a stage only if an earlier stage has it (case-insensitive), or is
+    a stage's index; `FROM x AS x` pulls the image x, and a later `FROM x` means that stage."""
     parser = DockerfileParser(fileobj=io.BytesIO(text.encode("utf-8")))
-    catalogue = {b.ref for b in matrix.bases}
+    catalogue = [refs.parse(b.ref) for b in matrix.bases]
     args: dict[str, str | None] = {}
-    stages: set[str] = set()
+    stages: list[str] = []  # lower-cased names of the stages so far, in order
     seen_from = False
     findings: list[Finding] = []
-    for instruction in parser.structure:
-        kind, value, line = instruction["instruction"], instruction["value"], instruction["startline"] + 1
-        where = Location(path, line)
-        if kind == "ARG" and not seen_from:
-            for token in value.split():
-                name, _, default = token.partition("=")
-                args[name] = build_args.get(name, default.strip("\"'") if "=" in token else None)
-            continue
-        if kind != "FROM":
-            continue
-        seen_from = True
-        words = [w for w in value.split() if not w.startswith("--")]
-        image, missing = _substitute(words[0], args) if words else ("", [])
-        if len(words) >= 3 and words[1].lower() == "as":
-            stages.add(words[2])
+
+    def check_source(written: str, instruction: str, where: Location) -> None:
+        name, missing = _substitute(written, args)
         if missing:
             findings.append(
                 _error(
                     "dockerfile-from",
-                    f"FROM {words[0]} uses ${{{missing[0]}}}, which has no default and no build arg",
+                    f"{instruction} {written} uses ${{{missing[0]}}}, which has no default and no build arg",
                     where,
                     f"give ARG {missing[0]} a default",
                     variant,
                 )
             )
-            continue
-        if image in stages or image == "scratch":
-            continue
-        repository = split_reference(image)[0]
-        image = image.split("@", 1)[0]  # a pinned base (ref@sha256:...) is still its catalogue ref
-        refused = next((r for r in matrix.policy.refused_repositories if r.what == repository), None)
+            return
+        if name.lower() in stages or name == "scratch" or (name.isdigit() and int(name) < len(stages)):
+            return
+        try:
+            image = refs.parse(name)
+        except refs.InvalidReference as exc:
+            findings.append(
+                _error("dockerfile-from", f"{instruction} {name}: {exc}", where, "fix the reference", variant)
+            )
+            return
+        refused = refusal_for(image, matrix.policy)
         if refused is not None:
             findings.append(
                 _error(
                     "refused-repository",
-                    f"FROM {image}: {refused.reason}",
+                    f"{instruction} {name} pulls {image.name}: {refused.reason}",
                     where,
                     "build FROM a catalogue base (runpod/pytorch, pytorch/pytorch)",
                     variant,
                 )
             )
-        elif image not in catalogue:
-            hint = did_you_mean(image, catalogue) or "add it to bases: in matrix.yaml with its tier"
+        elif not any(image.same_image(base) for base in catalogue):
+            known = [b.ref for b in matrix.bases]
+            hint = did_you_mean(name, known) or "add it to bases: in matrix.yaml with its tier"
             findings.append(
                 _error(
-                    "dockerfile-from", f"FROM {image} is not a base of the catalogue", where, hint, variant
+                    "dockerfile-from",
+                    f"{instruction} {name} pulls {image}, which is not a base of the catalogue",
+                    where,
+                    hint,
+                    variant,
                 )
             )
+
+    for instruction in parser.structure:
+        kind, value, line = instruction["instruction"], instruction["value"], instruction["startline"] + 1
+        where = Location(path, line)
+        words = value.split()
+        if kind == "ARG" and not seen_from:
+            for token in words:
+                name, _, default = token.partition("=")
+                args[name] = build_args.get(name, default.strip("\"'") if "=" in token else None)
+            continue
+        if kind == "FROM":
+            seen_from = True
+            plain = [w for w in words if not w.startswith("--")]
+            if plain:
+                check_source(plain[0], "FROM", where)  # before its own name exists
+            stages.append(plain[2].lower() if len(plain) >= 3 and plain[1].lower() == "as" else "")
+        elif kind in ("COPY", "ADD") and "from" in _flags(words):
+            check_source(_flags(words)["from"], f"{kind} --from", where)
+        elif kind == "RUN":
+            for source in _mount_sources(words):
+                check_source(source, "RUN --mount from=", where)
     return findings

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from buildtool import refs
+
+DOCKER_HUB_API = "registry-1.docker.io"  # docker.io's distribution API host
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
@@ -77,14 +80,12 @@ class Reference:
 
     @classmethod
     def parse(cls, ref: str) -> Reference:
-        name, at, digest = ref.partition("@")
-        slash, colon = name.rfind("/"), name.rfind(":")
-        tag = name[colon + 1 :] if colon > slash else "latest"
-        name = name[:colon] if colon > slash else name
-        host, _, repository = name.partition("/")
-        if not repository or ("." not in host and ":" not in host and host != "localhost"):
-            raise RegistryError(f"'{ref}' names no registry host (e.g. ghcr.io/org/image:tag)")
-        return cls(host, repository, digest if at else tag)
+        try:
+            image = refs.parse(ref)
+        except refs.InvalidReference as exc:
+            raise RegistryError(str(exc)) from None
+        host = DOCKER_HUB_API if image.domain == refs.DOCKER_HUB else image.domain
+        return cls(host, image.path, image.digest or image.tag_or_latest)
 
     @property
     def base_url(self) -> str:

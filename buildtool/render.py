@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +23,7 @@ from buildtool import facts
 from buildtool.errors import Location, PolicyError, Problem, TemplateError
 from buildtool.matrix import FLASH_ATTENTION_SHORTHAND
 from buildtool.naming import Revision, VariantTags, variant_tags
+from buildtool.plan import Plan
 from buildtool.policy import CheckedPlan, CheckedVariant, Finding, check_dockerfile
 
 LABEL_PREFIX = "org.runpod-images"
@@ -241,12 +242,25 @@ def _environment(template_dir: Path) -> jinja2.Environment:
     return env
 
 
+def reaches_context(relative: str) -> bool:
+    """Whether a file under a template or smoke/ directory is copied into a build context."""
+    parts = PurePosixPath(relative).parts
+    return not SKIPPED_NAMES & set(parts) and not relative.endswith(".pyc")
+
+
+def context_sources(plan: Plan) -> list[Path]:
+    """The directories render copies files from: the plan's templates, the shared macros, smoke/."""
+    templates = {v.image.template for v in plan.variants}
+    shared = {t.parent / SHARED_TEMPLATES for t in templates}
+    return sorted(templates | shared | {plan.matrix.path.parent / SMOKE_PACKAGE})
+
+
 def _tree(directory: Path) -> list[tuple[str, Path]]:
     """Files under `directory`, sorted, as (relative posix path, path); caches left out."""
     out = []
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory)
-        if path.is_file() and not SKIPPED_NAMES & set(relative.parts) and path.suffix != ".pyc":
+        if path.is_file() and reaches_context(relative.as_posix()):
             out.append((relative.as_posix(), path))
     return out
 

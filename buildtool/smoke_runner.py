@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buildtool import refs
 from buildtool.errors import ConfigError, Location, Problem
 from buildtool.lock import write_atomically
 
@@ -36,7 +37,7 @@ class BuiltImage:
     def reference(self) -> str:
         """What runs: the repository at the built digest, never a tag that could have moved (the
         engine pulls it when it does not hold it)."""
-        return f"{self.tag.rsplit(':', 1)[0]}@{self.digest}"
+        return str(refs.parse(self.tag).by_digest(self.digest))
 
 
 @dataclass(frozen=True)

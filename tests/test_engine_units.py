@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import io
 
-from buildtool.engine import BakeOutcome, Step, canonical_reference, json_objects
+from buildtool.engine import BakeOutcome, Step, json_objects
 
 DIGEST = "sha256:" + "ab" * 32
-
-
-def test_canonical_reference_as_buildkit_names_images() -> None:
-    assert canonical_reference("python:3.11-slim") == "docker.io/library/python:3.11-slim"
-    assert canonical_reference("runpod/pytorch:2.11.0") == "docker.io/runpod/pytorch:2.11.0"
-    assert canonical_reference("ghcr.io/acme/x:1") == "ghcr.io/acme/x:1"
-    assert canonical_reference("localhost:5000/x:1") == "localhost:5000/x:1"
 
 
 def test_the_base_digest_comes_from_the_from_step() -> None:

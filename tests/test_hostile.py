@@ -142,3 +142,118 @@ def test_an_unknown_key_points_at_its_own_line(cli, project: Project) -> None:  
     result = cli("check", "--matrix", str(project.matrix))
     assert result.code == 2
     assert f"{project.matrix}:{project.line_of('refused_gpus:')}: unknown key 'refused_gpus'" in result.err
+
+
+# --- immutable tags hold exactly the commit ----------------------------------------------------
+
+
+def test_an_untracked_file_in_a_template_makes_the_tree_dirty(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]
+    (tiny.root / "images" / "tiny" / "notes.txt").write_text("not committed\n")
+    result = cli("build", "--matrix", str(tiny.matrix), "--registry", "localhost:1")
+    assert result.code == 2
+    assert "files not in the commit would reach a build context: images/tiny/notes.txt" in result.err
+    assert "--allow-dirty" in result.err
+
+
+def test_an_ignored_file_in_the_smoke_suite_makes_the_tree_dirty(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]
+    (tiny.root / ".gitignore").write_text("/build/\n*.local\n")
+    git(tiny.root, "commit", "-qam", "ignore *.local")
+    (tiny.root / "smoke" / "settings.local").write_text("token=not-for-images\n")
+    result = cli("build", "--matrix", str(tiny.matrix), "--registry", "localhost:1")
+    assert result.code == 2 and "smoke/settings.local" in result.err
+
+
+def test_caches_render_skips_do_not_make_the_tree_dirty(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]
+    cache = tiny.root / "images" / "tiny" / "__pycache__"
+    cache.mkdir()
+    (cache / "app.cpython-311.pyc").write_bytes(b"\0")
+    result = cli("build", "--matrix", str(tiny.matrix), "--registry", "localhost:1")
+    assert result.code == 1  # it got as far as the (unreachable) registry: not refused as dirty
+    assert "is unreachable" in result.err and "not in the commit" not in result.err
+
+
+# --- image references: every spelling of a refused repository, every image a Dockerfile pulls ---
+
+CUDA_TAG = "13.0.0-devel-ubuntu22.04"
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        f"nvidia/cuda:{CUDA_TAG}",
+        f"docker.io/nvidia/cuda:{CUDA_TAG}",
+        f"index.docker.io/nvidia/cuda:{CUDA_TAG}",
+        f"registry-1.docker.io/nvidia/cuda:{CUDA_TAG}",
+        f"nvidia/cuda@sha256:{'a' * 64}",
+        f"nvcr.io/nvidia/cuda:{CUDA_TAG}",  # a mirror the policy names
+    ],
+)
+def test_every_spelling_of_a_refused_base_is_refused(cli, project: Project, ref: str) -> None:  # type: ignore[no-untyped-def]
+    project.edit("ref: runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel", f"ref: {ref}")
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert f"{project.matrix}:{project.line_of(ref)}:" in result.err
+    assert "not cached by RunPod" in result.err
+
+
+def test_upper_case_in_a_reference_is_one_clear_error(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    project.edit("ref: runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel", "ref: NVIDIA/cuda:13.0.0")
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert f"{project.matrix}:{project.line_of('NVIDIA/cuda')}:" in result.err
+    assert "registry hosts are written in lower case ('nvidia')" in result.err
+
+
+def _runtime_template(project: Project, replace: str, by: str) -> None:
+    template = project.root / "images" / "pytorch-runtime" / "Dockerfile.j2"
+    text = template.read_text()
+    assert replace in text
+    template.write_text(text.replace(replace, by, 1))
+
+
+@pytest.mark.parametrize(
+    ("insert", "pulls"),
+    [
+        # A stage named like the image: its own FROM pulls the image (the name is not a stage yet).
+        (f"FROM nvidia/cuda:{CUDA_TAG} AS nvidia/cuda:{CUDA_TAG}\n", "FROM nvidia/cuda"),
+        (f"COPY --from=nvidia/cuda:{CUDA_TAG} /usr/local/cuda /opt/cuda\n", "COPY --from nvidia/cuda"),
+        (f"COPY --from=nvcr.io/nvidia/cuda:{CUDA_TAG} /usr/local/cuda /opt/cuda\n", "COPY --from nvcr.io"),
+        (
+            f"RUN --mount=type=bind,from=index.docker.io/nvidia/cuda:{CUDA_TAG},target=/c true\n",
+            "RUN --mount from= index.docker.io/nvidia/cuda",
+        ),
+    ],
+)
+def test_every_image_a_dockerfile_pulls_passes_the_refusals(
+    cli,  # type: ignore[no-untyped-def]
+    project: Project,
+    insert: str,
+    pulls: str,
+) -> None:
+    anchor = "WORKDIR /opt/runtime\n"
+    _runtime_template(project, anchor, (insert if insert.startswith(("COPY", "RUN")) else "") + anchor)
+    if insert.startswith("FROM"):
+        _runtime_template(project, "FROM ${BASE_IMAGE}\n", insert + "FROM ${BASE_IMAGE}\n")
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2, result.out
+    assert pulls in result.err and "not cached by RunPod" in result.err
+    assert "Dockerfile:" in result.err  # file and line of the rendered Dockerfile
+
+
+def test_an_image_outside_the_catalogue_in_copy_from_is_refused(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    _runtime_template(
+        project, "WORKDIR /opt/runtime\n", "COPY --from=python:3.12 /x /x\nWORKDIR /opt/runtime\n"
+    )
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert "COPY --from python:3.12 pulls docker.io/library/python:3.12, which is not a base" in result.err
+
+
+def test_earlier_stages_by_name_or_index_are_not_images(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    _runtime_template(
+        project,
+        "WORKDIR /opt/runtime\n",
+        "COPY --from=KERNELS-LOCAL / /tmp/k\nCOPY --from=0 / /tmp/zero\nWORKDIR /opt/runtime\n",
+    )
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 0, result.err

@@ -99,6 +99,9 @@ def test_a_tag_squatted_by_another_image_is_not_taken_for_this_commit(
     assert code == 1
     assert "refusing to overwrite" in output and "--check-reproducible" in output
     assert "tiny-slim" in manifest["failed"]
+    # The refused image got no engine tag (the build exports a layout, never into the engine).
+    inspect = subprocess.run(["docker", "image", "inspect", squatter], capture_output=True, check=False)
+    assert inspect.returncode != 0
 
 
 def test_check_reproducible_passes_on_a_reproducible_image(
