@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from buildtool.arch import Arch
+
 
 @dataclass(frozen=True)
 class TorchBuild:
@@ -159,12 +161,14 @@ def cuda_of_local_tag(local: str) -> str | None:
 
 
 def arch_number(arch: str) -> tuple[int, int]:
-    """'sm_90' -> (9, 0); 'sm_100' -> (10, 0); '8.6' -> (8, 6)."""
-    if arch.startswith("sm_"):
-        digits = arch[3:].rstrip("a")
-        return int(digits[:-1]), int(digits[-1])
-    major, minor = arch.split(".")
-    return int(major), int(minor)
+    """'sm_90' -> (9, 0); 'sm_100f' -> (10, 0); '8.6' -> (8, 6): the compute capability."""
+    return Arch.parse(arch).capability
+
+
+def flash_attention_for(arch: str) -> tuple[int, ...]:
+    """The FlashAttention versions `arch` runs (its capability's; suffixes change nothing)."""
+    major, minor = arch_number(arch)
+    return FLASH_ATTENTION_BY_ARCH.get(f"sm_{major}{minor}", ())
 
 
 def wheel_covers_arch(build: TorchBuild, arch: str) -> bool:

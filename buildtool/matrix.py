@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from buildtool import refs
+from buildtool.arch import Arch, ArchRule, InvalidArch
 from buildtool.errors import ConfigError, Location, Problem, did_you_mean
 
 # libyaml's loader when PyYAML was built with it: 20x faster, with the same line marks.
@@ -430,8 +431,10 @@ def _gpus(r: Reader, node: Node) -> tuple[Gpu, ...]:
     for entry in r.sequence(node, "gpus"):
         m = r.mapping(entry, "a GPU", ["name", "runpod_id", "arch"], ["flash_attention"])
         arch = r.scalar(m["arch"], str, "arch")
-        if not re.fullmatch(r"sm_\d{2,3}a?", arch):
-            raise r.fail(m["arch"], f"arch '{arch}' is not of the form sm_XY", "e.g. sm_90")
+        try:
+            arch = Arch.parse(arch).sm  # one spelling: sm_<major><minor>[a|f]
+        except InvalidArch as exc:
+            raise r.fail(m["arch"], str(exc), "e.g. sm_90 (H100), sm_80 (A100), sm_100a") from None
         fa = r.optional(m.get("flash_attention"), int, "flash_attention")
         if fa not in (None, 2, 3):
             raise r.fail(m["flash_attention"], f"flash_attention must be 2, 3 or empty, not {fa}")
@@ -612,7 +615,7 @@ def _refusals(r: Reader, node: Node, what: str, key: str) -> tuple[Refusal, ...]
         m = r.mapping(
             entry, f"an entry of policy.{what}", [key, "reason"], ["mirrors"] if repositories else []
         )
-        value = _reference(r, m[key], key) if repositories else r.scalar(m[key], str, key)
+        value = _reference(r, m[key], key) if repositories else _arch_rule(r, m[key])
         mirrors = (
             tuple(_reference(r, n, "mirrors") for n in r.sequence(m["mirrors"], "mirrors"))
             if "mirrors" in m
@@ -620,6 +623,15 @@ def _refusals(r: Reader, node: Node, what: str, key: str) -> tuple[Refusal, ...]
         )
         out.append(Refusal(value, r.scalar(m["reason"], str, "reason"), r.at(entry), mirrors))
     return tuple(out)
+
+
+def _arch_rule(r: Reader, node: Node) -> str:
+    text = r.scalar(node, str, "arch")
+    try:
+        ArchRule.parse(text)
+    except InvalidArch as exc:
+        raise r.fail(node, str(exc), "e.g. sm_100 (one capability) or 10.x (a generation)") from None
+    return text
 
 
 def _reference(r: Reader, node: Node, what: str) -> str:

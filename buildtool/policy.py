@@ -18,6 +18,7 @@ from dockerfile_parse import DockerfileParser
 from packaging.version import InvalidVersion, Version
 
 from buildtool import deplock, facts, refs
+from buildtool.arch import Arch, ArchRule
 from buildtool.errors import Location, Problem, did_you_mean
 from buildtool.matrix import Base, Gpu, Image, Matrix, Policy, Refusal
 from buildtool.plan import Plan, Variant
@@ -57,7 +58,7 @@ class CheckedVariant:
 
     @property
     def archs(self) -> tuple[str, ...]:
-        return tuple(sorted({g.arch for g in self.targets}, key=facts.arch_number))
+        return tuple(sorted({g.arch for g in self.targets}, key=Arch.parse))
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ def check_gpu_flash_attention(gpu: Gpu) -> list[Finding]:
     """FA3 only on sm_90; FA2 on sm_80/86/89 (and sm_90)."""
     if gpu.flash_attention is None:
         return []
-    supported = facts.FLASH_ATTENTION_BY_ARCH.get(gpu.arch, ())
+    supported = facts.flash_attention_for(gpu.arch)
     if gpu.flash_attention not in supported:
         can = f"FlashAttention {' or '.join(map(str, supported))}" if supported else "no FlashAttention"
         return [
@@ -299,7 +300,7 @@ def check_gpu_flash_attention(gpu: Gpu) -> list[Finding]:
 def gpu_refusal(gpu: Gpu, build: facts.TorchBuild | None, policy: Policy) -> str | None:
     """Why `gpu` cannot be a target with this torch build (None: an image without torch), or None."""
     for refusal in policy.refused_archs:
-        if gpu.arch == refusal.what:
+        if ArchRule.parse(refusal.what).covers(Arch.parse(gpu.arch)):
             return refusal.reason
     if build is None:
         return None

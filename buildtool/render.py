@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 
 from buildtool import facts
+from buildtool.arch import Arch
 from buildtool.errors import Location, PolicyError, Problem, TemplateError
 from buildtool.matrix import FLASH_ATTENTION_SHORTHAND
 from buildtool.naming import Revision, VariantTags, variant_tags
@@ -157,7 +158,7 @@ def _template_context(cv: CheckedVariant) -> dict[str, Any]:
         "variant": {
             "name": cv.name,
             "archs": cv.archs,
-            "torch_cuda_arch_list": ";".join(".".join(map(str, facts.arch_number(a))) for a in cv.archs),
+            "torch_cuda_arch_list": ";".join(Arch.parse(a).torch_entry for a in cv.archs),
             "flash_attention": cv.flash_attention,
             "gpus": [g.name for g in cv.targets],
         },

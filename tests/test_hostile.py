@@ -257,3 +257,71 @@ def test_earlier_stages_by_name_or_index_are_not_images(cli, project: Project) -
     )
     result = cli("check", "--matrix", str(project.matrix))
     assert result.code == 0, result.err
+
+
+# --- GPU architectures: capability plus suffix --------------------------------------------------
+
+B200 = "  - {name: B200, runpod_id: NVIDIA B200, arch: sm_100}"
+
+
+def _refusals(cli, project: Project) -> dict[str, set[str]]:  # type: ignore[no-untyped-def]
+    """GPU -> the reasons it is refused for, over every variant; a refused GPU is never a target."""
+    import json
+
+    result = cli("plan", "--matrix", str(project.matrix), "--json")
+    assert result.code == 0, result.err
+    out: dict[str, set[str]] = {}
+    for entry in json.loads(result.out)["include"]:
+        refused = {r["gpu"]: r["reason"] for r in entry["refused_gpus"]}
+        assert not set(entry["gpus"]) & set(refused)
+        for gpu, reason in refused.items():
+            out.setdefault(gpu, set()).add(reason)
+    return out
+
+
+def _policy_refuses(cli, project: Project, gpu: str) -> bool:  # type: ignore[no-untyped-def]
+    return any("Blackwell" in reason for reason in _refusals(cli, project).get(gpu, ()))
+
+
+@pytest.mark.parametrize(
+    "arch", ["sm_100", "sm_100a", "sm_100f", "sm_103", "sm_103a", "sm_103f", "compute_100", "10.0", "10.3f"]
+)
+def test_a_refused_generation_covers_every_spelling_and_suffix(cli, project: Project, arch: str) -> None:  # type: ignore[no-untyped-def]
+    project.edit(B200, f"  - {{name: B200, runpod_id: NVIDIA B200, arch: '{arch}'}}")
+    assert _policy_refuses(cli, project, "B200")
+
+
+@pytest.mark.parametrize(("arch", "refused"), [("sm_100a", True), ("sm_100f", True), ("sm_103", False)])
+def test_a_refused_capability_covers_its_suffixes_only(  # type: ignore[no-untyped-def]
+    cli, project: Project, arch: str, refused: bool
+) -> None:
+    project.edit("    - arch: 10.x", "    - arch: sm_100")
+    project.edit(B200, f"  - {{name: B200, runpod_id: NVIDIA B200, arch: {arch}}}")
+    assert _policy_refuses(cli, project, "B200") is refused
+
+
+def test_an_explicit_target_of_a_refused_arch_is_an_error(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    project.edit(B200, "  - {name: B200, runpod_id: NVIDIA B200, arch: sm_100f}")
+    project.edit("  gpus: all", "  gpus: [H100, B200]")
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2 and "targets B200 (sm_100f)" in result.err and "Blackwell" in result.err
+
+
+def test_suffixed_targets_reach_torch_cuda_arch_list_in_torch_notation(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    project.edit(
+        "  - {name: H200, runpod_id: NVIDIA H200, arch: sm_90, flash_attention: 3}",
+        "  - {name: H200, runpod_id: NVIDIA H200, arch: sm_90a, flash_attention: 3}",
+    )
+    result = cli("render", "--matrix", str(project.matrix), "--commit", "0" * 40)
+    assert result.code == 0, result.err
+    dockerfile = (project.root / "build" / "worker-embed-runpod-torch211-cu130" / "Dockerfile").read_text()
+    assert 'TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0;9.0a"' in dockerfile
+
+
+@pytest.mark.parametrize("arch", ["sm_9", "sm_90b", "SM_90", "9", "9.0.1", "sm100", "ampere", "sm_090"])
+def test_what_is_not_an_arch_is_one_clear_error(cli, project: Project, arch: str) -> None:  # type: ignore[no-untyped-def]
+    project.edit(B200, f"  - {{name: B200, runpod_id: NVIDIA B200, arch: '{arch}'}}")
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert f"{project.matrix}:{project.line_of('name: B200')}:" in result.err
+    assert "is not a GPU architecture" in result.err and "Traceback" not in result.err
