@@ -6,10 +6,9 @@ Dockerfiles run on the rendered text before anything is written (check_dockerfil
 
 from __future__ import annotations
 
-import ast
 import io
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,7 +16,7 @@ from typing import Literal
 from dockerfile_parse import DockerfileParser
 from packaging.version import InvalidVersion, Version
 
-from buildtool import deplock, facts, refs
+from buildtool import deplock, facts, handlers, refs
 from buildtool.arch import Arch, ArchRule
 from buildtool.errors import Location, Problem, did_you_mean
 from buildtool.matrix import Base, Gpu, Image, Matrix, Policy, Refusal
@@ -404,119 +403,10 @@ def check_model(variant: Variant, policy: Policy) -> list[Finding]:
 # --- serverless handler: model loaded at module level ----------------------------------------
 
 
-def _call_name(call: ast.Call) -> str:
-    parts = []
-    node: ast.expr = call.func
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-    return ".".join(reversed(parts))
-
-
-def _is_loader(name: str, loaders: Iterable[str]) -> bool:
-    return any(name == loader or name.endswith("." + loader) for loader in loaders)
-
-
-def _calls(nodes: Iterable[ast.AST], *, into_defs: bool) -> Iterator[ast.Call]:
-    """Calls under `nodes`; without into_defs, function and class bodies are skipped."""
-    stack = list(nodes)
-    while stack:
-        node = stack.pop()
-        if not into_defs and isinstance(
-            node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda
-        ):
-            continue
-        if isinstance(node, ast.Call):
-            yield node
-        stack.extend(ast.iter_child_nodes(node))
-
-
-def _handler_name(tree: ast.Module) -> str | None:
-    """The function passed as runpod.serverless.start({"handler": fn})."""
-    for call in _calls([tree], into_defs=True):
-        if _call_name(call).endswith("serverless.start") and call.args and isinstance(call.args[0], ast.Dict):
-            for key, value in zip(call.args[0].keys, call.args[0].values, strict=True):
-                if isinstance(key, ast.Constant) and key.value == "handler" and isinstance(value, ast.Name):
-                    return value.id
-    return None
-
-
 def check_handler(path: Path, loaders: tuple[str, ...], variant: str | None = None) -> list[Finding]:
     """The handler module loads its model at module level, never inside the handler function
     (seed pitfall: a model loaded per request means a cold start per request, and OOM)."""
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except SyntaxError as exc:
-        return [
-            _error(
-                "handler",
-                f"the handler does not parse: {exc.msg}",
-                Location(path, exc.lineno),
-                variant=variant,
-            )
-        ]
-    name = _handler_name(tree)
-    if name is None:
-        return [
-            _error(
-                "handler",
-                "the handler module never calls runpod.serverless.start({'handler': fn})",
-                Location(path, 1),
-                'end it with runpod.serverless.start({"handler": handler})',
-                variant,
-            )
-        ]
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-    if name not in functions:
-        return [
-            _error(
-                "handler",
-                f"the handler '{name}' is not a module-level function",
-                Location(path, 1),
-                variant=variant,
-            )
-        ]
-
-    def reachable(start: Iterable[ast.Call]) -> Iterator[ast.Call]:
-        """Calls, following calls of this module's own functions (each once)."""
-        seen: set[str] = set()
-        queue = list(start)
-        while queue:
-            call = queue.pop()
-            yield call
-            callee = _call_name(call)
-            if callee in functions and callee not in seen:
-                seen.add(callee)
-                queue.extend(_calls(functions[callee].body, into_defs=True))
-
-    findings = []
-    for call in reachable(_calls(functions[name].body, into_defs=True)):
-        if _is_loader(_call_name(call), loaders):
-            findings.append(
-                _error(
-                    "handler",
-                    f"the handler '{name}' loads its model per request ({_call_name(call)}(...))",
-                    Location(path, call.lineno),
-                    "load the model once at module level (model = ... above "
-                    f"def {name}) and use it inside the handler",
-                    variant,
-                )
-            )
-    if not findings and not any(
-        _is_loader(_call_name(c), loaders) for c in reachable(_calls(tree.body, into_defs=False))
-    ):
-        findings.append(
-            _error(
-                "handler",
-                "the handler module loads no model at module level",
-                Location(path, 1),
-                f"call one of {', '.join(loaders)} at module level",
-                variant,
-            )
-        )
-    return findings
+    return [_error("handler", p.message, p.where, p.hint, variant) for p in handlers.analyse(path, loaders)]
 
 
 def check_dependency_lock(image: Image, variant: str | None = None) -> list[Finding]:

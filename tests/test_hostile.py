@@ -6,6 +6,7 @@ import pytest
 from conftest import Project, git
 
 from buildtool.naming import REGISTRY_PATTERN
+from buildtool.policy import check_handler
 
 
 @pytest.mark.parametrize(
@@ -325,3 +326,114 @@ def test_what_is_not_an_arch_is_one_clear_error(cli, project: Project, arch: str
     assert result.code == 2
     assert f"{project.matrix}:{project.line_of('name: B200')}:" in result.err
     assert "is not a GPU architecture" in result.err and "Traceback" not in result.err
+
+
+# --- handlers: every path to a load, resolved as Python resolves names -------------------------
+
+LOADERS = ("SentenceTransformer", "from_pretrained", "load_model", "torch.load", "LLM", "from_engine_args")
+START = 'runpod.serverless.start({"handler": handler})\n'
+
+
+def _worker(tmp_path, files: dict[str, str]) -> list[str]:  # type: ignore[no-untyped-def]
+    import textwrap
+
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return [f.problem.render() for f in check_handler(tmp_path / "handler.py", LOADERS)]
+
+
+def test_a_load_through_a_helper_in_another_module_imported_as_another_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    problems = _worker(
+        tmp_path,
+        {
+            "helpers.py": "from sentence_transformers import SentenceTransformer as ST\n"
+            "def get():\n    return ST('m')\n",
+            "handler.py": "import runpod\nfrom helpers import get as fetch\nMODEL = fetch()\n"
+            "def handler(job):\n    return fetch().encode(job)\n" + START,
+        },
+    )
+    assert len(problems) == 1
+    assert "loads its model per request (sentence_transformers.SentenceTransformer(...))" in problems[0]
+    assert "helpers.py:3" in problems[0]  # where the load is
+
+
+def test_a_load_in_a_relative_import_of_a_package(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    problems = _worker(
+        tmp_path,
+        {
+            "worker/__init__.py": "",
+            "worker/model.py": "import torch\ndef weights():\n    return torch.load('w.pt')\n",
+            "worker/serve.py": "from .model import weights\ndef run(job):\n    return weights()\n",
+            "handler.py": "import runpod, torch\nfrom worker.serve import run\nW = torch.load('w.pt')\n"
+            "handler = run\n" + START,
+        },
+    )
+    assert len(problems) == 1 and "(torch.load(...))" in problems[0] and "model.py:3" in problems[0]
+
+
+def test_a_lambda_handler_that_loads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    problems = _worker(
+        tmp_path,
+        {
+            "handler.py": "import runpod\nfrom transformers import AutoModel\n"
+            "M = AutoModel.from_pretrained('m')\n"
+            "runpod.serverless.start({'handler': lambda job: AutoModel.from_pretrained('m')})\n",
+        },
+    )
+    assert len(problems) == 1 and "'<lambda>' loads its model per request" in problems[0]
+
+
+def test_a_method_handler_that_loads_through_self(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    problems = _worker(
+        tmp_path,
+        {
+            "handler.py": "import runpod\nfrom keras.models import load_model\nWARM = load_model('m')\n"
+            "class Worker:\n    def run(self, job):\n        return self.model()\n"
+            "    def model(self):\n        return load_model('m')\n"
+            "w = Worker()\nrunpod.serverless.start({'handler': w.run})\n",
+        },
+    )
+    assert len(problems) == 1 and "'run' loads its model per request (keras.models.load_model" in problems[0]
+
+
+def test_a_loader_assigned_to_a_variable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    problems = _worker(
+        tmp_path,
+        {
+            "handler.py": "import runpod, torch\nfetch = torch.load\nW = fetch('w')\n"
+            "def handler(job):\n    return fetch('w')\n" + START,
+        },
+    )
+    assert len(problems) == 1 and "(torch.load(...))" in problems[0]
+
+
+def test_a_config_dict_variable_and_a_module_level_engine_pass(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The worker-vllm shape: an engine object built at module level, whose constructor loads."""
+    problems = _worker(
+        tmp_path,
+        {
+            "engine.py": "from vllm import LLM\nclass Engine:\n    def __init__(self):\n"
+            "        self.llm = LLM(model='/runpod-volume/m')\n    def generate(self, p):\n"
+            "        return self.llm.generate(p)\n",
+            "handler.py": "import runpod as rp\nfrom engine import Engine\nENGINE = Engine()\n"
+            "def handler(job):\n    return ENGINE.generate(job['input'])\n"
+            "config = {'handler': handler, 'return_aggregate_stream': True}\n"
+            "if __name__ == '__main__':\n    rp.serverless.start(config)\n",
+        },
+    )
+    assert problems == []
+
+
+def test_a_worker_without_any_load_is_still_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    problems = _worker(tmp_path, {"handler.py": "import runpod\ndef handler(job):\n    return 1\n" + START})
+    assert len(problems) == 1 and "loads no model at module level" in problems[0]
+
+
+def test_a_handler_that_is_not_utf8_is_exit_2(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    handler = project.root / "images" / "worker-embed" / "handler.py"
+    handler.write_bytes(handler.read_bytes().replace(b"sentence embeddings", b"sentence embeddings \xe9"))
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert "handler.py is not UTF-8 text" in result.err and "Traceback" not in result.err
