@@ -34,6 +34,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """The hypothesis properties over hostile matrix input at 10,000 examples (each time-bounded)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/test_fuzz.py", "-q", env={"FUZZ_EXAMPLES": "10000"})
+
+
+@nox.session(python=PYTHON)
 def build(session: nox.Session) -> None:
     """The main job: render, check, build and push. Default: the matrix's default_variant to the
     embedded registry (or $REGISTRY). Pass buildtool build options after --, e.g. -- --select '*'."""

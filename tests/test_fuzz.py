@@ -1,7 +1,11 @@
-"""Property: whatever is done to a valid matrix.yaml, the CLI exits 0 or 2 and prints no traceback."""
+"""Property: whatever is done to a valid matrix.yaml, the CLI exits 0 or 2 and prints no traceback.
+
+FUZZ_EXAMPLES sets how many examples each property runs (default 300; `nox -s fuzz` runs 10,000,
+each under a time bound: a hang fails the example as a deadline miss)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,12 +34,41 @@ SPECIAL = st.sampled_from(
         "../..",
         "",
         "{{ x }}",
+        "index.docker.io/nvidia/cuda:13.0.0-devel-ubuntu22.04",
+        "registry-1.docker.io/library/python:3.11",
+        "nvcr.io/nvidia/cuda:13.0.0-devel-ubuntu22.04",
+        "NVIDIA/cuda:13.0.0",
+        "nvidia/cuda@sha256:" + "a" * 64,
+        "sm_100a",
+        "sm_103f",
+        "10.x",
+        "compute_90",
     ]
+)
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+DEADLINE_MS = 5000  # per example: a hang (an alias bomb expanding) fails as a deadline miss
+HUB = st.sampled_from(
+    ["", "docker.io/", "index.docker.io/", "registry-1.docker.io/", "nvcr.io/", "Docker.io/"]
+)
+REFERENCES = st.builds(
+    lambda host, ns, name, tag, digest: f"{host}{ns}{name}{tag}{digest}",
+    HUB,
+    st.sampled_from(["", "library/", "nvidia/", "runpod/", "NVIDIA/"]),
+    st.sampled_from(["cuda", "pytorch", "python", "CUDA", "cu da"]),
+    st.one_of(st.just(""), st.from_regex(r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,12}", fullmatch=True), st.just(":")),
+    st.one_of(st.just(""), st.from_regex(r"@sha256:[0-9a-f]{64}", fullmatch=True), st.just("@sha256:x")),
+)
+ARCHS = st.one_of(
+    st.from_regex(r"(sm|compute)_[0-9]{1,3}[afb]?", fullmatch=True),
+    st.from_regex(r"[0-9]{1,2}\.[0-9x][af]?", fullmatch=True),
+    st.text(alphabet="sm_.0123456789afx", max_size=8),
 )
 # Strings are the commonest hand-edit, so they get most of the weight.
 ODD_VALUES = st.one_of(
     st.text(max_size=12),
     SPECIAL,
+    REFERENCES,
+    ARCHS,
     st.text(alphabet="sm_.0123456789+cu-", max_size=10),
     st.none(),
     st.booleans(),
@@ -101,7 +134,9 @@ def run_check(workdir: Path, text: str, capsys: pytest.CaptureFixture[str]) -> N
     assert "Traceback" not in output and "internal error" not in output, output
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=EXAMPLES, deadline=DEADLINE_MS, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     mutations=st.lists(
         st.tuples(
@@ -125,7 +160,11 @@ def test_structural_mutations(
     run_check(workdir, yaml.safe_dump(doc, sort_keys=False), capsys)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=max(100, EXAMPLES // 3),
+    deadline=DEADLINE_MS,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(line=st.integers(0, 200), junk=st.text(max_size=20), cut=st.booleans())
 def test_text_mutations(
     workdir: Path, capsys: pytest.CaptureFixture[str], line: int, junk: str, cut: bool
@@ -137,3 +176,36 @@ def test_text_mutations(
     else:
         lines.insert(at, junk + "\n")
     run_check(workdir, "".join(lines), capsys)
+
+
+@st.composite
+def aliased_yaml(draw: st.DrawFn) -> str:
+    """The repository's matrix behind a block of anchors and aliases: nested fan-out (up to an
+    alias bomb), recursion, and merge keys into a GPU entry."""
+    depth = draw(st.integers(1, 9))
+    fanout = draw(st.integers(1, 9))
+    lines = ['x0: &x0 ["v"]']
+    for level in range(1, depth):
+        refs = ", ".join(f"*x{level - 1}" for _ in range(fanout))
+        lines.append(f"x{level}: &x{level} [{refs}]")
+    if draw(st.booleans()):
+        lines.append("loop: &loop [1, *loop]")
+    text = (REPO / "matrix.yaml").read_text()
+    if draw(st.booleans()):
+        merge = draw(st.sampled_from(["*gpu", "[*gpu]", "[1]", "*x0"]))
+        text = text.replace(
+            "  - {name: A40, runpod_id: NVIDIA A40, arch: sm_86, flash_attention: 2}",
+            "  - &gpu {name: A40, runpod_id: NVIDIA A40, arch: sm_86, flash_attention: 2}\n"
+            f"  - {{<<: {merge}, name: A6000}}",
+        )
+    return "\n".join(lines) + "\n" + text
+
+
+@settings(
+    max_examples=max(50, EXAMPLES // 3),
+    deadline=DEADLINE_MS,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(text=aliased_yaml())
+def test_aliases_merges_and_bombs(workdir: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
+    run_check(workdir, text, capsys)

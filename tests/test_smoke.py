@@ -208,3 +208,19 @@ def test_an_image_that_cannot_start_is_one_clear_failure(tmp_path: Path) -> None
     outcome = run_in_image(image, tmp_path, gpu=False)
     assert not outcome.passed and outcome.error is not None
     assert outcome.error.startswith(f"cannot start localhost:1/ghost@sha256:{'0' * 64}")  # by digest
+
+
+def test_smoke_runs_the_built_digest_even_if_the_tag_moved(
+    probe: Probe, registry_module: RegistryUnderTest, tmp_path: Path
+) -> None:
+    """A tag can be moved in the registry; the smoke run (and so a release) names the digest that
+    ran, because it runs repository@digest. Last in this module: it overwrites the probe's tag."""
+    import subprocess
+
+    subprocess.run(["docker", "tag", "python:3.11-slim", probe.image.tag], check=True)
+    subprocess.run(["docker", "push", "-q", probe.image.tag], check=True, capture_output=True)
+    subprocess.run(["docker", "rmi", probe.image.tag], check=True, capture_output=True)
+    outcome, document = run(probe, tmp_path)  # python:3.11-slim has no smoke suite: it would fail
+    assert outcome.passed, outcome.error
+    assert document["image"]["digest"] == probe.image.digest
+    assert probe.image.reference.endswith(f"@{probe.image.digest}")
