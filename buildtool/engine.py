@@ -126,7 +126,8 @@ class BuildxEngine:
             return None
         repo_digests = image.attrs.get("RepoDigests") or []
         # The registry's digest when it came from one; else the local image's own.
-        return str(repo_digests[0]).split("@", 1)[1] if repo_digests else str(image.id)
+        pinned = refs.try_parse(str(repo_digests[0])) if repo_digests else None
+        return pinned.digest if pinned and pinned.digest else str(image.id)
 
     def pull(self, ref: str) -> str | None:
         done = self._run("pull", "--quiet", ref)

@@ -16,7 +16,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from buildtool import facts
+from buildtool import facts, refs
 from buildtool.errors import BuildtoolError, ConfigError, Problem
 from buildtool.naming import Revision, variant_tags
 from buildtool.policy import CheckedPlan
@@ -147,7 +147,7 @@ def plan_release(
 def promote(plan: ReleasePlan, registry: Registry) -> tuple[list[str], list[str]]:
     """Move the tags: (moved, already there). Every exact-version tag is checked before any moves."""
     # plan.version is the full X.Y.Z: the X.Y and X tags never count as exact.
-    exact = {t for p in plan.promotions for t in p.tags if t.rsplit(":", 1)[1].endswith(plan.version)}
+    exact = {t for p in plan.promotions for t in p.tags if refs.parse(t).tag_or_latest.endswith(plan.version)}
     current = {t: registry.manifest(t) for p in plan.promotions for t in p.tags}
     clashes = []
     for p in plan.promotions:
