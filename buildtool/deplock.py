@@ -21,8 +21,9 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
+from buildtool import facts
 from buildtool.errors import EngineError, Location, Problem
 from buildtool.plan import Plan
 
@@ -68,7 +69,7 @@ def lock_jobs(plan: Plan) -> list[LockJob]:
         if not (image.template / INPUT_NAME).is_file():
             continue
         directories[image.name] = image.template
-        torch = Version(base.torch).public if base.torch and _is_version(base.torch) else None
+        torch = Version(base.torch).public if base.torch and facts.is_version(base.torch) else None
         by_image.setdefault(image.name, []).append((base.python, torch))
     jobs = []
     for name, bases in sorted(by_image.items()):
@@ -76,14 +77,6 @@ def lock_jobs(plan: Plan) -> list[LockJob]:
         torches = tuple(sorted({t for _, t in bases if t}))
         jobs.append(LockJob(name, directories[name], pythons[0], torches))
     return jobs
-
-
-def _is_version(text: str) -> bool:
-    try:
-        Version(text)
-    except InvalidVersion:
-        return False
-    return True
 
 
 def uv_command() -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from packaging.version import InvalidVersion, Version
+
 from buildtool.arch import Arch
 
 
@@ -185,3 +187,12 @@ def wheel_covers_arch(build: TorchBuild, arch: str) -> bool:
 def arch_list(build: TorchBuild) -> str:
     """TORCH_CUDA_ARCH_LIST notation: '7.5;8.0;9.0+PTX'."""
     return ";".join(a + ("+PTX" if a in build.ptx else "") for a in build.archs)
+
+
+def is_version(text: str) -> bool:
+    """Whether `text` is a PEP 440 version (torch's '2.11.0+cu130' is)."""
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True

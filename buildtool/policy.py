@@ -249,7 +249,7 @@ def check_tag_agrees(base: Base) -> list[Finding]:
         "cuda": base.cuda,
         "python": base.python,
         "cudnn": str(base.cudnn) if base.cudnn is not None else None,
-        "torch": Version(base.torch).public if base.torch and _is_version(base.torch) else None,
+        "torch": Version(base.torch).public if base.torch and facts.is_version(base.torch) else None,
     }
     out = []
     for key, from_tag in said.items():
@@ -264,14 +264,6 @@ def check_tag_agrees(base: Base) -> list[Finding]:
                 )
             )
     return out
-
-
-def _is_version(text: str) -> bool:
-    try:
-        Version(text)
-    except InvalidVersion:
-        return False
-    return True
 
 
 def check_gpu_flash_attention(gpu: Gpu) -> list[Finding]:
