@@ -290,6 +290,19 @@ def _handler_expression(image: _Image, module: _Module) -> tuple[ast.expr | None
 
 def analyse(path: Path, loaders: tuple[str, ...]) -> list[HandlerProblem]:
     """What is wrong with where the worker `path` loads its model; empty when nothing is."""
+    try:
+        return _analyse(path, loaders)
+    except RecursionError:
+        return [
+            HandlerProblem(
+                "the worker's calls nest too deeply to follow",
+                Location(path, 1),
+                "flatten the chain of calls from the handler, or split the worker into smaller modules",
+            )
+        ]
+
+
+def _analyse(path: Path, loaders: tuple[str, ...]) -> list[HandlerProblem]:
     image = _Image(path.parent)
     module = image.load(path)
     if module is None:

@@ -203,9 +203,10 @@ class _Converter:
     def convert(self, node: yaml.Node) -> Node:
         self.count += 1
         if self.count > MAX_NODES:
+            # Name the top-level entry whose aliases blew up (the root is line 1 for every file).
             raise self.fail(
                 f"the YAML expands to more than {MAX_NODES:,} values through its aliases",
-                node,
+                self.open[1] if len(self.open) > 1 else node,
                 "a matrix this large is an alias bomb, not a build matrix: write the values out, or "
                 "use fewer nested aliases",
             )

@@ -104,6 +104,7 @@ def test_an_alias_bomb_is_refused_at_once(cli, project: Project) -> None:  # typ
     result = cli("check", "--matrix", str(project.matrix))
     elapsed = time.monotonic() - started
     assert result.code == 2 and "expands to more than" in result.err and "alias bomb" in result.err
+    assert f"{project.matrix}:1:" not in result.err  # the entry whose aliases blew up, not the root
     assert elapsed < 1.0, f"took {elapsed:.2f} s"
     assert "Traceback" not in result.err
 
@@ -424,6 +425,20 @@ def test_a_config_dict_variable_and_a_module_level_engine_pass(tmp_path) -> None
         },
     )
     assert problems == []
+
+
+def test_a_call_chain_deeper_than_python_follows_is_one_finding(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    chain = "".join(f"def f{i}():\n    return f{i + 1}()\n" for i in range(3000))
+    problems = _worker(
+        tmp_path,
+        {
+            "handler.py": "import runpod, torch\nW = torch.load('w')\n"
+            + chain
+            + "def f3000():\n    return 1\n"
+            "def handler(job):\n    return f0()\n" + START
+        },
+    )
+    assert problems and "nest too deeply" in problems[0]
 
 
 def test_a_worker_without_any_load_is_still_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
