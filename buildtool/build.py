@@ -291,8 +291,9 @@ def _built_earlier(
             return None
         document = json.loads(registry.blob(v.tags.repository, str(config["digest"])))
         labels = (document.get("config") or {}).get("Labels") or {}
+        size = compressed_size(registry, v.tags.repository, existing)
     except (RegistryError, ValueError, KeyError, AttributeError):
-        return None
+        return None  # not verifiable: build it, and compare
     if labels.get(REVISION_LABEL) != revision or labels.get(VARIANT_LABEL) != v.name:
         return None
     created = labels.get(CREATED_LABEL) or None
@@ -305,7 +306,7 @@ def _built_earlier(
         v.base_ref,
         None,
         digest=existing.digest,
-        compressed_size=compressed_size(registry, v.tags.repository, existing),
+        compressed_size=size,
         log=log,
         created=created,
     )
