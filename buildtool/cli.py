@@ -20,14 +20,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from buildtool import api, smoke_runner
+from buildtool import api, github, smoke_runner
 from buildtool.build import BuildEvent, BuildResult
 from buildtool.errors import BuildError, BuildtoolError, ConfigError, Location, Problem, SelectionError
 from buildtool.naming import Revision, revision_of
@@ -99,53 +98,6 @@ def plan_tables(checked: CheckedPlan) -> list[Table]:
     return tables
 
 
-def plan_json(checked: CheckedPlan) -> dict[str, Any]:
-    """The GitHub Actions matrix (`strategy.matrix: ${{ fromJSON(...) }}`): one include entry per variant."""
-    entries = []
-    for cv in checked.variants:
-        v = cv.variant
-        entries.append(
-            {
-                "variant": cv.name,
-                "image": v.image.name,
-                "base": v.base.name,
-                "base_ref": v.base.ref,
-                "torch": v.base.torch,
-                "cuda": v.base.cuda,
-                "gpus": [g.name for g in cv.targets],
-                "runpod_gpu_ids": [g.runpod_id for g in cv.targets],
-                "archs": list(cv.archs),
-                "flash_attention": list(cv.flash_attention),
-                "default": cv.name == checked.plan.default_variant,
-                "refused_gpus": [
-                    {"gpu": r.gpu.name, "arch": r.gpu.arch, "reason": r.reason} for r in cv.refused
-                ],
-            }
-        )
-    return {"include": entries}
-
-
-def runner_labels(gpu_name: str) -> list[str]:
-    """Self-hosted runner labels for a GPU of the table: register GPU runners with these."""
-    return ["self-hosted", "linux", "x64", f"gpu-{gpu_name.lower()}"]
-
-
-def plan_json_per_gpu(checked: CheckedPlan) -> dict[str, Any]:
-    """The smoke job's matrix: one entry per variant and GPU target, `runs-on: ${{ matrix.runner }}`."""
-    entries = [
-        {
-            "variant": cv.name,
-            "gpu": gpu.name,
-            "arch": gpu.arch,
-            "runpod_gpu_id": gpu.runpod_id,
-            "runner": runner_labels(gpu.name),
-        }
-        for cv in checked.variants
-        for gpu in cv.targets
-    ]
-    return {"include": entries}
-
-
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--matrix", type=Path, default=Path("matrix.yaml"), help="default: ./matrix.yaml")
@@ -180,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         "--per-gpu",
         action="store_true",
         help="with --json: one entry per variant and GPU target, with its self-hosted runner labels",
+    )
+    p.add_argument(
+        "--github-output",
+        action="store_true",
+        help="in a GitHub Actions step: write both matrices (outputs matrix and smoke-matrix) to "
+        "$GITHUB_OUTPUT, where nothing else printed can reach them",
     )
     sub.add_parser("check", parents=[common, rendering], help="plan + every policy, nothing written")
     sub.add_parser(
@@ -286,8 +244,11 @@ def run(args: argparse.Namespace) -> int:
     matrix_path: Path = args.matrix
     if args.command == "plan":
         checked = api.plan_and_check(matrix_path, _select(args))
-        if args.json:
-            document = plan_json_per_gpu(checked) if args.per_gpu else plan_json(checked)
+        if args.github_output:
+            path = github.write_outputs(github.outputs_for(checked))
+            err.print(f"wrote {', '.join(github.OUTPUT_NAMES)} to {path}", markup=False)
+        elif args.json:
+            document = github.matrix(checked, "smoke-matrix" if args.per_gpu else "matrix")
             print(json.dumps(document, indent=2, sort_keys=True))
         else:
             out.print(*plan_tables(checked))

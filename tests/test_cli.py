@@ -7,7 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import COMMIT, REPO, Project, committed_copy, run_module
+from rehearsal import parse_file_command
+
+from buildtool import api, github
+from buildtool.errors import ConfigError
 
 
 def test_check_passes_on_the_repository_matrix_and_shows_b200_refused() -> None:
@@ -176,3 +181,52 @@ def test_plan_json_stays_one_json_document_on_a_github_runner() -> None:
     assert result.code == 0, result.err
     assert "::warning " in result.err
     assert "include" in json.loads(result.out)
+
+
+def test_plan_github_output_writes_both_matrices_where_nothing_else_reaches(tmp_path: Path) -> None:
+    output = tmp_path / "github_output"
+    output.write_text("earlier=kept\n")
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(output)}
+    result = run_module("plan", "--github-output", env=env)
+    assert result.code == 0, result.err
+    assert result.out == ""  # the warnings' annotations go to stderr, the matrices to the file
+    outputs = parse_file_command(output.read_text())
+    assert outputs.pop("earlier") == "kept"
+    assert sorted(outputs) == ["matrix", "smoke-matrix"]
+    assert json.loads(outputs["matrix"]) == json.loads(run_module("plan", "--json").out)
+    assert json.loads(outputs["smoke-matrix"]) == json.loads(run_module("plan", "--json", "--per-gpu").out)
+
+
+def test_plan_github_output_outside_a_runner_says_what_to_use() -> None:
+    result = run_module("plan", "--github-output", env={"GITHUB_OUTPUT": ""})
+    assert result.code == 2 and "$GITHUB_OUTPUT is not set" in result.err and "plan --json" in result.err
+
+
+def test_a_smoke_matrix_over_githubs_job_limit_is_refused_before_the_run(
+    project: Project, tmp_path: Path
+) -> None:
+    """45 GPUs x 7 variants: GitHub would refuse the smoke job's matrix (256 at most) at run time."""
+    rows = "".join(
+        f"  - {{name: G{n}, runpod_id: NVIDIA G{n}, arch: sm_90, flash_attention: 3}}\n" for n in range(40)
+    )
+    project.edit("gpus:\n", "gpus:\n" + rows)
+    output = tmp_path / "github_output"
+    for args in (("--github-output",), ("--json", "--per-gpu")):
+        result = run_module(
+            "plan", "--matrix", str(project.matrix), *args, env={"GITHUB_OUTPUT": str(output)}
+        )
+        assert result.code == 2, result.err
+        assert "smoke-matrix for GitHub Actions has" in result.err and "more than 256" in result.err
+        assert "--select" in result.err and "Traceback" not in result.err
+    assert not output.exists()  # nothing half-written
+    assert run_module("plan", "--matrix", str(project.matrix), "--json").code == 0  # 7 build jobs are fine
+
+
+def test_a_build_matrix_over_githubs_job_limit_names_the_matrix_file() -> None:
+    checked = api.plan_and_check(REPO / "matrix.yaml")
+    too_many = {"include": [{"variant": str(n)} for n in range(github.MAX_MATRIX_JOBS + 1)]}
+    with pytest.raises(ConfigError) as raised:
+        github.within_job_limit("matrix", too_many, checked)
+    [problem] = raised.value.problems
+    assert "has 257 jobs (one per variant)" in problem.message and problem.location is not None
+    assert problem.location.file.name == "matrix.yaml"

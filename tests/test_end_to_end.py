@@ -15,7 +15,7 @@ from conftest import REPO, Project, RegistryUnderTest, committed_copy, docker_ok
 from buildtool.localregistry import CONTAINER, VOLUME, answers
 from buildtool.naming import EMBEDDED_REGISTRY
 
-pytestmark = [pytest.mark.container, pytest.mark.slow]
+pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.torch_base]
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, run_module
+from expressions import Context, Evaluator, Missing
+from rehearsal import parse_file_command, status_functions
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 
@@ -25,7 +27,14 @@ def test_zizmor_reports_nothing() -> None:
     zizmor = shutil.which("zizmor")
     assert zizmor, "zizmor is not installed (pip install zizmor)"
     done = subprocess.run(
-        [zizmor, "--offline", "--no-progress", str(REPO / ".github" / "workflows")],
+        [
+            zizmor,
+            "--offline",
+            "--no-progress",
+            "--pedantic",
+            str(REPO / ".github" / "workflows"),
+            str(REPO / ".github" / "dependabot.yml"),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -74,6 +83,7 @@ def test_the_plan_the_workflow_consumes_is_what_the_cli_prints(tmp_path: Path) -
     plan = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yml").read_text())["jobs"]["plan"]
     script = next(s["run"] for s in plan["steps"] if s.get("id") == "plan")
     output = tmp_path / "github_output"
+    output.touch()
     bin_dir = tmp_path / "bin"  # `python` as the runner's setup-python provides it
     bin_dir.mkdir()
     # A wrapper, not a symlink: a virtualenv's Python run through a symlink elsewhere looks for
@@ -83,13 +93,84 @@ def test_the_plan_the_workflow_consumes_is_what_the_cli_prints(tmp_path: Path) -
     wrapper.chmod(0o755)
     env = {
         **os.environ,
+        "GITHUB_ACTIONS": "true",
         "GITHUB_OUTPUT": str(output),
         "PYTHONPATH": str(REPO),
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
     }
-    subprocess.run(["bash", "-e", "-c", script], cwd=REPO, env=env, check=True, capture_output=True)
-    outputs = dict(re.findall(r"^([\w-]+)<<PLAN_EOF\n(.*?)\nPLAN_EOF$", output.read_text(), re.S | re.M))
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    outputs = parse_file_command(output.read_text())
+    job_outputs = {
+        name: re.fullmatch(r"\$\{\{ steps\.plan\.outputs\.([\w-]+) \}\}", value)
+        for name, value in plan["outputs"].items()
+    }
+    assert all(job_outputs.values()) and {m.group(1) for m in job_outputs.values() if m} == set(outputs)
     assert json.loads(outputs["matrix"]) == json.loads(run_module("plan", "--json").out)
     assert json.loads(outputs["smoke-matrix"]) == json.loads(run_module("plan", "--json", "--per-gpu").out)
     for entry in json.loads(outputs["smoke-matrix"])["include"]:
         assert entry["runner"][:1] == ["self-hosted"] and entry["runner"][-1] == f"gpu-{entry['gpu'].lower()}"
+
+
+def jobs(workflow: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    return dict(yaml.safe_load(workflow.read_text())["jobs"])
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
+def test_every_job_has_a_timeout(workflow: Path) -> None:
+    for name, job in jobs(workflow).items():
+        assert 0 < int(job["timeout-minutes"]) <= 180, name
+
+
+def test_only_pull_requests_cancel_their_previous_run() -> None:
+    ci = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yml").read_text())
+    assert ci["concurrency"]["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
+    assert "github.sha" in ci["concurrency"]["group"]  # a push to main: a group of its own
+    release = yaml.safe_load((REPO / ".github" / "workflows" / "release.yml").read_text())
+    assert release["concurrency"] == {"group": "release", "cancel-in-progress": False}
+
+
+def test_gpu_jobs_run_for_pushes_only_and_after_a_partly_failed_build() -> None:
+    smoke = jobs(REPO / ".github" / "workflows" / "ci.yml")["smoke"]
+    assert smoke["runs-on"] == "${{ matrix.runner }}"
+    assert "!cancelled()" in smoke["if"] and "github.event_name == 'push'" in smoke["if"]
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
+def test_hand_off_artifacts_fail_when_empty_and_survive_a_rerun(workflow: Path) -> None:
+    for name, job in jobs(workflow).items():
+        for step in job.get("steps", []):
+            if step.get("uses", "").startswith("actions/upload-artifact@"):
+                assert step["with"]["if-no-files-found"] == "error", name
+                assert step["with"]["overwrite"] is True, name
+
+
+def test_dependabot_updates_the_actions_and_the_python_dependencies() -> None:
+    config = yaml.safe_load((REPO / ".github" / "dependabot.yml").read_text())
+    assert {u["package-ecosystem"] for u in config["updates"]} == {"github-actions", "pip"}
+
+
+def evaluate(text: str, failed: bool = False, **contexts: object) -> object:
+    return Evaluator({k: Context(k, v) for k, v in contexts.items()}, status_functions(failed)).evaluate(text)
+
+
+def test_the_rehearsals_expressions_follow_githubs_rules() -> None:
+    github = {"event_name": "push", "ref": "refs/heads/main"}
+    assert evaluate("github.event_name == 'PUSH'", github=github) is True  # case-insensitive
+    assert evaluate("github.event_name == 'pull_request' && 'yes' || 'no'", github=github) == "no"
+    assert evaluate("!cancelled() && github.event_name == 'push'", github=github) is True
+    assert evaluate("success()", failed=True) is False and evaluate("always()", failed=True) is True
+    assert evaluate("fromJSON('{\"include\": [1]}').include[0]") == 1
+    assert evaluate("success() && steps.nope.outputs.x", failed=True) is False  # short-circuit
+    with pytest.raises(Missing, match=r"steps\.plan\.outputs\.smoke is not set \(set: matrix\)"):
+        evaluate(
+            "steps.plan.outputs.smoke",
+            steps={"plan": {"outputs": Context("steps.plan.outputs", {"matrix": ""})}},
+        )
