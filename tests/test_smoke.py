@@ -17,7 +17,7 @@ from conftest import REPO, RegistryUnderTest, committed_copy, git, running_regis
 from buildtool import api
 from buildtool.smoke_runner import BuiltImage, SmokeOutcome, run_in_image
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.torch_base]
 KERNELS = REPO / "tests" / "kernels"
 VARIANT = "probe-runpod-torch211-cu130"
 
@@ -71,10 +71,16 @@ def test_every_check_passes_on_a_good_image(probe: Probe, tmp_path: Path) -> Non
         "model.handler",
         "attention.sdpa.math",
         "attention.sdpa.flash",
+        "attention.sdpa.default",
         "attention.kernel.sdpa-attention",
         "attention.expected-backend",
     ):
         assert statuses[name] == "pass", (name, check(document, name)["message"])
+    # Which backend each case ran is observed and recorded: forced ones ran what was forced.
+    for backend in ("math", "flash"):
+        cases = check(document, f"attention.sdpa.{backend}")["data"]["cases"]
+        assert cases and all(c["dispatch"] == [backend] for c in cases), cases
+    assert check(document, "attention.expected-backend")["data"]["observed"] == ["flash"]
     assert statuses["environment.device-arch"] == "skipped"  # no GPU here: skipped, with the reason
     assert check(document, "environment.device-arch")["message"] == "no CUDA device"
     assert check(document, "model.load")["data"]["load_seconds"] > 0
@@ -96,8 +102,36 @@ def test_a_planted_nan_in_an_attention_output_fails(probe: Probe, tmp_path: Path
     outcome, document = run(probe, tmp_path, SDPA_ATTENTION_PLANT_NAN="1")
     assert not outcome.passed
     assert "attention.kernel.sdpa-attention" in outcome.failed_checks
-    assert "relative error nan" in check(document, "attention.kernel.sdpa-attention")["message"]
+    assert "with NaN or inf" in check(document, "attention.kernel.sdpa-attention")["message"]
     assert check(document, "attention.sdpa.math")["status"] == "pass"  # only the bad kernel fails
+
+
+def test_a_single_wrong_row_fails_and_is_named(probe: Probe, tmp_path: Path) -> None:
+    outcome, document = run(probe, tmp_path, SDPA_ATTENTION_PLANT_ROW="1")
+    assert outcome.failed_checks == ("attention.kernel.sdpa-attention", "attention.expected-backend") or (
+        outcome.failed_checks == ("attention.kernel.sdpa-attention",)
+    ), outcome.failed_checks
+    message = check(document, "attention.kernel.sdpa-attention")["message"]
+    assert "1 row(s) over the bound, worst at (batch, head, query) (0, 0, " in message, message
+
+
+def test_a_kernel_that_kills_its_process_fails_only_its_own_check(probe: Probe, tmp_path: Path) -> None:
+    outcome, document = run(probe, tmp_path, SDPA_ATTENTION_PLANT_FAULT="1")
+    assert "attention.kernel.sdpa-attention" in outcome.failed_checks
+    assert "its process died (signal 11)" in check(document, "attention.kernel.sdpa-attention")["message"]
+    for name in ("attention.sdpa.math", "attention.sdpa.flash", "attention.sdpa.default"):
+        assert check(document, name)["status"] == "pass", name  # their processes were not touched
+
+
+def test_out_of_memory_at_a_shape_is_unsupported_there_not_a_failure(probe: Probe, tmp_path: Path) -> None:
+    outcome, document = run(probe, tmp_path, SDPA_ATTENTION_PLANT_OOM="200")
+    assert outcome.passed, outcome.failed_checks
+    kernel = check(document, "attention.kernel.sdpa-attention")
+    assert kernel["status"] == "pass", kernel["message"]
+    assert "shapes out of memory" in kernel["message"]
+    out_of_memory = kernel["data"]["out_of_memory"]
+    assert out_of_memory and all(o["case"].startswith("q1-k383") for o in out_of_memory), out_of_memory
+    assert "Tried to allocate" in out_of_memory[0]["error"]
 
 
 def test_a_handler_that_loads_its_model_per_request_fails(probe: Probe, tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from smoke.checks.attention import Case, KernelEntry, expected_backend, read_lock
+from smoke.checks.attention import KernelEntry, expected_backend, read_lock
 from smoke.checks.environment import arch_covered, libcuda_verdict, parse_driver_version
+from smoke.checks.numerics import Case, cases
 from smoke.expect import Expectations
 from smoke.result import Check, SuiteResult
 
@@ -26,6 +27,11 @@ TORCH_211_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
         ("sm_110", TORCH_211_ARCHS, False),  # no sm_11x cubin, no PTX
         ("sm_100", ["sm_80", "sm_90", "compute_90"], True),  # PTX JITs forward
         ("sm_86", ["sm_90", "compute_90"], False),  # PTX never runs backward
+        ("sm_103", ["sm_90", "sm_100f"], True),  # family-specific: every 10.x from 10.0 on
+        ("sm_120", ["sm_90", "sm_100f", "compute_100f"], False),  # a family stays in its major
+        ("sm_90", ["sm_90a"], True),
+        ("sm_100", ["sm_90a", "compute_90a"], False),  # arch-specific: that arch only
+        ("sm_90", ["sm_80", "gfx942", "", "sm_9x"], False),  # unreadable entries cover nothing
     ],
 )
 def test_arch_coverage(arch: str, arch_list: list[str], covered: bool) -> None:
@@ -56,12 +62,21 @@ def test_h100_must_get_fa3() -> None:
     assert verdict.status == "fail" and "attention.kernel.flash-attn3" in verdict.message
 
 
-def test_a100_gets_fa2_and_images_without_fa_get_torch_flash() -> None:
+def dispatched(*backends: list[str], status: str = "pass") -> list[Check]:
+    """attention.sdpa.default as it ran: the backends observed for each (square) case."""
+    cases = [{"case": f"s128-case{i}", "dispatch": b} for i, b in enumerate(backends)]
+    return [Check("attention.sdpa.default", status, data={"cases": cases})]  # type: ignore[arg-type]
+
+
+def test_a100_gets_fa2_and_images_without_fa_get_a_fused_sdpa_backend_as_observed() -> None:
     ran = results(attention__kernel__flash_attn2="pass")
     assert expected_backend(ran, [FA3, FA2], BOTH, "sm_80").status == "pass"
     no_fa = Expectations()
-    assert expected_backend(results(attention__sdpa__flash="pass"), [], no_fa, "sm_90").status == "pass"
-    assert expected_backend(results(attention__sdpa__flash="skipped"), [], no_fa, "sm_90").status == "fail"
+    assert expected_backend(dispatched(["cudnn"], ["flash"]), [], no_fa, "sm_90").status == "pass"
+    # What ran is observed: a check named flash that passed is not enough if math ran.
+    verdict = expected_backend(dispatched(["flash"], ["math"]), [], no_fa, "sm_90")
+    assert verdict.status == "fail" and "case1 ran ['math']" in verdict.message
+    assert expected_backend(dispatched(["flash"], status="fail"), [], no_fa, "sm_90").status == "fail"
 
 
 def test_fa3_expected_but_not_in_the_lock_fails() -> None:
@@ -69,9 +84,10 @@ def test_fa3_expected_but_not_in_the_lock_fails() -> None:
     assert verdict.status == "fail" and "no kernel for it" in verdict.message
 
 
-def test_the_cpu_expects_the_math_backend() -> None:
-    assert expected_backend(results(attention__sdpa__math="pass"), [], BOTH, None).status == "pass"
-    assert expected_backend(results(attention__sdpa__math="fail"), [], BOTH, None).status == "fail"
+def test_the_cpu_expects_torchs_cpu_flash_backend() -> None:
+    assert expected_backend(dispatched(["flash"]), [], BOTH, None).status == "pass"
+    assert expected_backend(dispatched(["math"]), [], BOTH, None).status == "fail"
+    assert expected_backend(results(attention__sdpa__math="pass"), [], BOTH, None).status == "fail"
 
 
 def test_driver_version_from_proc() -> None:
@@ -99,10 +115,22 @@ def test_libcuda_verdicts() -> None:
 
 
 def test_flops_follow_the_forward_formula() -> None:
-    full = Case(1, 8, 8, 8192, 128, False, "bfloat16")
+    full = Case(1, 8, 8, 8192, 8192, 128, False, "bfloat16")
     assert full.flops == 4 * 1 * 8 * 8192 * 8192 * 128
-    assert Case(1, 8, 2, 8192, 128, True, "bfloat16").flops == full.flops / 2
+    assert Case(1, 8, 2, 8192, 8192, 128, True, "bfloat16").flops == full.flops / 2
     assert full.label() == "s8192-d128-h8-full-bfloat16"
+    decode = Case(2, 8, 2, 1, 4097, 64, True, "float16")
+    assert decode.flops == 4 * 2 * 8 * 1 * 4097 * 64  # one query row: the mask hides nothing
+    assert decode.label() == "q1-k4097-d64-gqa8:2-causal-float16"
+
+
+def test_cases_cover_odd_lengths_cross_and_decode_shapes() -> None:
+    for on_gpu in (False, True):
+        every = cases(on_gpu)
+        assert any(c.q_len == c.k_len and c.k_len % 2 == 1 for c in every)  # a tail tile
+        assert any(c.q_len == 1 and c.k_len > 1 for c in every)  # decode
+        assert any(1 < c.q_len < c.k_len for c in every)
+        assert any(c.kv_heads < c.heads for c in every) and any(c.causal for c in every)
 
 
 def test_results_as_json_and_junit(tmp_path: Path) -> None:

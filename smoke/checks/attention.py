@@ -1,26 +1,32 @@
-"""Attention kernels for correctness and speed: torch SDPA with each backend forced, and the
-FlashAttention kernels baked into the image (loaded through `kernels`, offline).
+"""Attention kernels for correctness and speed: torch SDPA with each backend forced and as torch
+dispatches it, and the FlashAttention kernels baked into the image (loaded through `kernels`, offline).
 
-Each case draws fresh random inputs (never zeros) and compares with a reference computed in float64
-on the CPU (float32 on a GPU); bf16/fp16 pass under 1e-2 relative error, float32 under 1e-4; NaN or
-infinity never passes. On a GPU, time comes from CUDA events after warm-up, reported as TFLOP/s
-(4*b*h*s^2*d for the forward pass, half of it when causal).
+Each check runs in a process of its own (`python -m smoke.checks.attention SPEC`), so that a kernel
+that faults (illegal memory access, abort) fails its own check and leaves the CUDA context of the
+others alone. Each case draws fresh random inputs and is judged as FlashAttention's tests judge
+(smoke/checks/numerics.py). Out of memory at a shape is "unsupported at this shape", with torch's
+message, not a failure. The backend that ran is observed, not assumed: the profiler's operator names
+for each case (`dispatch` in the JSON). On a GPU, time comes from CUDA events after warm-up, reported
+as TFLOP/s.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from smoke.checks.numerics import attention_math, cases, judge
 from smoke.expect import Expectations
 from smoke.result import Check
 
-TOLERANCE = {"bfloat16": 1e-2, "float16": 1e-2, "float32": 1e-4}
 SDPA_BACKENDS = {
     "math": "MATH",
     "flash": "FLASH_ATTENTION",
@@ -28,66 +34,15 @@ SDPA_BACKENDS = {
     "cudnn": "CUDNN_ATTENTION",
 }
 UNSUPPORTED_MARKS = ("No viable backend", "No available kernel", "not supported", "only supports")
-
-
-@dataclass(frozen=True)
-class Case:
-    batch: int
-    heads: int
-    kv_heads: int  # < heads: grouped-query attention
-    seq: int
-    head_dim: int
-    causal: bool
-    dtype: str
-
-    @property
-    def flops(self) -> float:
-        total = 4.0 * self.batch * self.heads * self.seq * self.seq * self.head_dim
-        return total / 2 if self.causal else total
-
-    def label(self) -> str:
-        gqa = f"gqa{self.heads}:{self.kv_heads}" if self.kv_heads != self.heads else f"h{self.heads}"
-        return f"s{self.seq}-d{self.head_dim}-{gqa}-{'causal' if self.causal else 'full'}-{self.dtype}"
-
-
-def cases(on_gpu: bool, quick: bool = False) -> list[Case]:
-    seqs: tuple[int, ...] = (1024, 4096, 8192) if on_gpu else (128, 384)
-    dtypes: tuple[str, ...] = ("bfloat16", "float16") if on_gpu else ("bfloat16", "float32")
-    if quick:
-        seqs, dtypes = seqs[:1], dtypes[:1]
-    out = []
-    for seq in seqs:
-        for head_dim in (64, 128, 256):
-            for causal in (False, True):
-                for kv_heads in (8, 2):
-                    for dtype in dtypes:
-                        out.append(Case(1 if seq > 2048 else 2, 8, kv_heads, seq, head_dim, causal, dtype))
-    return out
-
-
-def reference(q: Any, k: Any, v: Any, causal: bool) -> Any:
-    """Plain softmax(QK^T / sqrt(d)) V in float64 on the CPU, or float32 on a GPU."""
-    import torch
-
-    precise = torch.float32 if q.is_cuda else torch.float64
-    q, k, v = q.to(precise), k.to(precise), v.to(precise)
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    scores = (q @ k.transpose(-1, -2)) / (q.shape[-1] ** 0.5)
-    if causal:
-        seq = q.shape[-2]
-        mask = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
-        scores = scores.masked_fill(mask, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
-
-
-def relative_error(out: Any, ref: Any) -> float:
-    import torch
-
-    difference = out.to(ref.dtype) - ref
-    if not torch.isfinite(out).all():
-        return float("nan")
-    return float(difference.norm() / ref.norm())
+# The profiler's operator names, most specific first: which SDPA backend ran.
+DISPATCH_OPS = (
+    ("_scaled_dot_product_flash_attention", "flash"),
+    ("_scaled_dot_product_cudnn_attention", "cudnn"),
+    ("_scaled_dot_product_efficient_attention", "efficient"),
+    ("_scaled_dot_product_fused_attention_overrideable", "overrideable"),
+    ("_scaled_dot_product_attention_math", "math"),
+)
+CHECK_TIMEOUT = 1800  # seconds for one check's process
 
 
 def _time(run: Callable[[], Any], on_gpu: bool, iterations: int) -> float:
@@ -111,92 +66,168 @@ def _time(run: Callable[[], Any], on_gpu: bool, iterations: int) -> float:
 
 
 # An attention implementation: (q, k, v in (batch, heads, seq, dim), causal) -> output in the same layout.
+# Causal with q_len != k_len is aligned to the bottom right (numerics.causal_mask).
 Attention = Callable[[Any, Any, Any, bool], Any]
 
 
+def observed_backends(run: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """Run once under the profiler: the output, and the SDPA backends whose operators ran."""
+    import torch
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profile:
+        out = run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    names = {event.name for event in profile.events()}
+    seen = []
+    for op, backend in DISPATCH_OPS:
+        if any(op in name for name in names) and backend not in seen:
+            seen.append(backend)
+    return out, seen
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
 def exercise(name: str, attention: Attention, device: str, quick: bool) -> Check:
-    """Run every case through `attention`; fail on any error over tolerance or non-finite output."""
+    """Run every case through `attention`; fail on any output over its bound or not finite."""
     import torch
 
     on_gpu = device == "cuda"
     results: list[dict[str, Any]] = []
     unsupported: list[str] = []
+    out_of_memory: list[dict[str, str]] = []
     failures: list[str] = []
     began = time.perf_counter()
     for case in cases(on_gpu, quick):
         dtype = getattr(torch, case.dtype)
-        shape_q = (case.batch, case.heads, case.seq, case.head_dim)
-        shape_kv = (case.batch, case.kv_heads, case.seq, case.head_dim)
-        q = torch.randn(shape_q, device=device, dtype=dtype)
-        k = torch.randn(shape_kv, device=device, dtype=dtype)
-        v = torch.randn(shape_kv, device=device, dtype=dtype)
+        causal = case.causal
+        q = torch.randn((case.batch, case.heads, case.q_len, case.head_dim), device=device, dtype=dtype)
+        k = torch.randn((case.batch, case.kv_heads, case.k_len, case.head_dim), device=device, dtype=dtype)
+        v = torch.randn((case.batch, case.kv_heads, case.k_len, case.head_dim), device=device, dtype=dtype)
         try:
-            out = attention(q, k, v, case.causal)
-        except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
-            if any(mark in str(exc) for mark in UNSUPPORTED_MARKS):
+
+            def call(q: Any = q, k: Any = k, v: Any = v, causal: bool = causal) -> Any:
+                return attention(q, k, v, causal)
+
+            out, dispatch = observed_backends(call)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                out_of_memory.append({"case": case.label(), "error": str(exc).splitlines()[0][:300]})
+                if on_gpu:
+                    torch.cuda.empty_cache()
+                continue
+            if isinstance(exc, (RuntimeError, ValueError, TypeError, NotImplementedError)) and any(
+                mark in str(exc) for mark in UNSUPPORTED_MARKS
+            ):
                 unsupported.append(case.label())
                 continue
             failures.append(f"{case.label()}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
             continue
-        error = relative_error(out, reference(q, k, v, case.causal))
-        entry: dict[str, Any] = {"case": case.label(), "relative_error": error}
-        if not error < TOLERANCE[case.dtype]:  # NaN compares false: never passes
-            failures.append(f"{case.label()}: relative error {error:.3g} (limit {TOLERANCE[case.dtype]:g})")
+        verdict = judge(
+            out, attention_math(q, k, v, case.causal), attention_math(q, k, v, case.causal, dtype)
+        )
+        entry: dict[str, Any] = {
+            "case": case.label(),
+            "max_error": verdict.max_error,
+            "bound": verdict.bound,
+            "dispatch": dispatch,
+        }
+        if not verdict.passed:
+            failures.append(f"{case.label()}: {verdict.why}")
         elif on_gpu or not quick:
-
-            def call(q: Any = q, k: Any = k, v: Any = v, causal: bool = case.causal) -> Any:
-                return attention(q, k, v, causal)
-
             seconds = _time(call, on_gpu, 10 if on_gpu else 1)
             entry["tflops"] = case.flops / seconds / 1e12
         results.append(entry)
-    seconds = time.perf_counter() - began
-    data: dict[str, Any] = {"device": device, "cases": results, "unsupported": unsupported}
+    return summarise(name, device, results, unsupported, out_of_memory, failures, time.perf_counter() - began)
+
+
+def summarise(
+    name: str,
+    device: str,
+    results: list[dict[str, Any]],
+    unsupported: list[str],
+    out_of_memory: list[dict[str, str]],
+    failures: list[str],
+    seconds: float,
+) -> Check:
+    data: dict[str, Any] = {
+        "device": device,
+        "cases": results,
+        "unsupported": unsupported,
+        "out_of_memory": out_of_memory,
+        "dispatch": sorted({b for r in results for b in r["dispatch"]}),
+    }
     rates = [r["tflops"] for r in results if "tflops" in r]
     if rates:
         data["best_tflops"] = max(rates)
-    if results:
-        data["max_relative_error"] = max(r["relative_error"] for r in results)
     if failures:
-        return Check(
-            name,
-            "fail",
-            f"{len(failures)} of {len(results) + len(failures)} cases failed: {failures[0]}",
-            seconds,
-            {**data, "failures": failures},
-        )
+        total = len(results) + len(failures)
+        message = f"{len(failures)} of {total} cases failed: {failures[0]}"
+        return Check(name, "fail", message, seconds, {**data, "failures": failures})
     if not results:
-        return Check(
-            name,
-            "skipped",
-            f"not available on {device}: {unsupported[0] if unsupported else ''}",
-            seconds,
-            data,
-        )
+        why = unsupported[0] if unsupported else (out_of_memory[0]["error"] if out_of_memory else "")
+        return Check(name, "skipped", f"not available on {device}: {why}", seconds, data)
     best = f", best {data['best_tflops']:.1f} TFLOP/s" if rates else ""
-    return Check(
-        name,
-        "pass",
-        f"{len(results)} cases, max relative error {data['max_relative_error']:.2g}{best}"
-        f"{f', {len(unsupported)} shapes unsupported' if unsupported else ''}",
-        seconds,
-        data,
+    worst = max(r["max_error"] / r["bound"] for r in results if r["bound"] > 0)
+    extra = "".join(
+        f", {len(items)} shapes {what}"
+        for items, what in ((unsupported, "unsupported"), (out_of_memory, "out of memory"))
+        if items
     )
+    message = (
+        f"{len(results)} cases within bounds (worst at {worst:.0%} of its bound){best}{extra}; "
+        f"ran {data['dispatch']}"
+    )
+    return Check(name, "pass", message, seconds, data)
 
 
-def sdpa(backend: str) -> Attention:
+def sdpa_has_enable_gqa() -> bool:
+    """torch 2.5 added enable_gqa; on older torch the grouped keys are repeated here instead."""
     import torch
+
+    try:
+        return "enable_gqa" in inspect.signature(torch.nn.functional.scaled_dot_product_attention).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: its docstring lists the arguments
+        return "enable_gqa" in (torch.nn.functional.scaled_dot_product_attention.__doc__ or "")
+
+
+def sdpa(backend: str | None) -> Attention:
+    """torch SDPA with one backend forced, or (None) as torch dispatches it."""
+    import torch
+
+    gqa = sdpa_has_enable_gqa()
+
+    def call(q: Any, k: Any, v: Any, causal: bool) -> Any:
+        extra: dict[str, Any] = {}
+        if k.shape[1] != q.shape[1]:
+            if gqa:
+                extra["enable_gqa"] = True
+            else:
+                groups = q.shape[1] // k.shape[1]
+                k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        if causal and q.shape[-2] != k.shape[-2]:
+            from torch.nn.attention.bias import causal_lower_right
+
+            extra["attn_mask"] = causal_lower_right(q.shape[-2], k.shape[-2])
+            causal = False
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, **extra)
+
+    if backend is None:
+        return call
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     chosen = getattr(SDPBackend, SDPA_BACKENDS[backend])
 
-    def run(q: Any, k: Any, v: Any, causal: bool) -> Any:
+    def forced(q: Any, k: Any, v: Any, causal: bool) -> Any:
         with sdpa_kernel([chosen]):
-            return torch.nn.functional.scaled_dot_product_attention(
-                q, k, v, is_causal=causal, enable_gqa=k.shape[1] != q.shape[1]
-            )
+            return call(q, k, v, causal)
 
-    return run
+    return forced
 
 
 @dataclass(frozen=True)
@@ -209,7 +240,8 @@ class KernelEntry:
     function: str  # e.g. flash_attn_func: (q, k, v in (batch, seq, heads, dim), causal=...) -> out
     archs: tuple[str, ...]  # GPU archs it runs on; empty: any device, the CPU included
     flash_attention: int | None = None
-    local_path: str | None = None  # baked from a local directory (LOCAL_KERNELS)
+    local_path: str | None = None  # the baked build variant's directory (the bake step writes it)
+    commit: str | None = None  # the commit a Hub revision resolved to when baked
 
 
 def read_lock(path: Path | None) -> list[KernelEntry]:
@@ -220,16 +252,15 @@ def read_lock(path: Path | None) -> list[KernelEntry]:
 
 
 def load_kernel(entry: KernelEntry) -> Any:
-    """Through the real `kernels` loader, offline: from LOCAL_KERNELS or the baked Hub cache."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    if entry.local_path:
-        overrides = [o for o in os.environ.get("LOCAL_KERNELS", "").split(":") if o]
-        if f"{entry.repo_id}={entry.local_path}" not in overrides:
-            overrides.append(f"{entry.repo_id}={entry.local_path}")
-        os.environ["LOCAL_KERNELS"] = ":".join(overrides)
-    from kernels import get_kernel
+    """Through the real `kernels` loader, offline, from the directory the bake step recorded:
+    independent of the Hub cache's layout (huggingface_hub 1.22 and later refuse an incomplete
+    snapshot offline) and of the Hub."""
+    os.environ["HF_HUB_OFFLINE"] = "1"  # this check's own process: set before kernels is imported
+    if not entry.local_path:
+        raise FileNotFoundError(f"the kernels lock records no baked directory for {entry.repo_id}")
+    from kernels import get_local_kernel
 
-    return get_kernel(entry.repo_id, revision=entry.revision, trust_remote_code=[entry.repo_id])
+    return get_local_kernel(Path(entry.local_path), trust_remote_code=[entry.repo_id])
 
 
 def kernel_attention(module: Any, function: str) -> Attention:
@@ -271,11 +302,21 @@ def kernel_check(entry: KernelEntry, device: str, arch: str | None, quick: bool)
     )
 
 
+# What torch's SDPA dispatches to, when nothing is forced: its priority order, then each backend's
+# constraints. CPU: flash, then math (aten/src/ATen/native/transformers/sdp_utils_cpp.cpp,
+# priority_order_cpp). CUDA: a fused backend (flash, efficient or cuDNN, in an order that depends on
+# the torch version, the arch and cuDNN: aten/src/ATen/native/transformers/cuda/sdp_utils.cpp,
+# priority_order); the math backend on a GPU is the slow path the image must not end up on.
+EXPECTED_SDPA = {"cpu": ("flash",), "cuda": ("flash", "efficient", "cudnn")}
+
+
 def expected_backend(
     results: list[Check], entries: list[KernelEntry], expect: Expectations, arch: str | None
 ) -> Check:
-    """The backend this device must get: FA3 on sm_90 and FA2 on sm_80/86/89 when the image ships
-    FlashAttention; else torch's own flash SDPA on a GPU; the math SDPA on a CPU."""
+    """The backend this device must get, compared with what ran: FA3 on sm_90 and FA2 on
+    sm_80/86/89 when the image ships FlashAttention (its kernel check must pass: it ran that
+    kernel); else torch's own SDPA as dispatched, whose observed backends must be fused ones for
+    every case that has one (flash on a CPU)."""
     name = "attention.expected-backend"
     wanted_fa = None
     if arch == "sm_90" and 3 in expect.flash_attention:
@@ -292,32 +333,100 @@ def expected_backend(
                 "kernels lock has no kernel for it",
             )
         wanted = f"attention.kernel.{entry.name}"
-    else:
-        wanted = "attention.sdpa.flash" if arch else "attention.sdpa.math"
-    ran = next((c for c in results if c.name == wanted), None)
-    if ran is None or ran.status != "pass":
-        why = ran.message if ran else "it did not run"
+        ran = next((c for c in results if c.name == wanted), None)
+        if ran is None or ran.status != "pass":
+            why = ran.message if ran else "it did not run"
+            return Check(
+                name,
+                "fail",
+                f"{wanted} is expected on {arch} and did not pass: {why}",
+                data={"expected": wanted},
+            )
+        return Check(name, "pass", f"{wanted} ran on {arch}", data={"expected": wanted})
+    device = "cuda" if arch else "cpu"
+    allowed = EXPECTED_SDPA[device]
+    default = next((c for c in results if c.name == "attention.sdpa.default"), None)
+    if default is None or default.status != "pass":
+        why = default.message if default else "it did not run"
+        return Check(name, "fail", f"torch's SDPA as dispatched did not pass: {why}")
+    # Cases a fused backend takes (square ones, as the priority order's constraints allow).
+    square = [c for c in default.data.get("cases", []) if c["case"].startswith("s")]
+    off = [c["case"] + f" ran {c['dispatch']}" for c in square if not set(c["dispatch"]) & set(allowed)]
+    observed = sorted({b for c in default.data.get("cases", []) for b in c["dispatch"]})
+    data = {"expected": list(allowed), "observed": observed, "device": arch or "cpu"}
+    if off:
         return Check(
             name,
             "fail",
-            f"{wanted} is expected on {arch or 'the CPU'} and did not pass: {why}",
-            data={"expected": wanted},
+            f"torch's SDPA on {arch or 'the CPU'} should run {' or '.join(allowed)}; "
+            f"{len(off)} case(s) did not: {off[0]}",
+            data=data,
         )
-    return Check(name, "pass", f"{wanted} ran on {arch or 'the CPU'}", data={"expected": wanted})
+    return Check(name, "pass", f"torch's SDPA on {arch or 'the CPU'} ran {observed}", data=data)
+
+
+def run_one(spec: dict[str, Any], quick: bool) -> Check:
+    """One check in this process: {"sdpa": backend or null} or {"kernel": KernelEntry fields}."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if "kernel" in spec:
+        arch = None
+        if device == "cuda":
+            major, minor = torch.cuda.get_device_capability()
+            arch = f"sm_{major}{minor}"
+        fields = spec["kernel"]
+        return kernel_check(KernelEntry(**{**fields, "archs": tuple(fields["archs"])}), device, arch, quick)
+    backend = spec["sdpa"]
+    return exercise(f"attention.sdpa.{backend or 'default'}", sdpa(backend), device, quick)
+
+
+def isolated(name: str, spec: dict[str, Any], quick: bool) -> Check:
+    """`run_one` in a child process: a crash, abort or hang fails this check only."""
+    args = [sys.executable, "-m", "smoke.checks.attention", json.dumps(spec)] + (["--quick"] if quick else [])
+    began = time.perf_counter()
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        return Check(name, "fail", f"did not finish in {CHECK_TIMEOUT} s (a hung kernel?)", CHECK_TIMEOUT)
+    seconds = time.perf_counter() - began
+    last = done.stdout.strip().splitlines()[-1:] if done.stdout.strip() else []
+    if done.returncode == 0 and last:
+        document = json.loads(last[0])
+        return Check(**document)
+    how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit code {done.returncode}"
+    tail = done.stderr.strip().splitlines()[-3:]
+    return Check(
+        name,
+        "fail",
+        f"its process died ({how}): {' | '.join(tail)[-300:] or 'no output'}",
+        seconds,
+        {"stderr": done.stderr[-4000:]},
+    )
 
 
 def checks(expect: Expectations, quick: bool = False) -> list[Check]:
     import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     arch = None
-    if device == "cuda":
+    if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
         arch = f"sm_{major}{minor}"
-    results = [
-        exercise(f"attention.sdpa.{backend}", sdpa(backend), device, quick) for backend in SDPA_BACKENDS
-    ]
+    results = [isolated(f"attention.sdpa.{backend}", {"sdpa": backend}, quick) for backend in SDPA_BACKENDS]
+    results.append(isolated("attention.sdpa.default", {"sdpa": None}, quick))
     entries = read_lock(expect.kernels_lock)
-    results += [kernel_check(entry, device, arch, quick) for entry in entries]
+    results += [
+        isolated(f"attention.kernel.{entry.name}", {"kernel": asdict(entry)}, quick) for entry in entries
+    ]
     results.append(expected_backend(results, entries, expect, arch))
     return results
+
+
+def main(argv: list[str]) -> int:
+    check = run_one(json.loads(argv[0]), "--quick" in argv[1:])
+    print(json.dumps(asdict(check)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
