@@ -123,6 +123,24 @@ def render_vs_bake_print(matrix: Path) -> dict[str, float]:
     }
 
 
+def startup() -> dict[str, float]:
+    """`buildtool --help` against a bare interpreter start, median of 5 each: what a command costs
+    before it does anything (the stages are imported only by the commands that run them)."""
+
+    def command(*args: str) -> Callable[[], object]:
+        return lambda: subprocess.run([sys.executable, *args], check=True, capture_output=True, cwd=REPO)
+
+    bare = median_time(command("-c", "pass"), runs=5)
+    helped = median_time(command("-m", "buildtool", "--help"), runs=5)
+    plan = median_time(command("-m", "buildtool", "plan", "--json"), runs=5)
+    return {
+        "python_s": bare,
+        "buildtool_help_s": helped,
+        "buildtool_plan_json_s": plan,
+        "help_ratio": helped / bare,
+    }
+
+
 def start_registry() -> tuple[str, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -335,6 +353,7 @@ def main() -> int:
         work = Path(temporary)
         try:
             root = checkout(work)
+            results["startup"] = startup()
             results["render_repository"] = render_vs_bake_print(root / "matrix.yaml")
             results["render_1000"] = render_vs_bake_print(synthetic_matrix(work))
             if not args.skip_builds:

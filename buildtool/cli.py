@@ -20,17 +20,23 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from buildtool import api, github, smoke_runner
-from buildtool.build import BuildEvent, BuildResult
 from buildtool.errors import BuildError, BuildtoolError, ConfigError, Location, Problem, SelectionError
-from buildtool.naming import Revision, revision_of
-from buildtool.policy import CheckedPlan, Finding
+
+if TYPE_CHECKING:
+    from rich.live import Live
+
+    from buildtool.build import BuildEvent, BuildResult
+    from buildtool.naming import Revision
+    from buildtool.policy import CheckedPlan, Finding
+
+# The stages (api and what it imports: jinja2, yaml, docker, ...) are imported by the commands
+# that run them, so that `buildtool --help` and a mistyped option answer at once.
 
 KERNELS_LOCAL_HELP = (
     "a directory with one subdirectory per kernel of the images' kernels lock, baked instead of "
@@ -235,12 +241,16 @@ def _select(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _revision(args: argparse.Namespace) -> Revision | None:
+    from buildtool.naming import revision_of
+
     if not getattr(args, "commit", None):
         return None
     return revision_of(args.matrix.resolve().parent, args.commit)
 
 
 def run(args: argparse.Namespace) -> int:
+    from buildtool import api, github
+
     matrix_path: Path = args.matrix
     if args.command == "plan":
         checked = api.plan_and_check(matrix_path, _select(args))
@@ -302,6 +312,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from buildtool import api
+
     select = _select(args)
     if args.default:
         default = api.plan_and_check(args.matrix).plan.default_variant
@@ -366,6 +378,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_release(args: argparse.Namespace) -> int:
+    from buildtool import api
+
     options = api.ReleaseOptions(
         registry=args.registry,
         commit=args.commit,
@@ -407,6 +421,8 @@ def run_release(args: argparse.Namespace) -> int:
 
 
 def run_smoke(args: argparse.Namespace) -> int:
+    from buildtool import smoke_runner
+
     build_dir = args.build_dir or args.matrix.parent / "build"
     where = "on the GPU" if smoke_runner.host_has_gpu() else "on the CPU (no NVIDIA GPU here)"
     outcomes = smoke_runner.smoke(
@@ -467,6 +483,8 @@ class BuildDisplay:
 
     def __enter__(self) -> BuildDisplay:
         if self.console.is_terminal:
+            from rich.live import Live
+
             self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=True)
             self.live.__enter__()
         return self
