@@ -24,8 +24,9 @@ from buildtool.errors import (
     Problem,
     did_you_mean,
 )
+from buildtool.files import write_atomically
 from buildtool.localregistry import ensure_embedded_registry
-from buildtool.lock import lock_path_for, read_lock, write_atomically, write_lock
+from buildtool.lock import lock_path_for, read_lock, write_lock
 from buildtool.matrix import load_matrix
 from buildtool.naming import (
     EMBEDDED_REGISTRY,

@@ -26,7 +26,8 @@ from typing import Literal
 
 from buildtool import refs
 from buildtool.engine import BakeOutcome, Engine, Progress
-from buildtool.lock import read_lock, write_atomically
+from buildtool.files import write_atomically
+from buildtool.lock import read_lock
 from buildtool.registry import Registry, RegistryError, RemoteManifest, compressed_size
 from buildtool.render import LABEL_PREFIX, RenderedVariant, Rendering, oci_layout
 

@@ -268,7 +268,7 @@ def lock_problems(directory: Path, image: str) -> list[LockProblem]:
 
 def write_locks(plan: Plan, images: tuple[str, ...] = ()) -> list[Path]:
     """Generate and write the lock of each image (all images of the plan, or those named)."""
-    from buildtool.lock import write_atomically
+    from buildtool.files import write_atomically
 
     uv = uv_command()
     written = []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from buildtool.errors import ConfigError, Location, Problem
-from buildtool.lock import write_atomically
+from buildtool.files import write_atomically
 from buildtool.policy import CheckedPlan
 
 MAX_MATRIX_JOBS = 256  # GitHub's limit per strategy.matrix

@@ -8,12 +8,11 @@ digests, so that a base tag moving upstream cannot change an image silently.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from buildtool.errors import ConfigError, Location, Problem
+from buildtool.files import write_atomically
 
 LOCK_VERSION = 1
 
@@ -41,15 +40,3 @@ def write_lock(path: Path, digests: Mapping[str, str]) -> None:
     """Deterministic JSON, written to a temporary file and renamed into place."""
     data = {"version": LOCK_VERSION, "bases": {ref: {"digest": digests[ref]} for ref in sorted(digests)}}
     write_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -21,7 +21,7 @@ from buildtool.errors import BuildtoolError, ConfigError, Problem
 from buildtool.naming import Revision, variant_tags
 from buildtool.policy import CheckedPlan
 from buildtool.registry import Registry
-from buildtool.smoke_runner import read_results
+from buildtool.results import read_results
 
 
 class ReleaseRefused(BuildtoolError):

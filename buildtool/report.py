@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from buildtool.policy import CheckedPlan
-from buildtool.smoke_runner import read_results
+from buildtool.results import read_results
 
 REPORT_SCHEMA = "runpod-images/compat-report"
 REPORT_SCHEMA_VERSION = 1

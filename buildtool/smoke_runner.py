@@ -13,17 +13,16 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from buildtool import refs
 from buildtool.errors import ConfigError, Location, Problem
-from buildtool.lock import write_atomically
+from buildtool.files import write_atomically
 
 RESULTS_IN_CONTAINER = "/tmp/smoke-results"
-RESULT_SCHEMA = "runpod-images/smoke-result"  # smoke/result.py writes it
 SMOKE_PYTHONPATH = "/opt/smoke"
 
 
@@ -73,41 +72,6 @@ def built_images(build_dir: Path, select: tuple[str, ...] = ()) -> list[BuiltIma
             )
         )
     return images
-
-
-def read_results(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
-    """Smoke result documents (the suite's JSON), for the report and release stages. A file that is
-    missing or is not a result document is bad input: ConfigError, naming it."""
-    documents = []
-    for path in paths:
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(
-                Problem(
-                    f"cannot read the smoke result: {exc.strerror}",
-                    Location(path),
-                    hint="pass result files buildtool smoke or python -m smoke wrote",
-                )
-            ) from None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                Problem(
-                    f"not a smoke result: {exc}",
-                    Location(path),
-                    hint="pass result files buildtool smoke or python -m smoke wrote",
-                )
-            ) from None
-        if not isinstance(document, dict) or document.get("schema") != RESULT_SCHEMA:
-            raise ConfigError(
-                Problem(
-                    f"not a smoke result (schema is not {RESULT_SCHEMA})",
-                    Location(path),
-                    hint="pass result files buildtool smoke or python -m smoke wrote",
-                )
-            )
-        documents.append((path, document))
-    return documents
 
 
 def host_has_gpu() -> bool:

@@ -1,0 +1,134 @@
+"""The command line's arguments: one parser, its subcommands and their options (cli.py runs them)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+KERNELS_LOCAL_HELP = (
+    "a directory with one subdirectory per kernel of the images' kernels lock, baked instead of "
+    "fetching from the Hub (offline builds); passed as the named build context kernels-local"
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--matrix", type=Path, default=Path("matrix.yaml"), help="default: ./matrix.yaml")
+    common.add_argument(
+        "--select",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="only variants matching this shell pattern, e.g. 'worker-*cu130*' (repeatable)",
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    rendering = argparse.ArgumentParser(add_help=False)
+    rendering.add_argument(
+        "--registry",
+        help="image registry, e.g. ghcr.io/org (default: $REGISTRY, then matrix.yaml's registry)",
+    )
+    rendering.add_argument(
+        "--commit", help="git sha to label and tag with (default: HEAD of the matrix's repo)"
+    )
+    rendering.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
+    rendering.add_argument("--kernels-local", type=Path, help=KERNELS_LOCAL_HELP)
+
+    top = argparse.ArgumentParser(
+        prog="buildtool",
+        description="Build, check, smoke-test and release GPU container images for RunPod pods and "
+        "serverless workers, from matrix.yaml.",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan", parents=[common], help="expand the matrix and show the variants")
+    p.add_argument("--json", action="store_true", help="print the GitHub Actions matrix as JSON")
+    p.add_argument(
+        "--per-gpu",
+        action="store_true",
+        help="with --json: one entry per variant and GPU target, with its self-hosted runner labels",
+    )
+    p.add_argument(
+        "--github-output",
+        action="store_true",
+        help="in a GitHub Actions step: write both matrices (outputs matrix and smoke-matrix) to "
+        "$GITHUB_OUTPUT, where nothing else printed can reach them",
+    )
+    sub.add_parser("check", parents=[common, rendering], help="plan + every policy, nothing written")
+    sub.add_parser(
+        "render",
+        parents=[common, rendering],
+        help="plan + check + write build/<variant>/ and build/docker-bake.json",
+    )
+    b = sub.add_parser(
+        "build", parents=[common], help="render, then build, push and verify each variant; move tags last"
+    )
+    b.add_argument("--default", action="store_true", help="only the matrix's default_variant")
+    b.add_argument(
+        "--registry",
+        help="e.g. ghcr.io/org (default: $REGISTRY, matrix.yaml's registry, else an embedded "
+        "registry:2 on localhost:5000 that buildtool starts)",
+    )
+    b.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
+    b.add_argument("--kernels-local", type=Path, help=KERNELS_LOCAL_HELP)
+    b.add_argument(
+        "--locked",
+        action="store_true",
+        help="build FROM the base digests recorded in matrix.lock (buildtool lock writes it)",
+    )
+    b.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="with uncommitted changes, push mutable <base>-<sha>-dirty tags instead of refusing",
+    )
+    b.add_argument("--jobs", type=int, default=2, help="variants built at once (default 2)")
+    b.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build even when the registry already holds the commit's immutable tag (the digest must "
+        "then be the same)",
+    )
+    b.add_argument(
+        "--check-reproducible",
+        action="store_true",
+        help="then rebuild each variant from nothing (no build cache, no registry cache) and compare "
+        "digests; say which layer and files differ",
+    )
+    s = sub.add_parser("smoke", parents=[common], help="run the smoke suite inside each built image")
+    s.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
+    s.add_argument("--quick", action="store_true", help="one sequence length and dtype per attention shape")
+    results = argparse.ArgumentParser(add_help=False)
+    results.add_argument(
+        "--results",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="smoke result files (default: build/smoke/*.json and reports/samples/*.json)",
+    )
+    r = sub.add_parser(
+        "release",
+        parents=[common, results],
+        help="promote the tagged commit's tested digests to X.Y.Z, X.Y, X",
+    )
+    r.add_argument("tag", help="the release tag, vX.Y.Z")
+    r.add_argument("--registry", help="default: $REGISTRY, matrix.yaml's registry, else localhost:5000")
+    r.add_argument("--commit", help="the commit whose images to promote (default: the one the git tag names)")
+    r.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
+    r.add_argument("--dry-run", action="store_true", help="print what would move; move nothing")
+    sub.add_parser(
+        "lock",
+        parents=[common],
+        help="record the digest each base tag resolves to in matrix.lock (build --locked reads it)",
+    )
+    d = sub.add_parser(
+        "lock-deps",
+        parents=[common],
+        help="lock each image's Python dependencies (requirements.in -> requirements.lock, with hashes)",
+    )
+    d.add_argument(
+        "--image", action="append", default=[], help="only this image (repeatable; default: every image)"
+    )
+    rep = sub.add_parser(
+        "report", parents=[common, results], help="smoke results -> compatibility report per GPU"
+    )
+    rep.add_argument("--out", type=Path, help="directory for compat.md, .json, .html (default: reports/)")
+    rep.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
+    return top
