@@ -22,6 +22,7 @@ from buildtool.errors import (
     Location,
     PolicyError,
     Problem,
+    RegistryError,
     did_you_mean,
 )
 from buildtool.files import write_atomically
@@ -38,7 +39,7 @@ from buildtool.naming import (
 )
 from buildtool.plan import make_plan
 from buildtool.policy import CheckedPlan, check_plan
-from buildtool.registry import HttpRegistry, RegistryError
+from buildtool.registry import HttpRegistry
 from buildtool.release import ReleasePlan, plan_release, promote, release_document
 from buildtool.render import Rendering, check_rendering, context_sources, reaches_context, render_checked
 from buildtool.render import render as render_in_memory

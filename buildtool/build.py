@@ -26,9 +26,10 @@ from typing import Literal
 
 from buildtool import refs
 from buildtool.engine import BakeOutcome, Engine, Progress
+from buildtool.errors import RegistryError
 from buildtool.files import write_atomically
 from buildtool.lock import read_lock
-from buildtool.registry import Registry, RegistryError, RemoteManifest, compressed_size
+from buildtool.registry import Registry, RemoteManifest, compressed_size
 from buildtool.render import LABEL_PREFIX, RenderedVariant, Rendering, oci_layout
 
 MANIFEST_SCHEMA = 1

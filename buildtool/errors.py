@@ -97,6 +97,29 @@ class BuildError(BuildtoolError):
     exit_code = 1
 
 
+class ReleaseRefused(BuildtoolError):
+    """The release would move an existing version tag to another digest."""
+
+    exit_code = 2
+
+
+class RegistryError(BuildtoolError):
+    """The registry answered with an error (an escaped one is exit 1, with its message)."""
+
+    exit_code = 1
+
+    def __init__(self, problems: str | Problem | Iterable[Problem]) -> None:
+        super().__init__(Problem(problems) if isinstance(problems, str) else problems)
+
+
+class RegistryUnreachable(RegistryError):
+    """The registry did not answer."""
+
+
+class RegistryDenied(RegistryError):
+    """The registry answered, and refused (credentials)."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """'Perhaps you meant 'x'?' for the closest of `choices`, or None."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from buildtool import refs
+from buildtool.errors import RegistryDenied, RegistryError, RegistryUnreachable
 
 DOCKER_HUB_API = "registry-1.docker.io"  # docker.io's distribution API host
 MANIFEST_TYPES = (
@@ -31,18 +32,6 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
-
-
-class RegistryError(Exception):
-    """The registry answered with an error."""
-
-
-class RegistryUnreachable(RegistryError):
-    """The registry did not answer."""
-
-
-class RegistryDenied(RegistryError):
-    """The registry answered, and refused (credentials)."""
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,11 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from buildtool import facts, refs
-from buildtool.errors import BuildtoolError, ConfigError, Problem
+from buildtool.errors import ConfigError, Problem, ReleaseRefused
 from buildtool.naming import Revision, variant_tags
 from buildtool.policy import CheckedPlan
 from buildtool.registry import Registry
 from buildtool.results import read_results
-
-
-class ReleaseRefused(BuildtoolError):
-    """The release would move an existing version tag."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from buildtool.engine import Engine
-from buildtool.registry import Registry, RegistryError
+from buildtool.errors import RegistryError
+from buildtool.registry import Registry
 
 REPRODUCE_DIR = "reproduce"
 MAX_FILES_SHOWN = 20

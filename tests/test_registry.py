@@ -13,7 +13,8 @@ import bcrypt
 import pytest
 from conftest import free_port, running_registry
 
-from buildtool.registry import HttpRegistry, RegistryDenied, RegistryUnreachable
+from buildtool.errors import RegistryDenied, RegistryUnreachable
+from buildtool.registry import HttpRegistry
 
 pytestmark = pytest.mark.container
 USER, PASSWORD = "builder", "s3cret-for-tests"
