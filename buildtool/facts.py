@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from packaging.version import InvalidVersion, Version
 
 from buildtool.arch import Arch
+from smoke.archs import arch_covered, torch_arch_list
 
 
 @dataclass(frozen=True)
@@ -174,14 +175,11 @@ def flash_attention_for(arch: str) -> tuple[int, ...]:
 
 
 def wheel_covers_arch(build: TorchBuild, arch: str) -> bool:
-    """Whether the wheel runs on `arch`: a cubin of the same major and lower-or-equal minor
-    (CUDA binary compatibility), or PTX of a lower-or-equal capability (JIT)."""
+    """Whether the wheel runs on `arch`, by the rule the smoke suite applies in the image to the
+    list torch reports (smoke/archs.py): a cubin of the same major and lower-or-equal minor, or PTX
+    of a lower-or-equal capability."""
     major, minor = arch_number(arch)
-    for cubin in build.archs:
-        c_major, c_minor = arch_number(cubin)
-        if c_major == major and c_minor <= minor:
-            return True
-    return any(arch_number(p) <= (major, minor) for p in build.ptx)
+    return arch_covered(f"sm_{major}{minor}", torch_arch_list(build.archs, build.ptx))
 
 
 def arch_list(build: TorchBuild) -> str:

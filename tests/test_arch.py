@@ -49,3 +49,29 @@ def test_any_text_parses_or_says_why(text: str) -> None:
 def test_torch_and_cuda_spellings(written: str, capability: tuple[int, int], torch: str) -> None:
     arch = Arch.parse(written)
     assert arch.capability == capability and arch.torch_entry == torch
+
+
+def test_the_policy_and_the_smoke_suite_judge_arch_coverage_alike() -> None:
+    """One rule (smoke/archs.py): the policy applies it to the arch list a wheel was built with,
+    the smoke suite to the list torch reports in the image. For the measured wheel the lists are
+    the same, so every GPU of the table gets the same verdict from both."""
+    from buildtool import facts
+    from smoke.archs import arch_covered, torch_arch_list
+    from smoke.checks.environment import arch_covered as suite_rule
+
+    measured = next(b for b in facts.TORCH_BUILDS if b.torch == "2.11.0" and b.local == "cu130")
+    reported = [
+        "sm_75",
+        "sm_80",
+        "sm_86",
+        "sm_90",
+        "sm_100",
+        "sm_120",
+    ]  # what that wheel printed (its source)
+    assert torch_arch_list(measured.archs, measured.ptx) == reported
+    assert suite_rule is arch_covered
+    for arch in ("sm_70", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_103", "sm_110", "sm_120"):
+        assert facts.wheel_covers_arch(measured, arch) == arch_covered(arch, reported), arch
+    with_ptx = next(b for b in facts.TORCH_BUILDS if b.ptx)
+    assert torch_arch_list(with_ptx.archs, with_ptx.ptx)[-1] == "compute_120"
+    assert facts.wheel_covers_arch(with_ptx, "sm_121") and not facts.wheel_covers_arch(measured, "sm_110")

@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+from smoke.archs import arch_covered
 from smoke.expect import Expectations
 from smoke.result import Check
 
@@ -65,35 +66,6 @@ def cudnn_version(expect: Expectations) -> Check:
         problems.append(f"torch was built with cuDNN {compiled}, the image declares {expect.cudnn}")
     data = {"runtime": loaded, "compiled": compiled, "declared": expect.cudnn}
     return Check(name, "fail" if problems else "pass", "; ".join(problems) or f"cuDNN {loaded}", data=data)
-
-
-# sm_90, sm_90a (arch-specific), sm_100f (family), compute_90 (PTX), compute_100f ...
-ARCH_ENTRY = re.compile(r"(sm|compute)_(\d+)(\d)([af]?)")
-
-
-def arch_covered(arch: str, arch_list: list[str]) -> bool:
-    """Whether torch's arch list runs on this device. sm_XY cubins run on the same major with a
-    minor >= Y (sm_89 runs sm_86), as do family ones (sm_100f); arch-specific ones (sm_90a) on that
-    arch only; PTX (compute_XY) JITs to anything newer. Entries it cannot read cover nothing, rather
-    than failing the whole environment group."""
-    device = ARCH_ENTRY.fullmatch(arch)
-    if device is None:
-        return False
-    major, minor = int(device[2]), int(device[3])
-    for entry in arch_list:
-        parsed = ARCH_ENTRY.fullmatch(entry.strip())
-        if parsed is None:
-            continue
-        kind, e_major, e_minor, suffix = parsed[1], int(parsed[2]), int(parsed[3]), parsed[4]
-        if suffix == "a":
-            covered = (e_major, e_minor) == (major, minor)
-        elif kind == "sm" or suffix == "f":
-            covered = e_major == major and e_minor <= minor
-        else:
-            covered = (e_major, e_minor) <= (major, minor)
-        if covered:
-            return True
-    return False
 
 
 def device_arch() -> Check:
