@@ -1,4 +1,5 @@
-"""Load and validate matrix.yaml into frozen dataclasses, keeping line numbers for messages.
+"""Load and validate matrix.yaml into the model's frozen dataclasses (model.py), from YAML read with
+positions (yamlpos.py), keeping line numbers for messages.
 
 Validation here is about form (types, unknown keys, names that resolve). Whether a well-formed
 matrix is safe to ship is policy.py's business.
@@ -6,294 +7,31 @@ matrix is safe to ship is policy.py's business.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-import yaml
+from typing import Any, TypeVar
 
 from buildtool import refs
 from buildtool.arch import Arch, ArchRule, InvalidArch
 from buildtool.errors import ConfigError, Location, Problem, did_you_mean
-
-# libyaml's loader when PyYAML was built with it: 20x faster, with the same line marks.
-FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # bake target names allow no dots
-SCHEMA_VERSION = 1
-ImageKind = Literal["runtime", "serverless-worker"]
-IMAGE_KINDS: tuple[str, ...] = ("runtime", "serverless-worker")
-ModelSource = Literal["baked", "volume"]
-
-
-@dataclass(frozen=True)
-class Base:
-    name: str
-    ref: str
-    tier: int
-    cuda: str | None  # major.minor; None for CPU-only bases
-    cudnn: int | None
-    torch: str | None  # "2.11.0+cu130"; None when the base ships no torch
-    python: str
-    cuda_compat: bool  # ships /usr/local/cuda/compat (needs the LD_LIBRARY_PATH fix)
-    built_on: str | None  # for Tier 3: the catalogue base it overlays
-    location: Location = field(compare=False)
-    field_lines: Mapping[str, int] = field(compare=False, default_factory=dict)
-
-    @property
-    def image(self) -> refs.ImageRef:
-        return refs.parse(self.ref)  # validated when the matrix loaded
-
-    @property
-    def repository(self) -> str:
-        return self.image.familiar
-
-    @property
-    def tag(self) -> str:
-        return self.image.tag_or_latest
-
-    def where(self, key: str) -> Location:
-        return Location(self.location.file, self.field_lines.get(key, self.location.line))
-
-
-@dataclass(frozen=True)
-class Gpu:
-    name: str
-    runpod_id: str
-    arch: str
-    flash_attention: int | None
-    location: Location = field(compare=False)
-
-
-@dataclass(frozen=True)
-class Model:
-    name: str
-    source: ModelSource
-    size_gb: float
-    volume_path: str | None
-    location: Location = field(compare=False)
-
-
-@dataclass(frozen=True)
-class SmokeSettings:
-    sample_input: str  # JSON text, passed to the handler as job["input"]
-    output_shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Image:
-    name: str
-    template: Path  # directory holding Dockerfile.j2 and the build context files
-    kind: ImageKind
-    version: str
-    description: str
-    args: tuple[tuple[str, str], ...]
-    handler: str | None  # serverless workers: the handler module, relative to the template dir
-    model: Model | None
-    smoke: SmokeSettings | None
-    needs_torch: bool  # False for images that use no torch from their base (CPU tools, tests)
-    kernels: tuple[KernelSpec, ...]  # what the build bakes in; "flash-attention" expands per variant
-    location: Location = field(compare=False)
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """One entry of an image's `kernels:`: the `flash-attention` shorthand, or a Hub kernel."""
-
-    name: str
-    repo_id: str | None = None  # None for the flash-attention shorthand
-    revision: str | None = None
-    function: str = "flash_attn_func"
-    archs: tuple[str, ...] = ()
-
-
-FLASH_ATTENTION_SHORTHAND = "flash-attention"
-
-
-@dataclass(frozen=True)
-class Combination:
-    """One entry of matrix.include / matrix.exclude (GitHub Actions semantics)."""
-
-    values: tuple[tuple[str, str], ...]
-    gpus: tuple[str, ...] | None
-    location: Location = field(compare=False)
-
-
-@dataclass(frozen=True)
-class MatrixAxes:
-    image: tuple[str, ...]
-    base: tuple[str, ...]
-    gpus: tuple[str, ...] | None  # None: every GPU of the table
-    include: tuple[Combination, ...]
-    exclude: tuple[Combination, ...]
-    location: Location = field(compare=False)
-    gpus_location: Location | None = field(compare=False, default=None)
-
-
-@dataclass(frozen=True)
-class Refusal:
-    what: str
-    reason: str
-    location: Location = field(compare=False)
-    mirrors: tuple[str, ...] = ()  # refused repositories: other names that serve the same images
-
-
-@dataclass(frozen=True)
-class Policy:
-    allowed_tiers: tuple[int, ...]
-    tier3_registries: tuple[str, ...]
-    refused_repositories: tuple[Refusal, ...]
-    refused_archs: tuple[Refusal, ...]
-    max_baked_model_gb: float
-    model_loaders: tuple[str, ...]  # call names that load a model (handler AST check)
-
-
-@dataclass(frozen=True)
-class Matrix:
-    path: Path
-    source_url: str
-    registry: str | None  # None: the embedded local registry
-    default_variant: str | None
-    bases: tuple[Base, ...]
-    gpus: tuple[Gpu, ...]
-    images: tuple[Image, ...]
-    axes: MatrixAxes
-    policy: Policy
-
-    def base(self, name: str) -> Base:
-        return next(b for b in self.bases if b.name == name)
-
-    def image(self, name: str) -> Image:
-        return next(i for i in self.images if i.name == name)
-
-    def gpu(self, name: str) -> Gpu:
-        return next(g for g in self.gpus if g.name == name)
-
-
-# --- YAML with positions ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Node:
-    """A YAML value with the line it starts on (1-based); a mapping also keeps each key's line."""
-
-    value: Any  # dict[str, Node] | list[Node] | scalar
-    line: int
-    key_lines: Mapping[str, int] = field(default_factory=dict)
-
-
-# Aliases share nodes, so a few lines of YAML can stand for exponentially many values (an "alias
-# bomb"). The matrix is converted node by node; past this many, it is refused. The repository's
-# matrix is about 300 nodes.
-MAX_NODES = 20_000
-MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-class _Converter:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.constructor = yaml.constructor.SafeConstructor()
-        self.count = 0
-        self.open: list[yaml.Node] = []  # the nodes being converted, outermost first
-
-    def fail(self, message: str, node: yaml.Node, hint: str | None = None) -> ConfigError:
-        return ConfigError(Problem(message, Location(self.path, node.start_mark.line + 1), hint=hint))
-
-    def convert(self, node: yaml.Node) -> Node:
-        self.count += 1
-        if self.count > MAX_NODES:
-            # Name the top-level entry whose aliases blew up (the root is line 1 for every file).
-            raise self.fail(
-                f"the YAML expands to more than {MAX_NODES:,} values through its aliases",
-                self.open[1] if len(self.open) > 1 else node,
-                "a matrix this large is an alias bomb, not a build matrix: write the values out, or "
-                "use fewer nested aliases",
-            )
-        if any(node is open_node for open_node in self.open):
-            raise self.fail(
-                "a recursive alias: this value contains itself",
-                node,
-                "an alias (*name) may refer only to an anchor (&name) it is not inside",
-            )
-        self.open.append(node)
-        try:
-            return self._convert(node)
-        finally:
-            self.open.pop()
-
-    def _convert(self, node: yaml.Node) -> Node:
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Node] = {}
-            key_lines: dict[str, int] = {}
-            merged: dict[str, tuple[Node, int]] = {}
-            for key_node, value_node in node.value:
-                if key_node.tag == MERGE_TAG:
-                    for name, (value, key_line) in self._merge(value_node).items():
-                        merged.setdefault(name, (value, key_line))
-                    continue
-                key = self.constructor.construct_object(key_node)
-                key_line = key_node.start_mark.line + 1
-                if not isinstance(key, str):
-                    raise self.fail(f"key {key!r} is not a string", key_node, "quote it")
-                if key in out:
-                    raise self.fail(
-                        f"duplicate key '{key}' (first on line {key_lines[key]})",
-                        key_node,
-                        "remove one of them",
-                    )
-                out[key] = self.convert(value_node)
-                key_lines[key] = key_line
-            for key, (value, key_line) in merged.items():  # explicit keys win over merged ones
-                if key not in out:
-                    out[key] = value
-                    key_lines[key] = key_line
-            return Node(out, line, key_lines)
-        if isinstance(node, yaml.SequenceNode):
-            return Node([self.convert(child) for child in node.value], line)
-        return Node(self.constructor.construct_object(node), line)
-
-    def _merge(self, value_node: yaml.Node) -> dict[str, tuple[Node, int]]:
-        """`<<: *a` or `<<: [*a, *b]` (the first mapping that has a key wins), as YAML 1.1 says."""
-        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-        merged: dict[str, tuple[Node, int]] = {}
-        for source in sources:
-            if not isinstance(source, yaml.MappingNode):
-                raise self.fail(
-                    "a merge key (<<) takes a mapping or a list of mappings",
-                    source,
-                    "write <<: *anchor, where &anchor names a mapping",
-                )
-            converted = self.convert(source)
-            for key, value in converted.value.items():
-                merged.setdefault(key, (value, converted.key_lines.get(key, value.line)))
-        return merged
-
-
-def parse_yaml(text: str, path: Path) -> Node:
-    try:
-        root = yaml.compose(text, Loader=FAST_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            Problem(f"malformed YAML: {problem}", Location(path, line), hint="fix the YAML syntax")
-        ) from None
-    if root is None:
-        raise ConfigError(Problem("the file is empty", Location(path, 1), hint="see README.md"))
-    try:
-        return _Converter(path).convert(root)
-    except RecursionError:
-        raise ConfigError(
-            Problem("the YAML nests too deeply", Location(path), hint="flatten the nesting")
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(Problem(f"malformed YAML: {exc}", Location(path, line))) from None
-
+from buildtool.model import (
+    FLASH_ATTENTION_SHORTHAND,
+    IMAGE_KINDS,
+    NAME,
+    SCHEMA_VERSION,
+    Base,
+    Combination,
+    Gpu,
+    Image,
+    KernelSpec,
+    Matrix,
+    MatrixAxes,
+    Model,
+    Policy,
+    Refusal,
+    SmokeSettings,
+)
+from buildtool.yamlpos import Node, parse_yaml
 
 # --- typed reading ---------------------------------------------------------------------------
 

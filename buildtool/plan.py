@@ -11,7 +11,7 @@ import fnmatch
 from dataclasses import dataclass
 
 from buildtool.errors import ConfigError, Location, Problem, SelectionError, did_you_mean
-from buildtool.matrix import Base, Combination, Gpu, Image, Matrix
+from buildtool.model import Base, Combination, Gpu, Image, Matrix
 
 
 @dataclass(frozen=True)

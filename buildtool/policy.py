@@ -19,7 +19,7 @@ from packaging.version import InvalidVersion, Version
 from buildtool import deplock, facts, handlers, refs
 from buildtool.arch import Arch, ArchRule
 from buildtool.errors import Location, Problem, did_you_mean
-from buildtool.matrix import Base, Gpu, Image, Matrix, Policy, Refusal
+from buildtool.model import Base, Gpu, Image, Matrix, Policy, Refusal
 from buildtool.plan import Plan, Variant
 
 Severity = Literal["error", "warning"]

@@ -22,7 +22,7 @@ import jinja2
 from buildtool import facts
 from buildtool.arch import Arch
 from buildtool.errors import Location, PolicyError, Problem, TemplateError
-from buildtool.matrix import FLASH_ATTENTION_SHORTHAND
+from buildtool.model import FLASH_ATTENTION_SHORTHAND
 from buildtool.naming import Revision, VariantTags, variant_tags
 from buildtool.plan import Plan
 from buildtool.policy import CheckedPlan, CheckedVariant, Finding, check_dockerfile

@@ -1,0 +1,162 @@
+"""matrix.yaml's model: the frozen dataclasses the loader (matrix.py) builds and every stage reads."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from buildtool import refs
+from buildtool.errors import Location
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # bake target names allow no dots
+SCHEMA_VERSION = 1
+ImageKind = Literal["runtime", "serverless-worker"]
+IMAGE_KINDS: tuple[str, ...] = ("runtime", "serverless-worker")
+ModelSource = Literal["baked", "volume"]
+
+
+@dataclass(frozen=True)
+class Base:
+    name: str
+    ref: str
+    tier: int
+    cuda: str | None  # major.minor; None for CPU-only bases
+    cudnn: int | None
+    torch: str | None  # "2.11.0+cu130"; None when the base ships no torch
+    python: str
+    cuda_compat: bool  # ships /usr/local/cuda/compat (needs the LD_LIBRARY_PATH fix)
+    built_on: str | None  # for Tier 3: the catalogue base it overlays
+    location: Location = field(compare=False)
+    field_lines: Mapping[str, int] = field(compare=False, default_factory=dict)
+
+    @property
+    def image(self) -> refs.ImageRef:
+        return refs.parse(self.ref)  # validated when the matrix loaded
+
+    @property
+    def repository(self) -> str:
+        return self.image.familiar
+
+    @property
+    def tag(self) -> str:
+        return self.image.tag_or_latest
+
+    def where(self, key: str) -> Location:
+        return Location(self.location.file, self.field_lines.get(key, self.location.line))
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    runpod_id: str
+    arch: str
+    flash_attention: int | None
+    location: Location = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    source: ModelSource
+    size_gb: float
+    volume_path: str | None
+    location: Location = field(compare=False)
+
+
+@dataclass(frozen=True)
+class SmokeSettings:
+    sample_input: str  # JSON text, passed to the handler as job["input"]
+    output_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    template: Path  # directory holding Dockerfile.j2 and the build context files
+    kind: ImageKind
+    version: str
+    description: str
+    args: tuple[tuple[str, str], ...]
+    handler: str | None  # serverless workers: the handler module, relative to the template dir
+    model: Model | None
+    smoke: SmokeSettings | None
+    needs_torch: bool  # False for images that use no torch from their base (CPU tools, tests)
+    kernels: tuple[KernelSpec, ...]  # what the build bakes in; "flash-attention" expands per variant
+    location: Location = field(compare=False)
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One entry of an image's `kernels:`: the `flash-attention` shorthand, or a Hub kernel."""
+
+    name: str
+    repo_id: str | None = None  # None for the flash-attention shorthand
+    revision: str | None = None
+    function: str = "flash_attn_func"
+    archs: tuple[str, ...] = ()
+
+
+FLASH_ATTENTION_SHORTHAND = "flash-attention"
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One entry of matrix.include / matrix.exclude (GitHub Actions semantics)."""
+
+    values: tuple[tuple[str, str], ...]
+    gpus: tuple[str, ...] | None
+    location: Location = field(compare=False)
+
+
+@dataclass(frozen=True)
+class MatrixAxes:
+    image: tuple[str, ...]
+    base: tuple[str, ...]
+    gpus: tuple[str, ...] | None  # None: every GPU of the table
+    include: tuple[Combination, ...]
+    exclude: tuple[Combination, ...]
+    location: Location = field(compare=False)
+    gpus_location: Location | None = field(compare=False, default=None)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    what: str
+    reason: str
+    location: Location = field(compare=False)
+    mirrors: tuple[str, ...] = ()  # refused repositories: other names that serve the same images
+
+
+@dataclass(frozen=True)
+class Policy:
+    allowed_tiers: tuple[int, ...]
+    tier3_registries: tuple[str, ...]
+    refused_repositories: tuple[Refusal, ...]
+    refused_archs: tuple[Refusal, ...]
+    max_baked_model_gb: float
+    model_loaders: tuple[str, ...]  # call names that load a model (handler AST check)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    source_url: str
+    registry: str | None  # None: the embedded local registry
+    default_variant: str | None
+    bases: tuple[Base, ...]
+    gpus: tuple[Gpu, ...]
+    images: tuple[Image, ...]
+    axes: MatrixAxes
+    policy: Policy
+
+    def base(self, name: str) -> Base:
+        return next(b for b in self.bases if b.name == name)
+
+    def image(self, name: str) -> Image:
+        return next(i for i in self.images if i.name == name)
+
+    def gpu(self, name: str) -> Gpu:
+        return next(g for g in self.gpus if g.name == name)
