@@ -20,6 +20,7 @@ class FakeRegistry:
     def __init__(self) -> None:
         self.manifests: dict[str, bytes] = {}  # digest -> raw manifest
         self.tags: dict[str, str] = {}  # host/repo:tag -> digest
+        self.blobs: dict[str, bytes] = {}
         self.calls: list[tuple[str, str]] = []
 
     def put(self, ref: str, content: str) -> str:
@@ -46,7 +47,81 @@ class FakeRegistry:
         self.tags[tag] = digest
 
     def blob(self, repository: str, digest: str) -> bytes:
-        raise RegistryError(f"{repository}: no blob {digest} in the fake")
+        if digest not in self.blobs:
+            raise RegistryError(f"{repository}: no blob {digest}")
+        return self.blobs[digest]
 
     def push_layout(self, layout: Path, digest: str, tag: str) -> int:
-        raise RegistryError("the fake registry takes no layouts")
+        """Blobs the registry lacks, then the manifest's exact bytes under `tag`."""
+        self.calls.append(("push_layout", tag))
+        read = lambda d: (layout / "blobs" / "sha256" / d.removeprefix("sha256:")).read_bytes()  # noqa: E731
+        raw = read(digest)
+        document = json.loads(raw)
+        pushed = 0
+        for described in [document["config"], *document["layers"]]:
+            if described["digest"] not in self.blobs:
+                self.blobs[described["digest"]] = read(described["digest"])
+                pushed += described["size"]
+        self.manifests[digest] = raw
+        self.tags[tag] = digest
+        return pushed
+
+
+class FakeEngine:
+    """Builds by writing a one-layer OCI layout where the bake file says (the image's content: the
+    variant name and `content`), with the base resolved only once it has been "pulled"."""
+
+    def __init__(self, content: str = "v1", base_present: bool = True, fail: str | None = None) -> None:
+        self.content = content
+        self.base_present = base_present
+        self.fail = fail  # BuildKit's words, when the build itself fails
+        self.calls: list[str] = []
+
+    def local_image_digest(self, ref: str) -> str | None:
+        return "sha256:" + "b" * 64 if self.base_present else None
+
+    def pull(self, ref: str) -> str | None:
+        self.calls.append(f"pull {ref}")
+        self.base_present = True
+        return None
+
+    def bake(self, bake_file, target, overrides, log, on_progress=None):  # type: ignore[no-untyped-def]
+        from buildtool.engine import BakeOutcome, Step
+
+        self.calls.append(f"bake {target}")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("fake bake\n")
+        if not self.base_present:
+            return BakeOutcome(False, {}, (), "failed to resolve source metadata for the base: not found")
+        if self.fail:
+            return BakeOutcome(False, {}, (), self.fail)
+        output = json.loads(bake_file.read_text())["target"][target]["output"][0]
+        layout = bake_file.parent / dict(p.split("=", 1) for p in output.split(","))["dest"]
+        digest = write_layout(layout, f"{target}:{self.content}")
+        steps = (
+            Step(f"[1/2] FROM docker.io/base@sha256:{'b' * 64}", False, True, None),
+            Step("[2/2] RUN x", True, True, None),
+        )
+        return BakeOutcome(True, {"containerimage.digest": digest}, steps, None)
+
+
+def write_layout(layout: Path, content: str) -> str:
+    """An OCI layout holding one image whose single layer is `content`; the manifest's digest."""
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def blob(data: bytes) -> dict[str, object]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **blob(content.encode())}
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json", **blob(b'{"config": {}}')}
+    manifest = json.dumps(
+        {"schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": [layer]}
+    ).encode()
+    described = blob(manifest)
+    (layout / "index.json").write_text(
+        json.dumps({"schemaVersion": 2, "manifests": [{"mediaType": MANIFEST, **described}]})
+    )
+    return str(described["digest"])

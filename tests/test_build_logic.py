@@ -1,0 +1,69 @@
+"""The build stage's decisions against a fake engine and registry (tests/fakes.py): what is pushed,
+what is left alone, what is refused, when moving tags move. The real engine and registry:2 tests
+(test_build.py) stay and run in CI; these run in seconds."""
+
+from __future__ import annotations
+
+from conftest import Project
+from fakes import FakeEngine, FakeRegistry
+
+from buildtool import api
+from buildtool.build import BuildOptions, BuildResult, build
+from buildtool.naming import Revision
+
+REGISTRY = "registry.test/org"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def run(tiny: Project, engine: FakeEngine, registry: FakeRegistry, dirty: bool = False) -> BuildResult:
+    options = api.RenderOptions(registry=REGISTRY, revision=Revision(SHA, dirty))
+    _checked, rendering = api.render(tiny.matrix, (), options)
+    build_dir = tiny.root / "build"
+    return build(rendering, BuildOptions(build_dir, tiny.root / "matrix.lock", jobs=1), engine, registry)
+
+
+def test_a_first_build_pushes_every_variant_then_moves_its_tags(tiny: Project) -> None:
+    registry = FakeRegistry()
+    result = run(tiny, FakeEngine(), registry)
+    assert [v.status for v in result.variants] == ["pushed", "pushed"], [v.error for v in result.variants]
+    for v in result.variants:
+        assert registry.tags[v.immutable_tag] == v.digest
+        assert all(registry.tags[t] == v.digest for t in v.moving_tags)
+        assert v.compressed_size and v.compressed_size > 0
+    assert set(result.moved_tags) == {t for v in result.variants for t in v.moving_tags}
+    assert (tiny.root / "build" / "manifest.json").is_file()
+
+
+def test_a_variant_that_fails_keeps_every_moving_tag_where_it_was(tiny: Project) -> None:
+    registry = FakeRegistry()
+    result = run(tiny, FakeEngine(fail='process "/bin/sh -c false" did not complete successfully'), registry)
+    assert {v.status for v in result.variants} == {"failed"}
+    assert "did not complete successfully" in (result.variants[0].error or "")
+    assert result.moved_tags == () and "moving tags stay where they were" in (result.moving_tags_note or "")
+    assert not [c for c in registry.calls if c[0] in ("copy_tag", "push_layout")]
+
+
+def test_a_missing_base_is_pulled_through_the_engine_and_the_build_retried(tiny: Project) -> None:
+    engine = FakeEngine(base_present=False)
+    result = run(tiny, engine, FakeRegistry())
+    assert all(v.ok for v in result.variants), [v.error for v in result.variants]
+    assert engine.calls[:3] == ["bake tiny-slim", "pull python:3.11-slim", "bake tiny-slim"]
+
+
+def test_an_immutable_tag_holding_other_content_is_never_overwritten(tiny: Project) -> None:
+    registry = FakeRegistry()
+    first = run(tiny, FakeEngine("v1"), registry)
+    before = {v.immutable_tag: v.digest for v in first.variants}
+    second = run(tiny, FakeEngine("v2"), registry, dirty=False)
+    # The commit's tags are there, and the labels a real image carries are not in the fake's
+    # config: the build goes ahead, produces other content, and refuses to overwrite.
+    assert {v.status for v in second.variants} == {"failed"}
+    assert "refusing to overwrite it" in (second.variants[0].error or "")
+    assert {t: registry.tags[t] for t in before} == before
+
+
+def test_a_dirty_worktree_pushes_dirty_tags_and_moves_nothing(tiny: Project) -> None:
+    registry = FakeRegistry()
+    result = run(tiny, FakeEngine(), registry, dirty=True)
+    assert all(v.immutable_tag.endswith(f"{SHA}-dirty") for v in result.variants)
+    assert result.moved_tags == () and "dirty worktree" in (result.moving_tags_note or "")
