@@ -26,7 +26,7 @@ from typing import Literal
 
 from buildtool import refs
 from buildtool.engine import BakeOutcome, Engine, Progress
-from buildtool.errors import RegistryError
+from buildtool.errors import Problem, RegistryError
 from buildtool.files import write_atomically
 from buildtool.lock import read_lock
 from buildtool.registry import Registry, RemoteManifest, compressed_size
@@ -74,8 +74,7 @@ class VariantResult:
     build_seconds: float = 0.0
     steps: int = 0
     cached_steps: int = 0
-    error: str | None = None
-    hint: str | None = None
+    problem: Problem | None = None  # why it failed: what, which variant, the fix
     log: Path | None = None
     notes: tuple[str, ...] = ()
     created: str | None = None  # built earlier: the image's created label (the commit's time)
@@ -84,6 +83,10 @@ class VariantResult:
     @property
     def ok(self) -> bool:
         return self.status != "failed"
+
+    @property
+    def error(self) -> str | None:
+        return self.problem.message if self.problem else None
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,7 @@ def _build_one(
             v.tags.moving,
             v.base_ref,
             base_digest,
-            error=message,
-            hint=hint,
+            problem=Problem(message, variant=v.name, hint=hint),
             log=log,
             notes=tuple(notes),
             build_seconds=round(time.monotonic() - started, 2),

@@ -167,9 +167,7 @@ def run_build(args: argparse.Namespace) -> int:
     if result.moving_tags_note:
         out.print(result.moving_tags_note)
     out.print(f"wrote {result.manifest_path}")
-    problems = [
-        Problem(v.error or "failed", variant=v.variant, hint=v.hint) for v in result.variants if not v.ok
-    ]
+    problems = [v.problem or Problem("failed", variant=v.variant) for v in result.variants if not v.ok]
     problems += [Problem(e) for e in result.errors]
     if args.check_reproducible:
         for check in api.check_reproducible(
