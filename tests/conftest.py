@@ -194,7 +194,9 @@ def running_registry(
             time.sleep(0.2)
         yield RegistryUnderTest(container, address)
     finally:
-        container.stop()
+        # With its anonymous volume: the registry's storage (GBs after a push of a torch image),
+        # which container.stop() leaves behind run after run until the disk is full.
+        container.get_wrapped_container().remove(force=True, v=True)
         remove_images_of(f"localhost:{port}/")
 
 
