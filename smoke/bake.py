@@ -98,6 +98,14 @@ def prove_all(lock: Path) -> int:
     return done.returncode
 
 
+def user_agent_workaround() -> None:
+    """With HF_HUB_DISABLE_TELEMETRY=1, kernels 0.17 passes an empty user agent and huggingface_hub 2.x
+    then sends one ending in '; ', which httpx refuses before any request ("Illegal header value").
+    Naming an origin (any value; huggingface_hub reads it at import) keeps the header legal."""
+    if os.environ.get("HF_HUB_DISABLE_TELEMETRY", "").upper() in ("1", "ON", "YES", "TRUE"):
+        os.environ.setdefault("HF_HUB_USER_AGENT_ORIGIN", "runpod-images-bake")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lock", type=Path)
@@ -121,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.lock and args.local and args.dest):
         parser.error("--lock, --local and --dest are required")
     lock = json.loads(args.lock.read_text())
+    user_agent_workaround()
     for entry in lock["kernels"]:
         try:
             print("bake:", bake(entry, args.local, args.dest), flush=True)

@@ -4,6 +4,9 @@ every check passes on a good image, and each failure mode makes its check fail."
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, RegistryUnderTest, committed_copy, git, running_registry
+from conftest import REPO, TEST_LABEL, RegistryUnderTest, committed_copy, git, running_registry
 
 from buildtool import api
 from buildtool.smoke_runner import BuiltImage, SmokeOutcome, run_in_image
@@ -132,6 +135,53 @@ def test_out_of_memory_at_a_shape_is_unsupported_there_not_a_failure(probe: Prob
     out_of_memory = kernel["data"]["out_of_memory"]
     assert out_of_memory and all(o["case"].startswith("q1-k383") for o in out_of_memory), out_of_memory
     assert "Tried to allocate" in out_of_memory[0]["error"]
+
+
+def hub_repository(root: Path) -> Path:
+    """The test kernel as the Hub holds a real kernel: a README and builds for other torch versions
+    beside the variant this image loads, so that the bake's snapshot is incomplete."""
+    repo = root / "sdpa-attention"
+    shutil.copytree(KERNELS / "sdpa-attention", repo)
+    (repo / "README.md").write_text("# sdpa-attention\n")
+    other = repo / "build" / "torch27-cxx11-cu126-x86_64-linux"
+    shutil.copytree(repo / "build" / "torch-universal", other)
+    metadata = json.loads((other / "metadata.json").read_text())
+    (other / "metadata.json").write_text(
+        json.dumps({**metadata, "backend": {"type": "cuda", "archs": ["9.0"]}})
+    )
+    return repo
+
+
+def test_a_kernel_baked_from_the_hub_loads_offline_with_the_pinned_and_the_newest_huggingface_hub(
+    probe: Probe, tmp_path: Path
+) -> None:
+    """The production path: bake.py fetches from a Hub (the stand-in, through kernels' and
+    huggingface_hub's own download code, telemetry off), the Hub goes away, and the suite's loader
+    runs offline in a fresh process, with the image's huggingface_hub, pip's newest, and the
+    oldest that kernels accepts."""
+    repo = hub_repository(tmp_path / "hub")
+    out = tmp_path / "out"
+    out.mkdir(mode=0o777)
+    command = ["docker", "run", "--rm", "--label", f"{TEST_LABEL}=1", "-e", "HF_HUB_DISABLE_TELEMETRY=1"]
+    command += ["-v", f"{REPO / 'tests'}:/t:ro", "-v", f"{repo}:/hubrepo:ro", "-v", f"{out}:/out"]
+    command += [probe.image.reference, "python", "/t/offline_load.py", "--out", "/out/result.json"]
+    command += ["--repo", "runpod-images/sdpa-attention=/hubrepo", "--function", "flash_attn_func"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["bake"]["returncode"] == 0, result["bake"]["output"]
+    assert "GET /api/kernels/runpod-images/sdpa-attention/revision/v1" in result["requests"]
+    lock = result["lock"]
+    assert re.fullmatch(r"[0-9a-f]{40}", lock["commit"]) and lock["local_path"].endswith("/torch-universal")
+    snapshot = Path(lock["local_path"]).parents[1]
+    fetched = [r for r in result["requests"] if r.startswith("GET /kernels/")]
+    assert not any("README.md" in r or "torch27" in r for r in fetched), fetched  # incomplete snapshot
+    assert snapshot.name == lock["commit"]
+    loads = {load["asked"]: load for load in result["loads"]}
+    assert set(loads) == {"installed", "newest", "oldest"}
+    for asked, load in loads.items():
+        assert load["loaded"] and load["function"], (asked, load)
+    assert loads["oldest"]["huggingface_hub"] != loads["installed"]["huggingface_hub"]
 
 
 def test_a_handler_that_loads_its_model_per_request_fails(probe: Probe, tmp_path: Path) -> None:
