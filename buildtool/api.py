@@ -27,7 +27,7 @@ from buildtool.errors import (
 )
 from buildtool.files import write_atomically
 from buildtool.localregistry import ensure_embedded_registry
-from buildtool.lock import lock_path_for, read_lock, write_lock
+from buildtool.lock import Lock, lock_path_for, read_lock, read_lock_file, write_lock
 from buildtool.matrix import load_matrix
 from buildtool.naming import (
     EMBEDDED_REGISTRY,
@@ -37,8 +37,9 @@ from buildtool.naming import (
     revision_of,
     tag_commit,
 )
-from buildtool.plan import make_plan
-from buildtool.policy import CheckedPlan, check_plan
+from buildtool.oci import OciImage
+from buildtool.plan import CheckedPlan, make_plan
+from buildtool.policy import check_image, check_plan
 from buildtool.registry import HttpRegistry
 from buildtool.release import ReleasePlan, plan_release, promote, release_document
 from buildtool.render import Rendering, check_rendering, context_sources, reaches_context, render_checked
@@ -68,7 +69,8 @@ def _check_kernels_local(options: RenderOptions) -> None:
 
 def plan_and_check(matrix_path: Path, select: tuple[str, ...] = ()) -> CheckedPlan:
     """Load, expand and apply every plan-level policy; raise PolicyError on any error finding."""
-    checked = check_plan(make_plan(load_matrix(matrix_path), select))
+    commits = read_lock_file(lock_path_for(matrix_path)).kernels
+    checked = check_plan(make_plan(load_matrix(matrix_path), select, commits))
     if checked.errors:
         raise PolicyError(f.problem for f in checked.errors)
     return checked
@@ -130,29 +132,51 @@ def render(
     return checked, rendering
 
 
-def lock_bases(matrix_path: Path, select: tuple[str, ...] = ()) -> tuple[Path, dict[str, str]]:
+def lock(
+    matrix_path: Path, select: tuple[str, ...] = (), bases: bool = True, kernels: bool = True
+) -> tuple[Path, Lock]:
     """Resolve each base of the selected variants to the digest the engine has (pulling it when it
-    has none) and write matrix.lock; `build --locked` builds FROM these digests."""
-    checked = plan_and_check(matrix_path, select)
-    engine = BuildxEngine()
+    has none), and each Hub kernel they bake to the commit its revision names now; write
+    matrix.lock once everything resolved. `build --locked` builds FROM the digests; every build
+    bakes the recorded commits."""
+    from buildtool import hub
+
     path = lock_path_for(matrix_path)
-    digests = read_lock(path)
-    for ref in sorted({cv.variant.base.ref for cv in checked.variants}):
+    current = read_lock_file(path)
+    matrix = load_matrix(matrix_path)
+    # Resolved against the matrix's own revisions: what is recorded now must not shadow them.
+    checked = check_plan(make_plan(matrix, select))
+    if checked.errors:
+        raise PolicyError(f.problem for f in checked.errors)
+    digests = dict(current.bases)
+    if bases:
+        engine = BuildxEngine()
+        for ref in sorted({cv.base.ref for cv in checked.variants}):
+            digests[ref] = _base_digest(engine, ref, matrix_path)
+    commits = dict(current.kernels)
+    if kernels:
+        wanted = {(pin.repo_id, pin.revision) for cv in checked.variants for pin in cv.kernels}
+        for repo_id, revision in sorted(wanted):
+            commits[(repo_id, revision)] = hub.resolve_commit(repo_id, revision)
+    locked = Lock(digests, commits)
+    write_lock(path, locked)
+    return path, locked
+
+
+def _base_digest(engine: BuildxEngine, ref: str, matrix_path: Path) -> str:
+    digest = engine.local_image_digest(ref)
+    if digest is None:
+        error = engine.pull(ref)
         digest = engine.local_image_digest(ref)
         if digest is None:
-            error = engine.pull(ref)
-            digest = engine.local_image_digest(ref)
-            if digest is None:
-                raise EngineError(
-                    Problem(
-                        f"cannot resolve base {ref}: {error}",
-                        Location(matrix_path),
-                        hint="check the reference, `docker login`, and the network",
-                    )
+            raise EngineError(
+                Problem(
+                    f"cannot resolve base {ref}: {error}",
+                    Location(matrix_path),
+                    hint="check the reference, `docker login`, and the network",
                 )
-        digests[ref] = digest
-    write_lock(path, digests)
-    return path, digests
+            )
+    return digest
 
 
 def lock_dependencies(matrix_path: Path, images: tuple[str, ...] = ()) -> list[Path]:
@@ -218,7 +242,20 @@ def build(
     build_options = BuildOptions(
         build_dir, lock_path_for(matrix_path), options.locked, options.jobs, options.rebuild
     )
-    return build_rendering(rendering, build_options, BuildxEngine(), HttpRegistry(), on_event)
+    return build_rendering(
+        rendering, build_options, BuildxEngine(), HttpRegistry(), on_event, image_policy(checked)
+    )
+
+
+def image_policy(checked: CheckedPlan) -> Callable[[OciImage], list[Problem]]:
+    """The image-scope rules, bound to the plan: what the build stage runs on each built image."""
+    by_name = {cv.name: cv for cv in checked.variants}
+
+    def check(built: OciImage) -> list[Problem]:
+        findings = check_image(built, by_name[built.variant], checked.plan.matrix)
+        return [f.problem for f in findings if f.severity == "error"]
+
+    return check
 
 
 def check_reproducible(

@@ -113,10 +113,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--commit", help="the commit whose images to promote (default: the one the git tag names)")
     r.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     r.add_argument("--dry-run", action="store_true", help="print what would move; move nothing")
-    sub.add_parser(
+    lk = sub.add_parser(
         "lock",
         parents=[common],
-        help="record the digest each base tag resolves to in matrix.lock (build --locked reads it)",
+        help="record in matrix.lock the digest each base tag resolves to (build --locked builds FROM it) "
+        "and the commit each kernel revision names on the Hub (every build bakes it)",
+    )
+    only = lk.add_mutually_exclusive_group()
+    only.add_argument(
+        "--bases-only", action="store_true", help="resolve the bases, keep the kernels recorded"
+    )
+    only.add_argument(
+        "--kernels-only", action="store_true", help="resolve the kernels, keep the bases recorded"
     )
     d = sub.add_parser(
         "lock-deps",

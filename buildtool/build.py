@@ -9,6 +9,8 @@ Per variant, in parallel (each its own `buildx bake <target>`, so one failure st
      the same digest: nothing to push; present with another digest: refuse, an immutable tag is
      never overwritten
   4. verify that the registry's digest is the one BuildKit reported (--metadata-file)
+Between 2 and 3 the image-scope policy rules read the built image from its layout: a refusal stops
+the variant before anything of it is pushed (status refused; the CLI exits 2).
 Then, only if every variant got this far, the moving tags move (registry-side copies), and
 build/manifest.json is written atomically (matrix.lock is only read: buildtool lock writes it).
 """
@@ -18,9 +20,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +31,7 @@ from buildtool.engine import BakeOutcome, Engine, Progress
 from buildtool.errors import Problem, RegistryError
 from buildtool.files import write_atomically
 from buildtool.lock import read_lock
+from buildtool.oci import OciImage, read_image
 from buildtool.registry import Registry, RemoteManifest, compressed_size
 from buildtool.render import LABEL_PREFIX, RenderedVariant, Rendering, oci_layout
 
@@ -37,11 +40,24 @@ REVISION_LABEL = "org.opencontainers.image.revision"
 CREATED_LABEL = "org.opencontainers.image.created"  # the commit's time
 VARIANT_LABEL = f"{LABEL_PREFIX}.variant"
 Phase = Literal[
-    "queued", "base", "building", "pushing", "verifying", "done", "unchanged", "built-earlier", "failed"
+    "queued",
+    "base",
+    "building",
+    "checking",
+    "pushing",
+    "verifying",
+    "done",
+    "unchanged",
+    "built-earlier",
+    "refused",
+    "failed",
 ]
 # pushed: built and pushed; unchanged: built, and the registry already held this digest;
-# built-earlier: the registry held the commit's tag, nothing was built; failed.
-Status = Literal["pushed", "unchanged", "built-earlier", "failed"]
+# built-earlier: the registry held the commit's tag, nothing was built; refused: built, and an
+# image-scope policy rule refused it (nothing pushed); failed.
+Status = Literal["pushed", "unchanged", "built-earlier", "refused", "failed"]
+# The image-scope policy, as the build stage sees it: a built image in, refusals out.
+ImageCheck = Callable[[OciImage], Sequence[Problem]]
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,7 @@ class VariantResult:
     steps: int = 0
     cached_steps: int = 0
     problem: Problem | None = None  # why it failed: what, which variant, the fix
+    refusals: tuple[Problem, ...] = ()  # refused: every image-scope finding
     log: Path | None = None
     notes: tuple[str, ...] = ()
     created: str | None = None  # built earlier: the image's created label (the commit's time)
@@ -82,7 +99,7 @@ class VariantResult:
 
     @property
     def ok(self) -> bool:
-        return self.status != "failed"
+        return self.status not in ("failed", "refused")
 
     @property
     def error(self) -> str | None:
@@ -136,6 +153,7 @@ def _build_one(
     engine: Engine,
     registry: Registry,
     emit: Callable[[BuildEvent], None],
+    check_image: ImageCheck | None,
 ) -> VariantResult:
     log = options.build_dir / "logs" / f"{v.name}.log"
     base_digest: str | None = None
@@ -221,6 +239,16 @@ def _build_one(
             raise _VariantFailed(message, f"{hint}: {log}" if hint else str(log))
         digest = outcome.digest
         steps = outcome.dockerfile_steps
+        if check_image is not None:
+            emit(BuildEvent(v.name, "checking", digest))
+            try:
+                refusals = tuple(check_image(read_image(layout, digest, v.name)))
+            except (OSError, ValueError, KeyError) as exc:
+                raise _VariantFailed(f"cannot read the built image {digest} in {layout}: {exc}") from None
+            if refusals:
+                emit(BuildEvent(v.name, "refused", refusals[0].message))
+                refused = failed(refusals[0].message, refusals[0].hint)
+                return replace(refused, status="refused", problem=refusals[0], refusals=refusals)
 
         if existing is not None and existing.digest != digest and not mutable:
             raise _VariantFailed(
@@ -355,10 +383,12 @@ def _move_tags(results: tuple[VariantResult, ...], registry: Registry) -> tuple[
 
 def manifest_document(result: BuildResult) -> dict[str, object]:
     built = {}
-    failed = {}
+    failed: dict[str, dict[str, object]] = {}
     for r in result.variants:
         if not r.ok:
-            failed[r.variant] = {"error": r.error, "log": str(r.log)}
+            failed[r.variant] = {"error": r.error, "log": str(r.log), "status": r.status}
+            if r.refusals:
+                failed[r.variant]["refused"] = [p.message for p in r.refusals]
             continue
         built[r.variant] = {
             "digest": r.digest,
@@ -390,14 +420,17 @@ def build(
     engine: Engine,
     registry: Registry,
     on_event: Callable[[BuildEvent], None] = lambda _: None,
+    check_image: ImageCheck | None = None,
 ) -> BuildResult:
+    """Every variant of `rendering`; `check_image` (the image-scope policy) runs on each built image
+    before its push."""
     lock = read_lock(options.lock_path)
     for v in rendering.variants:
         on_event(BuildEvent(v.name, "queued"))
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
         results = tuple(
             pool.map(
-                lambda v: _build_one(v, rendering, options, lock, engine, registry, on_event),
+                lambda v: _build_one(v, rendering, options, lock, engine, registry, on_event, check_image),
                 rendering.variants,
             )
         )

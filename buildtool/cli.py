@@ -4,7 +4,7 @@ buildtool plan     expand the matrix; --json for the GitHub Actions matrix
 buildtool check    every policy, over the plan and the rendered Dockerfiles; writes nothing
 buildtool render   build/<variant>/ and build/docker-bake.json
 buildtool build    render, then build, push and verify each variant; move tags last
-buildtool lock     the digest each base tag resolves to, in matrix.lock (build --locked reads it)
+buildtool lock     base digests and kernel commits, in matrix.lock (builds bake the commits)
 buildtool lock-deps  each image's Python dependencies, locked with hashes (requirements.lock)
 buildtool smoke    the smoke suite inside each built image
 buildtool report   smoke results -> compatibility report per GPU
@@ -34,7 +34,15 @@ from buildtool.display import (
     report_problem,
     results_table,
 )
-from buildtool.errors import BuildError, BuildtoolError, ConfigError, Location, Problem, SelectionError
+from buildtool.errors import (
+    BuildError,
+    BuildtoolError,
+    ConfigError,
+    Location,
+    PolicyError,
+    Problem,
+    SelectionError,
+)
 
 if TYPE_CHECKING:
     from buildtool.naming import Revision
@@ -83,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "build":
         return run_build(args)
     if args.command == "lock":
-        path, digests = api.lock_bases(matrix_path, _select(args))
-        for ref, digest in sorted(digests.items()):
+        path, locked = api.lock(matrix_path, _select(args), not args.kernels_only, not args.bases_only)
+        for ref, digest in sorted(locked.bases.items()):
             out.print(f"{ref}  {digest}")
+        for (repo_id, revision), commit in sorted(locked.kernels.items()):
+            out.print(f"{repo_id}@{revision}  {commit}")
         out.print(f"wrote {path}")
         return 0
     if args.command == "lock-deps":
@@ -167,7 +177,10 @@ def run_build(args: argparse.Namespace) -> int:
     if result.moving_tags_note:
         out.print(result.moving_tags_note)
     out.print(f"wrote {result.manifest_path}")
-    problems = [v.problem or Problem("failed", variant=v.variant) for v in result.variants if not v.ok]
+    refusals = [p for v in result.variants for p in v.refusals]
+    problems = [
+        v.problem or Problem("failed", variant=v.variant) for v in result.variants if v.status == "failed"
+    ]
     problems += [Problem(e) for e in result.errors]
     if args.check_reproducible:
         for check in api.check_reproducible(
@@ -186,9 +199,11 @@ def run_build(args: argparse.Namespace) -> int:
                         hint="make the differing step deterministic (README: Reproducible images)",
                     )
                 )
-    if not problems:
+    if not problems and not refusals:
         return 0
-    raise BuildError(problems)
+    if not problems:  # only policy refusals of built images: a finding, like every policy error
+        raise PolicyError(refusals)
+    raise BuildError(problems + refusals)
 
 
 def run_release(args: argparse.Namespace) -> int:

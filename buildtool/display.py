@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from rich.live import Live
 
     from buildtool.build import BuildEvent, BuildResult
-    from buildtool.policy import CheckedPlan, Finding
+    from buildtool.errors import Finding
+    from buildtool.plan import CheckedPlan
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -65,8 +66,8 @@ def plan_tables(checked: CheckedPlan) -> list[Table]:
             refusals.setdefault((r.gpu.name, r.gpu.arch, r.reason), []).append(cv.name)
         table.add_row(
             cv.name,
-            cv.variant.base.ref,
-            cv.variant.base.torch or "-",
+            cv.base.ref,
+            cv.base.torch or "-",
             " ".join(g.name for g in cv.targets),
             ",".join(f"FA{v}" for v in cv.flash_attention) or "-",
             " ".join(r.gpu.name for r in cv.refused) or "-",
@@ -80,6 +81,14 @@ def plan_tables(checked: CheckedPlan) -> list[Table]:
             every = len(names) == len(checked.variants)
             refused.add_row(gpu, arch, reason, "all" if every else " ".join(names))
         tables.append(refused)
+    notes = [(cv.name, note) for cv in checked.variants for note in cv.kernel_notes]
+    if notes:
+        not_offered = Table(title="kernels not offered")
+        for column in ("variant", "why"):
+            not_offered.add_column(column, overflow="fold")
+        for name, note in notes:
+            not_offered.add_row(name, note)
+        tables.append(not_offered)
     return tables
 
 
@@ -88,7 +97,13 @@ def results_table(result: BuildResult) -> Table:
     for column in ("variant", "status", "digest", "size", "seconds", "cached steps"):
         table.add_column(column, overflow="fold")
     for v in result.variants:
-        colour = {"pushed": "green", "unchanged": "cyan", "built-earlier": "cyan", "failed": "red"}[v.status]
+        colour = {
+            "pushed": "green",
+            "unchanged": "cyan",
+            "built-earlier": "cyan",
+            "refused": "red",
+            "failed": "red",
+        }[v.status]
         size = f"{v.compressed_size / 1e6:.1f} MB" if v.compressed_size else "-"
         table.add_row(
             v.variant,

@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,18 @@ class Problem:
         who = f"[{self.variant}] " if self.variant else ""
         tail = f"\n  fix: {self.hint}" if self.hint else ""
         return f"{head}{who}{self.message}{tail}"
+
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a policy rule found: an error refuses (exit 2), a warning is reported."""
+
+    rule: str
+    severity: Severity
+    problem: Problem
 
 
 class BuildtoolError(Exception):
@@ -118,6 +131,12 @@ class RegistryUnreachable(RegistryError):
 
 class RegistryDenied(RegistryError):
     """The registry answered, and refused (credentials)."""
+
+
+class HubError(BuildtoolError):
+    """The Hugging Face Hub did not resolve a kernel's revision (unreachable, unknown, refused)."""
+
+    exit_code = 1
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

@@ -79,6 +79,20 @@ FLASH_ATTENTION_BY_ARCH: dict[str, tuple[int, ...]] = {
 }
 
 
+# The torch versions (major.minor) each Hub kernel has builds for: a kernel's builds are named
+# torch<major><minor>-cxx11-cu<CUDA>-x86_64-linux, one per torch it was built against, and `kernels`
+# loads only a build of the running torch. Every kernels-community kernel is built by kernel-builder,
+# whose build sets covered torch 2.5/2.6 (early 2025) through 2.11 (2026) and never torch 2.4
+# (huggingface/kernel-builder versions.nix and docs/build-variants.md). The FlashAttention
+# repositories themselves were not listed here (no Hub on this machine): the bake proves the build
+# exists for the variant's torch, and fails the build otherwise.
+FLASH_ATTENTION_TORCH_BUILDS: tuple[str, ...] = ("2.6", "2.7", "2.8", "2.9", "2.10", "2.11")
+KERNEL_TORCH_BUILDS: dict[str, tuple[str, ...]] = {
+    "kernels-community/vllm-flash-attn3": FLASH_ATTENTION_TORCH_BUILDS,
+    "kernels-community/flash-attn2": FLASH_ATTENTION_TORCH_BUILDS,
+}
+
+
 @dataclass(frozen=True)
 class KernelPin:
     """A Hub kernel the image build bakes in, pinned by revision: `version=` cannot resolve offline
@@ -86,17 +100,31 @@ class KernelPin:
 
     name: str
     repo_id: str
-    revision: str
+    revision: str  # a commit once matrix.lock records one (the plan substitutes it), else a branch
     function: str
     archs: tuple[str, ...]  # GPU archs it runs on; empty: any device
     flash_attention: int | None = None
+    torch: tuple[str, ...] = ()  # torch major.minor versions it has builds for; empty: not known
+    branch: str | None = None  # the revision the matrix names, when `revision` is its locked commit
+
+    def has_build_for(self, torch_version: str) -> bool:
+        """Whether a build exists for this torch ('2.11.0' -> '2.11'); unknown lists allow all."""
+        return not self.torch or ".".join(torch_version.split(".")[:2]) in self.torch
 
 
 # The FlashAttention kernels by version, as `kernels: [flash-attention]` bakes them. The revisions
-# are the repositories' version-1 branches; replace them with commit shas (`kernels lock` on a
-# machine that reaches the Hub) to pin exactly. Source: RunPod production patterns (seeds).
+# are the repositories' version-1 branches: `buildtool lock` records the commit each resolves to in
+# matrix.lock, and builds bake that commit. Source: RunPod production patterns (seeds).
 FLASH_ATTENTION_KERNELS: dict[int, KernelPin] = {
-    3: KernelPin("flash-attn3", "kernels-community/vllm-flash-attn3", "v1", "flash_attn_func", ("sm_90",), 3),
+    3: KernelPin(
+        "flash-attn3",
+        "kernels-community/vllm-flash-attn3",
+        "v1",
+        "flash_attn_func",
+        ("sm_90",),
+        3,
+        KERNEL_TORCH_BUILDS["kernels-community/vllm-flash-attn3"],
+    ),
     2: KernelPin(
         "flash-attn2",
         "kernels-community/flash-attn2",
@@ -104,6 +132,7 @@ FLASH_ATTENTION_KERNELS: dict[int, KernelPin] = {
         "flash_attn_func",
         ("sm_80", "sm_86", "sm_89", "sm_90"),
         2,
+        KERNEL_TORCH_BUILDS["kernels-community/flash-attn2"],
     ),
 }
 
@@ -194,3 +223,18 @@ def is_version(text: str) -> bool:
     except InvalidVersion:
         return False
     return True
+
+
+# What a secret looks like, by its issuer's published format; the policy refuses these in anything
+# an image carries (ENV, labels, build args in its history). Sources: Hugging Face user access
+# tokens (hf_ + 34 letters/digits), RunPod API keys (rpa_ + 40 upper-case letters/digits), GitHub's
+# token formats (ghp_/gho_/ghu_/ghs_/ghr_, github_pat_), AWS access key ids (AKIA/ASIA + 16),
+# OpenAI-style keys (sk-...), PEM private keys.
+SECRET_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("a Hugging Face token", r"\bhf_[A-Za-z0-9]{30,}\b"),
+    ("a RunPod API key", r"\brpa_[A-Za-z0-9]{30,}\b"),
+    ("a GitHub token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,})\b"),
+    ("an AWS access key id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    ("an API key (sk-...)", r"\bsk-[A-Za-z0-9_-]{32,}\b"),
+    ("a private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+)

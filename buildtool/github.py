@@ -15,7 +15,7 @@ from typing import Any
 
 from buildtool.errors import ConfigError, Location, Problem
 from buildtool.files import write_atomically
-from buildtool.policy import CheckedPlan
+from buildtool.plan import CheckedPlan
 
 MAX_MATRIX_JOBS = 256  # GitHub's limit per strategy.matrix
 OUTPUT_NAMES = ("matrix", "smoke-matrix")  # what `plan --github-output` sets; ci.yml reads them
@@ -25,7 +25,7 @@ def build_matrix(checked: CheckedPlan) -> dict[str, Any]:
     """The build job's matrix: one include entry per variant."""
     entries = []
     for cv in checked.variants:
-        v = cv.variant
+        v = cv
         entries.append(
             {
                 "variant": cv.name,

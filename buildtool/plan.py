@@ -1,17 +1,33 @@
 """Expand the matrix axes into variants: image x base, with include/exclude as in GitHub Actions'
 matrix and --select patterns as in cibuildwheel's build selectors.
 
-A variant is one image built on one base; its GPU targets say which archs it must run on. The plan
-decides nothing about safety: policy.py does.
+A variant is one image built on one base. The plan resolves what it serves and what it bakes: the
+torch wheel its base ships (facts.TORCH_BUILDS), the GPUs it targets and those it cannot serve (with
+why), and the kernels it bakes, at the commits matrix.lock records. It refuses nothing: the policy
+package does, reading these.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
-from buildtool.errors import ConfigError, Location, Problem, SelectionError, did_you_mean
-from buildtool.model import Base, Combination, Gpu, Image, Matrix
+from packaging.version import Version
+
+from buildtool import facts
+from buildtool.arch import Arch, ArchRule
+from buildtool.errors import ConfigError, Finding, Location, Problem, SelectionError, did_you_mean
+from buildtool.model import FLASH_ATTENTION_SHORTHAND, Base, Combination, Gpu, Image, Matrix, Policy
+
+# matrix.lock's kernels: (repo_id, revision as the matrix writes it) -> the commit it resolved to.
+KernelCommits = Mapping[tuple[str, str], str]
+
+
+@dataclass(frozen=True)
+class RefusedGpu:
+    gpu: Gpu
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -23,10 +39,28 @@ class Variant:
     gpus_explicit: bool  # named in the matrix (a refusal is an error) or implied by "all"
     location: Location  # the matrix entry that produced it
     gpus_location: Location  # where its GPU list was written
+    torch_build: facts.TorchBuild | None = None  # None: no torch, or one facts.py does not know
+    targets: tuple[Gpu, ...] = ()  # the GPUs it serves
+    refused: tuple[RefusedGpu, ...] = ()  # the GPUs it cannot serve, and why
+    kernels: tuple[facts.KernelPin, ...] = ()  # what its build bakes, newest FlashAttention first
+    kernel_notes: tuple[str, ...] = ()  # kernels the shorthand did not offer, and why
 
     @property
     def is_worker(self) -> bool:
         return self.image.kind == "serverless-worker"
+
+    @property
+    def flash_attention(self) -> tuple[int, ...]:
+        """The FlashAttention versions its GPU targets run."""
+        return tuple(sorted({g.flash_attention for g in self.targets if g.flash_attention}))
+
+    @property
+    def baked_flash_attention(self) -> tuple[int, ...]:
+        return tuple(sorted({p.flash_attention for p in self.kernels if p.flash_attention}))
+
+    @property
+    def archs(self) -> tuple[str, ...]:
+        return tuple(sorted({g.arch for g in self.targets}, key=Arch.parse))
 
 
 @dataclass(frozen=True)
@@ -34,6 +68,106 @@ class Plan:
     matrix: Matrix
     variants: tuple[Variant, ...]
     default_variant: str | None
+
+
+@dataclass(frozen=True)
+class CheckedPlan:
+    """A plan and what the policy found in it; stages after policy take this."""
+
+    plan: Plan
+    findings: tuple[Finding, ...]
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        return self.plan.variants
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == "warning")
+
+
+def torch_build_of(base: Base) -> facts.TorchBuild | None:
+    """The facts row of the wheel the base ships; None when it ships none or facts.py lacks it."""
+    if base.torch is None or not facts.is_version(base.torch):
+        return None
+    version = Version(base.torch)
+    return facts.find_torch_build(version.public, version.local) if version.local else None
+
+
+def gpu_refusal(gpu: Gpu, build: facts.TorchBuild | None, policy: Policy) -> str | None:
+    """Why `gpu` cannot be a target with this torch build (None: an image without torch), or None."""
+    for refusal in policy.refused_archs:
+        if ArchRule.parse(refusal.what).covers(Arch.parse(gpu.arch)):
+            return refusal.reason
+    if build is None:
+        return None
+    if build.cuda is None:
+        return f"torch {build.torch}+{build.local} is a CPU wheel"
+    if not facts.wheel_covers_arch(build, gpu.arch):
+        return (
+            f"torch {build.torch}+{build.local} ships no kernels for {gpu.arch} "
+            f"(TORCH_CUDA_ARCH_LIST {facts.arch_list(build)})"
+        )
+    return None
+
+
+def resolve_kernels(
+    variant: Variant, commits: KernelCommits
+) -> tuple[tuple[facts.KernelPin, ...], tuple[str, ...]]:
+    """`flash-attention` becomes the FlashAttention kernels its targets run that have a build for
+    its torch; other entries stay as written. Each at the commit matrix.lock records, if any."""
+    pins: list[facts.KernelPin] = []
+    notes: list[str] = []
+    build = variant.torch_build
+    for spec in variant.image.kernels:
+        if spec.name == FLASH_ATTENTION_SHORTHAND:
+            for version in sorted(variant.flash_attention, reverse=True):
+                pin = facts.FLASH_ATTENTION_KERNELS[version]
+                if build is not None and not pin.has_build_for(build.torch):
+                    notes.append(
+                        f"FlashAttention {version} is not offered: {pin.repo_id} has no build for "
+                        f"torch {build.torch} (builds exist for torch {', '.join(pin.torch)}); "
+                        "attention runs through torch's SDPA"
+                    )
+                    continue
+                pins.append(pin)
+        else:
+            assert spec.repo_id is not None and spec.revision is not None
+            torch = facts.KERNEL_TORCH_BUILDS.get(spec.repo_id, ())
+            pins.append(
+                facts.KernelPin(
+                    spec.name, spec.repo_id, spec.revision, spec.function, spec.archs, torch=torch
+                )
+            )
+    locked = tuple(
+        replace(p, revision=commits[(p.repo_id, p.revision)], branch=p.revision)
+        if (p.repo_id, p.revision) in commits
+        else p
+        for p in pins
+    )
+    return locked, tuple(notes)
+
+
+def resolve(variant: Variant, policy: Policy, commits: KernelCommits) -> Variant:
+    """The variant with its torch build, GPU targets, refused GPUs and kernels filled in."""
+    build = torch_build_of(variant.base)
+    uses_torch = variant.base.torch is not None or variant.image.needs_torch
+    targets: list[Gpu] = []
+    refused: list[RefusedGpu] = []
+    if build is not None or not uses_torch:
+        for gpu in variant.gpus:
+            reason = gpu_refusal(gpu, build, policy)
+            if reason is None:
+                targets.append(gpu)
+            else:
+                refused.append(RefusedGpu(gpu, reason))
+    resolved = replace(variant, torch_build=build, targets=tuple(targets), refused=tuple(refused))
+    kernels, notes = resolve_kernels(resolved, commits)
+    return replace(resolved, kernels=kernels, kernel_notes=notes)
 
 
 def variant_name(image: str, base: str) -> str:
@@ -85,12 +219,14 @@ def expand(matrix: Matrix) -> list[_Combo]:
     return combos
 
 
-def make_plan(matrix: Matrix, select: tuple[str, ...] = ()) -> Plan:
+def make_plan(
+    matrix: Matrix, select: tuple[str, ...] = (), kernel_commits: KernelCommits | None = None
+) -> Plan:
     variants: dict[str, Variant] = {}
     for combo in expand(matrix):
         name = variant_name(combo.values["image"], combo.values["base"])
         gpus = tuple(matrix.gpu(g) for g in combo.gpus) if combo.gpus is not None else matrix.gpus
-        variants[name] = Variant(
+        variant = Variant(
             name,
             matrix.image(combo.values["image"]),
             matrix.base(combo.values["base"]),
@@ -99,6 +235,7 @@ def make_plan(matrix: Matrix, select: tuple[str, ...] = ()) -> Plan:
             combo.location,
             combo.gpus_location,
         )
+        variants[name] = resolve(variant, matrix.policy, kernel_commits or {})
     default = matrix.default_variant
     if default is not None and default not in variants:
         raise ConfigError(

@@ -19,7 +19,7 @@ from packaging.version import InvalidVersion, Version
 from buildtool import facts, refs
 from buildtool.errors import ConfigError, Problem, ReleaseRefused
 from buildtool.naming import Revision, variant_tags
-from buildtool.policy import CheckedPlan
+from buildtool.plan import CheckedPlan
 from buildtool.registry import Registry
 from buildtool.results import read_results
 
@@ -106,7 +106,7 @@ def plan_release(
     verdicts = smoke_verdicts(document for _, document in read_results(smoke_results))
     promotions, refusals = [], []
     for cv in checked.variants:
-        v = cv.variant
+        v = cv
         is_default = cv.name == checked.plan.default_variant
         names = variant_tags(registry_address, v.image.name, v.base.name, revision, is_default)
         manifest = registry.manifest(names.immutable)

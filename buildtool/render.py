@@ -21,11 +21,10 @@ import jinja2
 
 from buildtool import facts
 from buildtool.arch import Arch
-from buildtool.errors import Location, PolicyError, Problem, TemplateError
-from buildtool.model import FLASH_ATTENTION_SHORTHAND
+from buildtool.errors import Finding, Location, PolicyError, Problem, TemplateError
 from buildtool.naming import Revision, VariantTags, variant_tags
-from buildtool.plan import Plan
-from buildtool.policy import CheckedPlan, CheckedVariant, Finding, check_dockerfile
+from buildtool.plan import CheckedPlan, Plan, Variant
+from buildtool.policy import check_dockerfile
 
 LABEL_PREFIX = "org.runpod-images"
 SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
@@ -74,23 +73,6 @@ class Rendering:
         return out
 
 
-def kernel_pins(cv: CheckedVariant) -> tuple[facts.KernelPin, ...]:
-    """The kernels the variant's build bakes: `flash-attention` expands to the FlashAttention its GPU
-    targets get (FA3 for sm_90, FA2 for sm_80/86/89), newest first."""
-    pins: list[facts.KernelPin] = []
-    for spec in cv.variant.image.kernels:
-        if spec.name == FLASH_ATTENTION_SHORTHAND:
-            pins += [facts.FLASH_ATTENTION_KERNELS[v] for v in sorted(cv.flash_attention, reverse=True)]
-        else:
-            assert spec.repo_id is not None and spec.revision is not None
-            pins.append(facts.KernelPin(spec.name, spec.repo_id, spec.revision, spec.function, spec.archs))
-    return tuple(pins)
-
-
-def baked_flash_attention(cv: CheckedVariant) -> tuple[int, ...]:
-    return tuple(sorted({p.flash_attention for p in kernel_pins(cv) if p.flash_attention}))
-
-
 def kernels_lock(pins: tuple[facts.KernelPin, ...]) -> str:
     entries = [
         {
@@ -107,15 +89,15 @@ def kernels_lock(pins: tuple[facts.KernelPin, ...]) -> str:
     return json.dumps({"version": 1, "kernels": entries}, indent=2, sort_keys=True) + "\n"
 
 
-def smoke_env(cv: CheckedVariant, pins: tuple[facts.KernelPin, ...]) -> dict[str, str]:
+def smoke_env(cv: Variant, pins: tuple[facts.KernelPin, ...]) -> dict[str, str]:
     """What the smoke suite expects of the image, as SMOKE_* environment variables."""
-    image, base = cv.variant.image, cv.variant.base
+    image, base = cv.image, cv.base
     env = {
         "SMOKE_VARIANT": cv.name,
         "SMOKE_TORCH": base.torch or "",
         "SMOKE_CUDA": base.cuda or "",
         "SMOKE_CUDNN": (cv.torch_build.cudnn if cv.torch_build else None) or "",
-        "SMOKE_FLASH_ATTENTION": ",".join(map(str, baked_flash_attention(cv))),
+        "SMOKE_FLASH_ATTENTION": ",".join(map(str, cv.baked_flash_attention)),
         "SMOKE_DRIVER_FLOOR": facts.DRIVER_FLOOR_BY_CUDA.get(base.cuda or "", ""),
     }
     if pins:
@@ -131,27 +113,27 @@ def docker_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
 
 
-def variant_labels(cv: CheckedVariant) -> dict[str, str]:
+def variant_labels(cv: Variant) -> dict[str, str]:
     """Labels that describe what a variant is; stable per variant, so they live in the Dockerfile."""
-    base = cv.variant.base
+    base = cv.base
     return {
         f"{LABEL_PREFIX}.variant": cv.name,
-        f"{LABEL_PREFIX}.image": cv.variant.image.name,
+        f"{LABEL_PREFIX}.image": cv.image.name,
         f"{LABEL_PREFIX}.torch": base.torch or "",
         f"{LABEL_PREFIX}.cuda": base.cuda or "",
         f"{LABEL_PREFIX}.cudnn": (cv.torch_build.cudnn if cv.torch_build else None) or "",
         f"{LABEL_PREFIX}.python": base.python,
         f"{LABEL_PREFIX}.archs": ",".join(cv.archs),
         f"{LABEL_PREFIX}.gpus": ",".join(g.name for g in cv.targets),
-        f"{LABEL_PREFIX}.flash-attention": ",".join(map(str, baked_flash_attention(cv))),
+        f"{LABEL_PREFIX}.flash-attention": ",".join(map(str, cv.baked_flash_attention)),
         f"{LABEL_PREFIX}.driver-floor": facts.DRIVER_FLOOR_BY_CUDA.get(base.cuda or "", ""),
     }
 
 
-def _template_context(cv: CheckedVariant) -> dict[str, Any]:
-    v = cv.variant
+def _template_context(cv: Variant) -> dict[str, Any]:
+    v = cv
     image = v.image
-    pins = kernel_pins(cv)
+    pins = cv.kernels
     return {
         "kernels": pins,
         "smoke_env": smoke_env(cv, pins),
@@ -267,9 +249,9 @@ def _tree(directory: Path) -> list[tuple[str, Path]]:
 
 
 def _context_files(
-    cv: CheckedVariant, context: Mapping[str, Any], env: jinja2.Environment, smoke_dir: Path
+    cv: Variant, context: Mapping[str, Any], env: jinja2.Environment, smoke_dir: Path
 ) -> tuple[str, list[RenderedFile]]:
-    template_dir = cv.variant.image.template
+    template_dir = cv.image.template
     dockerfile = _render_template(env, template_dir, "Dockerfile.j2", context, cv.name)
     files = [RenderedFile(f"{cv.name}/Dockerfile", dockerfile.encode())]
     for relative, path in _tree(template_dir):
@@ -280,7 +262,7 @@ def _context_files(
             files.append(RenderedFile(f"{cv.name}/{relative.removesuffix('.j2')}", text.encode()))
         else:
             files.append(RenderedFile(f"{cv.name}/{relative}", path.read_bytes(), os.access(path, os.X_OK)))
-    pins = kernel_pins(cv)
+    pins = cv.kernels
     if pins:
         files.append(RenderedFile(f"{cv.name}/kernels.lock.json", kernels_lock(pins).encode()))
     if smoke_dir.is_dir():
@@ -300,7 +282,7 @@ def render(
     rendered = []
     environments: dict[Path, jinja2.Environment] = {}
     for cv in checked.variants:
-        image = cv.variant.image
+        image = cv.image
         context = _template_context(cv)
         # One environment per template directory: each template compiles once, not once per variant.
         if image.template not in environments:
@@ -308,7 +290,7 @@ def render(
         env = environments[image.template]
         dockerfile, files = _context_files(cv, context, env, matrix.path.parent / SMOKE_PACKAGE)
         tags = variant_tags(
-            registry, image.name, cv.variant.base.name, revision, cv.name == checked.plan.default_variant
+            registry, image.name, cv.base.name, revision, cv.name == checked.plan.default_variant
         )
         labels = {
             "org.opencontainers.image.source": matrix.source_url,
@@ -316,20 +298,20 @@ def render(
             "org.opencontainers.image.version": image.version,
             "org.opencontainers.image.title": image.name,
             "org.opencontainers.image.description": image.description,
-            "org.opencontainers.image.base.name": cv.variant.base.ref,
+            "org.opencontainers.image.base.name": cv.base.ref,
             "org.opencontainers.image.created": commit_time(revision),
         }
         rendered.append(
             RenderedVariant(
                 cv.name,
                 image.name,
-                cv.variant.base.ref,
+                cv.base.ref,
                 dockerfile,
                 image.args,
                 tuple(sorted(labels.items())),
                 tags,
                 tuple(files),
-                bakes_kernels=bool(kernel_pins(cv)),
+                bakes_kernels=bool(cv.kernels),
             )
         )
     return Rendering(tuple(rendered), bake_file(rendered, revision, kernels_local), revision, registry)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from buildtool.policy import CheckedPlan
+from buildtool.plan import CheckedPlan
 from buildtool.results import read_results
 
 REPORT_SCHEMA = "runpod-images/compat-report"

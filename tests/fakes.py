@@ -71,8 +71,15 @@ class FakeEngine:
     """Builds by writing a one-layer OCI layout where the bake file says (the image's content: the
     variant name and `content`), with the base resolved only once it has been "pulled"."""
 
-    def __init__(self, content: str = "v1", base_present: bool = True, fail: str | None = None) -> None:
+    def __init__(
+        self,
+        content: str = "v1",
+        base_present: bool = True,
+        fail: str | None = None,
+        env: tuple[str, ...] = (),
+    ) -> None:
         self.content = content
+        self.env = env  # the built image's ENV, besides the labels the bake file asks for
         self.base_present = base_present
         self.fail = fail  # BuildKit's words, when the build itself fails
         self.calls: list[str] = []
@@ -95,9 +102,10 @@ class FakeEngine:
             return BakeOutcome(False, {}, (), "failed to resolve source metadata for the base: not found")
         if self.fail:
             return BakeOutcome(False, {}, (), self.fail)
-        output = json.loads(bake_file.read_text())["target"][target]["output"][0]
-        layout = bake_file.parent / dict(p.split("=", 1) for p in output.split(","))["dest"]
-        digest = write_layout(layout, f"{target}:{self.content}")
+        asked = json.loads(bake_file.read_text())["target"][target]
+        layout = bake_file.parent / dict(p.split("=", 1) for p in asked["output"][0].split(","))["dest"]
+        config = {"Labels": asked.get("labels", {}), "Env": list(self.env)}
+        digest = write_layout(layout, f"{target}:{self.content}", config)
         steps = (
             Step(f"[1/2] FROM docker.io/base@sha256:{'b' * 64}", False, True, None),
             Step("[2/2] RUN x", True, True, None),
@@ -105,8 +113,9 @@ class FakeEngine:
         return BakeOutcome(True, {"containerimage.digest": digest}, steps, None)
 
 
-def write_layout(layout: Path, content: str) -> str:
-    """An OCI layout holding one image whose single layer is `content`; the manifest's digest."""
+def write_layout(layout: Path, content: str, config: dict[str, object] | None = None) -> str:
+    """An OCI layout holding one image whose single layer is `content` and whose config's `config`
+    is `config`; the manifest's digest."""
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
 
@@ -116,9 +125,10 @@ def write_layout(layout: Path, content: str) -> str:
         return {"digest": f"sha256:{digest}", "size": len(data)}
 
     layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **blob(content.encode())}
-    config = {"mediaType": "application/vnd.oci.image.config.v1+json", **blob(b'{"config": {}}')}
+    document = json.dumps({"config": config or {}, "history": [{"created_by": f"RUN {content}"}]})
+    config_blob = {"mediaType": "application/vnd.oci.image.config.v1+json", **blob(document.encode())}
     manifest = json.dumps(
-        {"schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": [layer]}
+        {"schemaVersion": 2, "mediaType": MANIFEST, "config": config_blob, "layers": [layer]}
     ).encode()
     described = blob(manifest)
     (layout / "index.json").write_text(

@@ -248,3 +248,29 @@ def test_a_base_tag_that_moved_is_reported(cli, tiny: Project, registry: Registr
     assert manifest["variants"]["tiny-slim"]["base"]["digest"] != stale  # what it was built FROM
     # Reported, never rewritten: the lock is the user's file.
     assert json.loads((tiny.root / "matrix.lock").read_text())["bases"]["python:3.11-slim"]["digest"] == stale
+
+
+def test_a_token_the_base_image_carries_is_refused_before_the_push(
+    cli,  # type: ignore[no-untyped-def]
+    tiny: Project,
+    registry: RegistryUnderTest,
+) -> None:
+    """The image-scope policy reads the built image (its config and history), not the Dockerfile:
+    a token inherited from the base is refused, exit 2, and nothing of the image is pushed."""
+    token = "hf_" + "Zx9" * 12
+    leaky = f"python:3.11-slim-leaky-{uuid.uuid4().hex[:8]}"
+    dockerfile = f"FROM python:3.11-slim\nENV HF_TOKEN={token}\n"
+    subprocess.run(["docker", "build", "-q", "-t", leaky, "-"], input=dockerfile, text=True, check=True)
+    try:
+        tiny.edit('ref: "python:3.11-slim"', f'ref: "{leaky}"')
+        commit(tiny, "a base that leaks a token")
+        code, output, manifest = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+        assert code == 2, output
+        assert "[tiny-slim] the built image holds a Hugging Face token in ENV HF_TOKEN" in output
+        assert token not in output and token not in json.dumps(manifest)
+        assert manifest["failed"]["tiny-slim"]["status"] == "refused" and manifest["variants"] == {}
+        # No image tag; the registry build cache (exported by the bake itself) holds layers, not the
+        # image's config, where the token is.
+        assert [t for t in registry.tags("tiny") if not t.startswith("buildcache")] == []
+    finally:
+        subprocess.run(["docker", "rmi", "-f", leaky], capture_output=True, check=False)

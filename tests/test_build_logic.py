@@ -17,9 +17,10 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 def run(tiny: Project, engine: FakeEngine, registry: FakeRegistry, dirty: bool = False) -> BuildResult:
     options = api.RenderOptions(registry=REGISTRY, revision=Revision(SHA, dirty))
-    _checked, rendering = api.render(tiny.matrix, (), options)
+    checked, rendering = api.render(tiny.matrix, (), options)
     build_dir = tiny.root / "build"
-    return build(rendering, BuildOptions(build_dir, tiny.root / "matrix.lock", jobs=1), engine, registry)
+    build_options = BuildOptions(build_dir, tiny.root / "matrix.lock", jobs=1)
+    return build(rendering, build_options, engine, registry, check_image=api.image_policy(checked))
 
 
 def test_a_first_build_pushes_every_variant_then_moves_its_tags(tiny: Project) -> None:
@@ -67,3 +68,26 @@ def test_a_dirty_worktree_pushes_dirty_tags_and_moves_nothing(tiny: Project) -> 
     result = run(tiny, FakeEngine(), registry, dirty=True)
     assert all(v.immutable_tag.endswith(f"{SHA}-dirty") for v in result.variants)
     assert result.moved_tags == () and "dirty worktree" in (result.moving_tags_note or "")
+
+
+def test_a_built_image_holding_a_token_is_refused_before_anything_is_pushed(tiny: Project) -> None:
+    token = "hf_" + "Ab3" * 12
+    registry = FakeRegistry()
+    result = run(tiny, FakeEngine(env=(f"HF_TOKEN={token}", "PATH=/usr/bin")), registry)
+    assert {v.status for v in result.variants} == {"refused"}
+    problem = result.variants[0].problem
+    assert problem is not None and problem.variant == result.variants[0].variant
+    assert "a Hugging Face token in ENV HF_TOKEN: 'hf_A...' (39 characters)" in problem.message
+    assert token not in problem.message and "RUNPOD_SECRET_" in (problem.hint or "")
+    assert not [c for c in registry.calls if c[0] in ("push_layout", "copy_tag")] and not registry.tags
+    manifest = (tiny.root / "build" / "manifest.json").read_text()
+    assert '"status": "refused"' in manifest and token not in manifest
+
+
+def test_a_secret_named_variable_with_a_value_is_refused_and_a_reference_is_not(tiny: Project) -> None:
+    refused = run(tiny, FakeEngine(env=("DB_PASSWORD=hunter2",)), FakeRegistry())
+    assert "a value for DB_PASSWORD in ENV DB_PASSWORD" in (refused.variants[0].error or "")
+    fine = run(
+        tiny, FakeEngine(env=("HF_TOKEN=", "API_KEY=${API_KEY}", "GPG_KEY=A035C8C19219BA82")), FakeRegistry()
+    )
+    assert all(v.status == "pushed" for v in fine.variants), [v.error for v in fine.variants]

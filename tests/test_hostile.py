@@ -257,7 +257,8 @@ def test_earlier_stages_by_name_or_index_are_not_images(cli, project: Project) -
         "WORKDIR /opt/runtime\n",
         "COPY --from=KERNELS-LOCAL / /tmp/k\nCOPY --from=0 / /tmp/zero\nWORKDIR /opt/runtime\n",
     )
-    result = cli("check", "--matrix", str(project.matrix))
+    # The variants that bake kernels have the kernels-local stage (torch 2.4 is offered none).
+    result = cli("check", "--matrix", str(project.matrix), "--select", "pytorch-runtime-*cu130*")
     assert result.code == 0, result.err
 
 

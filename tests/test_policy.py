@@ -67,7 +67,7 @@ def test_tier_3_under_ghcr_on_a_tier_2_base_passes(project: Project) -> None:
     add_tier3(project, "ghcr.io/acme/torch:2.11.0-cu130", "pytorch-torch211-cu130")
     result = checked(project)
     assert result.errors == ()
-    assert "custom-cu130" in {cv.variant.base.name for cv in result.variants}
+    assert "custom-cu130" in {cv.base.name for cv in result.variants}
 
 
 def test_tier_3_outside_ghcr_is_refused(project: Project) -> None:
@@ -319,3 +319,69 @@ def test_baked_model_over_10_gb_is_refused(project: Project) -> None:
     project.edit("size_gb: 0.09", "size_gb: 14")
     errors = messages(checked(project).errors, "model-size")
     assert errors and "over the 10 GB limit" in errors[0] and "source: volume" in errors[0]
+
+
+# --- kernels per torch version ---
+
+
+def test_flash_attention_is_offered_only_to_a_torch_its_kernels_are_built_for(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    result = checked(project)
+    by_name = {cv.name: cv for cv in result.variants}
+    torch240 = by_name["pytorch-runtime-runpod-torch240-cu124"]
+    assert torch240.flash_attention == (2, 3) and torch240.kernels == ()  # its GPUs run FA; torch 2.4 cannot
+    assert any("has no build for torch 2.4.0" in n and "SDPA" in n for n in torch240.kernel_notes)
+    torch211 = by_name["pytorch-runtime-runpod-torch211-cu130"]
+    assert [k.name for k in torch211.kernels] == ["flash-attn3", "flash-attn2"] and not torch211.kernel_notes
+    shown = cli("plan", "--matrix", str(project.matrix))
+    assert "kernels not offered" in shown.out and "no build for torch 2.4.0" in shown.out
+
+
+def test_a_kernel_its_torch_has_no_build_of_is_refused(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    project.edit(
+        "kernels: [flash-attention]",
+        "kernels:\n      - {name: fa2, repo_id: kernels-community/flash-attn2, revision: v1}",
+    )
+    result = cli("check", "--matrix", str(project.matrix))
+    assert result.code == 2
+    assert (
+        "[pytorch-runtime-runpod-torch240-cu124] kernel fa2 (kernels-community/flash-attn2) has no "
+        in result.err
+    )
+    assert "torch 2.11.0" not in result.err.split("no build for torch")[1].split("\n")[0]
+
+
+# --- the rule registry ---
+
+
+def test_every_rule_is_registered_once_with_its_scope_and_reason() -> None:
+    from buildtool.policy import RULES, SCOPES
+
+    assert {r.scope for r in RULES.values()} == set(SCOPES)  # every scope has rules, and no other
+    assert all(r.reason and r.name == name for name, r in RULES.items())
+    expected = {"refused-repository", "torch-cuda", "tag", "flash-attention", "tier", "torch", "arch"}
+    expected |= {
+        "model-size",
+        "kernels-torch",
+        "handler",
+        "dependency-lock",
+        "dockerfile-from",
+        "image-secrets",
+    }
+    assert set(RULES) == expected
+
+
+def test_a_new_rule_is_one_registered_function(project: Project) -> None:
+    from buildtool.policy import RULES, registry
+
+    @registry.rule("test-no-h200", "variant", "a test rule")
+    def no_h200(variant, context):  # type: ignore[no-untyped-def]
+        if any(g.name == "H200" for g in variant.targets):
+            yield registry.error("targets H200", variant.location)
+
+    try:
+        errors = [f for f in checked(project).errors if f.rule == "test-no-h200"]
+        assert errors and all(f.problem.variant for f in errors)
+        with pytest.raises(ValueError, match="registered twice"):
+            registry.rule("test-no-h200", "variant", "again")(no_h200)
+    finally:
+        del RULES["test-no-h200"]

@@ -44,7 +44,7 @@ def built(registry: FakeRegistry, checked, name: str) -> str:  # type: ignore[no
     cv = next(cv for cv in checked.variants if cv.name == name)
     is_default = name == checked.plan.default_variant
     tags = variant_tags(
-        REGISTRY, cv.variant.image.name, cv.variant.base.name, Revision(SHA, False), is_default
+        REGISTRY, cv.image.name, cv.base.name, Revision(SHA, False), is_default
     )
     return registry.put(tags.immutable, name)
 
@@ -68,7 +68,7 @@ def test_only_built_and_passing_digests_are_promoted_the_rest_refused_with_the_r
     for missing in names[2:]:
         assert "does not exist: not built for 0123456789ab" in reasons[missing]
     [promotion] = plan.promotions
-    base = next(cv.variant.base.name for cv in checked.variants if cv.name == good)
+    base = next(cv.base.name for cv in checked.variants if cv.name == good)
     assert {t.rsplit(":", 1)[1] for t in promotion.tags} >= {f"{base}-1.2.3", f"{base}-1.2", f"{base}-1"}
 
 

@@ -2,8 +2,6 @@
 # Rendered by buildtool from images/pytorch-runtime/Dockerfile.j2; edit the template, not this file.
 # No CMD: the base's own start script (SSH, Jupyter on RunPod images) stays the entry point.
 ARG BASE_IMAGE=runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04
-# Empty unless the build passes the named context kernels-local (offline builds, tests).
-FROM scratch AS kernels-local
 
 FROM ${BASE_IMAGE}
 
@@ -18,17 +16,11 @@ WORKDIR /opt/runtime
 # same on every rebuild (1980-01-01: the earliest time a zip, or a wheel built from an sdist, holds).
 COPY requirements.lock .
 RUN SOURCE_DATE_EPOCH=315532800 pip install --no-cache-dir --require-hashes -r requirements.lock
-# Kernels are baked, never downloaded at run time: from kernels-local when given, else from the
-# Hub at their pinned revisions (kernels.lock.json).
-ENV KERNELS_CACHE=/opt/kernels/cache
-COPY kernels.lock.json smoke/bake.py /opt/kernels/
-RUN --mount=type=bind,from=kernels-local,target=/kernels-local \
-    python3 /opt/kernels/bake.py --lock /opt/kernels/kernels.lock.json --local /kernels-local --dest /opt/kernels
 LABEL org.runpod-images.archs="sm_80,sm_86,sm_89,sm_90" \
       org.runpod-images.cuda="12.4" \
       org.runpod-images.cudnn="9.1" \
       org.runpod-images.driver-floor="550.54" \
-      org.runpod-images.flash-attention="2,3" \
+      org.runpod-images.flash-attention="" \
       org.runpod-images.gpus="A100,H100,H200,A40,RTX4090" \
       org.runpod-images.image="pytorch-runtime" \
       org.runpod-images.python="3.11" \
@@ -41,8 +33,7 @@ ENV SMOKE_HANDLER="" \
     SMOKE_CUDA="12.4" \
     SMOKE_CUDNN="9.1" \
     SMOKE_DRIVER_FLOOR="550.54" \
-    SMOKE_FLASH_ATTENTION="2,3" \
-    SMOKE_KERNELS_LOCK="/opt/kernels/kernels.lock.json" \
+    SMOKE_FLASH_ATTENTION="" \
     SMOKE_TORCH="2.4.0+cu124" \
     SMOKE_VARIANT="pytorch-runtime-runpod-torch240-cu124"
 

@@ -1,0 +1,91 @@
+"""Rules that refuse what breaks in production, kept in a registry by scope (registry.py).
+
+check_plan runs the catalogue, gpu, variant and template scopes before rendering; the render stage
+runs the dockerfile scope on the rendered text before anything is written; the build stage runs the
+image scope on each built image before its push. Every error finding is exit 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from buildtool.errors import Finding, Location
+from buildtool.model import Matrix
+from buildtool.oci import OciImage
+from buildtool.plan import CheckedPlan, Plan, Variant
+
+# The rule modules register their rules on import, in this order (the order findings come in).
+from buildtool.policy import catalogue, dockerfile, image, templates, variants  # noqa: F401
+from buildtool.policy.catalogue import tag_facts
+from buildtool.policy.dockerfile import RenderedDockerfile
+from buildtool.policy.registry import RULES, SCOPES, Context, Rule, Scope, rule, run
+
+__all__ = [
+    "RULES",
+    "SCOPES",
+    "Context",
+    "Finding",
+    "Rule",
+    "Scope",
+    "check_dockerfile",
+    "check_handler",
+    "check_image",
+    "check_plan",
+    "rule",
+    "tag_facts",
+]
+
+
+def check_plan(plan: Plan) -> CheckedPlan:
+    """The catalogue, gpu, variant and template scopes, in that order."""
+    matrix = plan.matrix
+    context = Context(matrix)
+    findings: list[Finding] = []
+    for base in matrix.bases:
+        findings += run("catalogue", base, context)
+    for gpu in matrix.gpus:
+        findings += run("gpu", gpu, context)
+    first_of_image: dict[str, Variant] = {}
+    for variant in plan.variants:
+        findings += run("variant", variant, Context(matrix, variant))
+        first_of_image.setdefault(variant.image.name, variant)
+    for variant in first_of_image.values():
+        findings += run("template", variant.image, Context(matrix, variant))
+    return CheckedPlan(plan, tuple(_unique(findings)))
+
+
+def check_dockerfile(
+    text: str, path: Path, variant: str, build_args: Mapping[str, str], matrix: Matrix
+) -> list[Finding]:
+    return run(
+        "dockerfile", RenderedDockerfile(text, path, build_args), Context(matrix, variant_name=variant)
+    )
+
+
+def check_image(built: OciImage, variant: Variant, matrix: Matrix) -> list[Finding]:
+    return run("image", built, Context(matrix, variant))
+
+
+def check_handler(path: Path, loaders: tuple[str, ...], variant: str | None = None) -> list[Finding]:
+    """The handler rule on one module, outside a matrix (tests, editors)."""
+    from buildtool import handlers
+    from buildtool.errors import Problem
+
+    return [
+        Finding("handler", "error", Problem(p.message, p.where, variant, p.hint))
+        for p in handlers.analyse(path, loaders)
+    ]
+
+
+def _unique(findings: list[Finding]) -> list[Finding]:
+    """Warnings repeat per variant: keep one of each message and place. Errors stay one per
+    variant, so that each names the variant it stops."""
+    seen: set[tuple[str, Location | None, str | None]] = set()
+    out = []
+    for f in findings:
+        key = (f.problem.message, f.problem.location, f.problem.variant if f.severity == "error" else None)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out

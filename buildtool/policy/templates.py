@@ -1,0 +1,32 @@
+"""Rules over each image's template directory, once per plan: the worker's handler module and the
+image's Python dependency lock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from buildtool import deplock, handlers
+from buildtool.errors import Finding
+from buildtool.model import Image
+from buildtool.policy.registry import Context, error, rule
+
+
+@rule(
+    "handler",
+    "template",
+    "a model loaded per request is a cold start per request, and an OOM (seeds: serverless pitfalls)",
+)
+def handler(image: Image, context: Context) -> Iterator[Finding]:
+    """The handler module loads its model at module level, never inside the handler function."""
+    if image.handler is None:
+        return
+    for p in handlers.analyse(image.template / image.handler, context.matrix.policy.model_loaders):
+        yield error(p.message, p.where, p.hint)
+
+
+@rule("dependency-lock", "template", "a rebuild on another day must install the same files")
+def dependency_lock(image: Image, context: Context) -> Iterator[Finding]:
+    """Python packages come from a lock with hashes, transitive ones included, that agrees with the
+    image's requirements.in."""
+    for p in deplock.lock_problems(image.template, image.name):
+        yield error(p.message, p.where, p.hint)
