@@ -18,6 +18,8 @@ from buildtool.model import (
     FLASH_ATTENTION_SHORTHAND,
     IMAGE_KINDS,
     NAME,
+    POLICY_OPTIONAL,
+    POLICY_REQUIRED,
     SCHEMA_VERSION,
     Base,
     Combination,
@@ -386,11 +388,14 @@ def _reference(r: Reader, node: Node, what: str) -> str:
 
 
 def _policy(r: Reader, node: Node) -> Policy:
-    m = r.mapping(
-        node,
-        "policy",
-        ["allowed_tiers", "refused_repositories", "refused_archs"],
-        ["tier3_registries", "max_baked_model_gb", "model_loaders"],
+    if not isinstance(node.value, dict):
+        raise r.fail(node, f"policy must be a mapping, not {_kind(node.value)}")
+    fixed = {k: v for k, v in node.value.items() if k in (*POLICY_REQUIRED, *POLICY_OPTIONAL)}
+    m = r.mapping(Node(fixed, node.line, node.key_lines), "policy", POLICY_REQUIRED, POLICY_OPTIONAL)
+    rule_options = tuple(
+        (key, _plain(value), Location(r.path, node.key_lines.get(key, value.line)))
+        for key, value in node.value.items()
+        if key not in fixed
     )
     tiers = tuple(
         r.scalar(n, int, "an allowed tier") for n in r.sequence(m["allowed_tiers"], "allowed_tiers")
@@ -404,6 +409,7 @@ def _policy(r: Reader, node: Node) -> Policy:
         refused_archs=_refusals(r, m["refused_archs"], "refused_archs", "arch"),
         max_baked_model_gb=r.optional(m.get("max_baked_model_gb"), float, "max_baked_model_gb") or 10.0,
         model_loaders=r.strings(m["model_loaders"], "model_loaders") if "model_loaders" in m else (),
+        rule_options=rule_options,
     )
 
 

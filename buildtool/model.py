@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from buildtool import refs
 from buildtool.errors import Location
@@ -130,6 +130,10 @@ class Refusal:
     mirrors: tuple[str, ...] = ()  # refused repositories: other names that serve the same images
 
 
+POLICY_REQUIRED = ("allowed_tiers", "refused_repositories", "refused_archs")
+POLICY_OPTIONAL = ("tier3_registries", "max_baked_model_gb", "model_loaders")
+
+
 @dataclass(frozen=True)
 class Policy:
     allowed_tiers: tuple[int, ...]
@@ -138,6 +142,9 @@ class Policy:
     refused_archs: tuple[Refusal, ...]
     max_baked_model_gb: float
     model_loaders: tuple[str, ...]  # call names that load a model (handler AST check)
+    # Every other key of `policy:` is an option of a registered rule (key, plain value, where); the
+    # policy stage checks names and types against its rules (policy/registry.py RuleOption).
+    rule_options: tuple[tuple[str, Any, Location], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

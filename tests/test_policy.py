@@ -385,3 +385,31 @@ def test_a_new_rule_is_one_registered_function(project: Project) -> None:
             registry.rule("test-no-h200", "variant", "again")(no_h200)
     finally:
         del RULES["test-no-h200"]
+
+
+def test_a_rule_option_is_a_policy_key_checked_against_its_type(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    from buildtool.policy import OPTIONS, RULES, RuleOption, registry
+
+    @registry.rule("test-max-gpus", "variant", "a test rule", {"max_gpus": RuleOption(int, None, "an int")})
+    def max_gpus(variant, context):  # type: ignore[no-untyped-def]
+        limit = context.option("max_gpus")
+        if limit is not None and len(variant.targets) > limit:
+            yield registry.error(f"{len(variant.targets)} GPU targets, over {limit}", variant.location)
+
+    try:
+        assert cli("check", "--matrix", str(project.matrix)).code == 0  # unset: the rule does nothing
+        project.edit("  max_baked_model_gb: 10\n", "  max_baked_model_gb: 10\n  max_gpus: 2\n")
+        over = cli("check", "--matrix", str(project.matrix))
+        assert over.code == 2 and "5 GPU targets, over 2" in over.err
+        project.edit("  max_gpus: 2\n", '  max_gpus: "two"\n')
+        wrong = cli("check", "--matrix", str(project.matrix))
+        assert (
+            wrong.code == 2
+            and f"matrix.yaml:{project.line_of('max_gpus')}: policy max_gpus must be int" in wrong.err
+        )
+        project.edit('  max_gpus: "two"\n', "  max_gpu: 2\n")
+        typo = cli("check", "--matrix", str(project.matrix))
+        assert typo.code == 2 and "unknown key 'max_gpu' in policy" in typo.err
+        assert "Perhaps you meant 'max_gpus'?" in typo.err
+    finally:
+        del RULES["test-max-gpus"], OPTIONS["max_gpus"]

@@ -19,14 +19,27 @@ from buildtool.plan import CheckedPlan, Plan, Variant
 from buildtool.policy import catalogue, dockerfile, image, templates, variants  # noqa: F401
 from buildtool.policy.catalogue import tag_facts
 from buildtool.policy.dockerfile import RenderedDockerfile
-from buildtool.policy.registry import RULES, SCOPES, Context, Rule, Scope, rule, run
+from buildtool.policy.registry import (
+    OPTIONS,
+    RULES,
+    SCOPES,
+    Context,
+    Rule,
+    RuleOption,
+    Scope,
+    option_findings,
+    rule,
+    run,
+)
 
 __all__ = [
+    "OPTIONS",
     "RULES",
     "SCOPES",
     "Context",
     "Finding",
     "Rule",
+    "RuleOption",
     "Scope",
     "check_dockerfile",
     "check_handler",
@@ -41,7 +54,9 @@ def check_plan(plan: Plan) -> CheckedPlan:
     """The catalogue, gpu, variant and template scopes, in that order."""
     matrix = plan.matrix
     context = Context(matrix)
-    findings: list[Finding] = []
+    findings: list[Finding] = option_findings(matrix)
+    if findings:
+        return CheckedPlan(plan, tuple(findings))  # the rules would read options they cannot use
     for base in matrix.bases:
         findings += run("catalogue", base, context)
     for gpu in matrix.gpus:

@@ -8,7 +8,9 @@ Scopes, in pipeline order, and the subject each rule of the scope receives:
   template    an Image of matrix.yaml, once per plan (its template directory: handler, lock)
   dockerfile  a RenderedDockerfile, before anything is written
   image       an OciImage, built and not yet pushed
-Adding a rule is one decorated function in the module of its scope; nothing else changes.
+Adding a rule is one decorated function in the module of its scope; nothing else changes. A rule
+that needs a setting declares it as an option: the key is then allowed under matrix.yaml's
+`policy:`, checked against its type here, and read with `context.option(name)`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
-from buildtool.errors import Finding, Location, Problem, Severity
-from buildtool.model import Matrix
+from buildtool.errors import Finding, Location, Problem, Severity, did_you_mean
+from buildtool.model import POLICY_OPTIONAL, POLICY_REQUIRED, Matrix
 from buildtool.plan import Variant
 
 Scope = Literal["catalogue", "gpu", "variant", "template", "dockerfile", "image"]
@@ -37,6 +39,22 @@ class Context:
     def name(self) -> str | None:
         return self.variant.name if self.variant else self.variant_name
 
+    def option(self, name: str) -> Any:
+        """A rule option's value from matrix.yaml's `policy:`, else its default."""
+        for key, value, _where in self.matrix.policy.rule_options:
+            if key == name:
+                return float(value) if OPTIONS[name].kind is float else value
+        return OPTIONS[name].default
+
+
+@dataclass(frozen=True)
+class RuleOption:
+    """A setting of a rule, written under matrix.yaml's `policy:`."""
+
+    kind: type  # int, float, str or bool
+    default: Any  # None: the rule does nothing unless the option is set
+    help: str
+
 
 RuleCheck = Callable[[Any, Context], Iterable[Finding]]
 Check = TypeVar("Check", bound=RuleCheck)
@@ -48,21 +66,62 @@ class Rule:
     scope: Scope
     reason: str  # why the rule exists: the production failure it prevents
     check: RuleCheck
+    options: tuple[str, ...] = ()
 
 
 RULES: dict[str, Rule] = {}
+OPTIONS: dict[str, RuleOption] = {}
 
 
-def rule(name: str, scope: Scope, reason: str) -> Callable[[Check], Check]:
-    """Register the decorated function as the rule `name` of `scope`."""
+def rule(
+    name: str, scope: Scope, reason: str, options: dict[str, RuleOption] | None = None
+) -> Callable[[Check], Check]:
+    """Register the decorated function as the rule `name` of `scope`, with its options."""
 
     def register(check: Check) -> Check:
         if name in RULES:
             raise ValueError(f"policy rule '{name}' is registered twice")
-        RULES[name] = Rule(name, scope, reason, check)
+        taken = [
+            key for key in options or {} if key in OPTIONS or key in (*POLICY_REQUIRED, *POLICY_OPTIONAL)
+        ]
+        if taken:
+            raise ValueError(f"policy option '{taken[0]}' of rule '{name}' is taken")
+        RULES[name] = Rule(name, scope, reason, check, tuple(options or {}))
+        OPTIONS.update(options or {})
         return check
 
     return register
+
+
+def option_findings(matrix: Matrix) -> list[Finding]:
+    """Every key under `policy:` that is not a built-in setting must be an option of a rule, of
+    its type."""
+    found = []
+    for key, value, where in matrix.policy.rule_options:
+        option = OPTIONS.get(key)
+        if option is None:
+            known = [*POLICY_REQUIRED, *POLICY_OPTIONAL, *OPTIONS]
+            hint = did_you_mean(key, known) or f"allowed keys: {', '.join(known)}"
+            found.append(
+                Finding("policy", "error", Problem(f"unknown key '{key}' in policy", where, hint=hint))
+            )
+            continue
+        numeric = option.kind is float and isinstance(value, int | float) and not isinstance(value, bool)
+        if not numeric and not (
+            isinstance(value, option.kind) and not (option.kind is int and isinstance(value, bool))
+        ):
+            found.append(
+                Finding(
+                    "policy",
+                    "error",
+                    Problem(
+                        f"policy {key} must be {option.kind.__name__}, not {type(value).__name__}",
+                        where,
+                        hint=option.help,
+                    ),
+                )
+            )
+    return found
 
 
 def error(message: str, where: Location | None, hint: str | None = None) -> Finding:
