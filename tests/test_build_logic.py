@@ -91,3 +91,14 @@ def test_a_secret_named_variable_with_a_value_is_refused_and_a_reference_is_not(
         tiny, FakeEngine(env=("HF_TOKEN=", "API_KEY=${API_KEY}", "GPG_KEY=A035C8C19219BA82")), FakeRegistry()
     )
     assert all(v.status == "pushed" for v in fine.variants), [v.error for v in fine.variants]
+
+
+def test_an_image_over_policy_max_image_gb_is_refused_before_its_push(tiny: Project) -> None:
+    tiny.edit("policy:\n", "policy:\n  max_image_gb: 0.0000001\n")  # 100 bytes: the fake image is bigger
+    registry = FakeRegistry()
+    result = run(tiny, FakeEngine(), registry)
+    assert {v.status for v in result.variants} == {"refused"}
+    assert "GB compressed, over policy.max_image_gb (1e-07 GB)" in (result.variants[0].error or "")
+    assert not registry.tags
+    tiny.edit("  max_image_gb: 0.0000001\n", "  max_image_gb: 1\n")
+    assert {v.status for v in run(tiny, FakeEngine(), registry).variants} == {"pushed"}

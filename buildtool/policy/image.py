@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from buildtool import facts
 from buildtool.errors import Finding, Location
 from buildtool.oci import OciImage
-from buildtool.policy.registry import Context, error, rule
+from buildtool.policy.registry import Context, RuleOption, error, rule
 
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY)", re.IGNORECASE)
 # A build arg as BuildKit records it in a RUN step's history: `RUN |2 A=x B=y /bin/sh -c ...`.
@@ -55,3 +55,22 @@ def image_secrets(image: OciImage, context: Context) -> Iterator[Finding]:
             if secret not in reported:
                 reported.add(secret)
                 yield error(f"the built image holds {kind} in {place}: {redacted(secret)}", where, hint)
+
+
+@rule(
+    "image-size",
+    "image",
+    "every GB is pulled by every cold worker: big images start slowly, and fill the container disk",
+    {"max_image_gb": RuleOption(float, None, "the largest compressed image to push, in GB (1e9 bytes)")},
+)
+def image_size(image: OciImage, context: Context) -> Iterator[Finding]:
+    limit = context.option("max_image_gb")
+    if limit is not None and image.compressed_size > limit * 1e9:
+        biggest = max(image.layers, key=lambda layer: layer.size, default=None)
+        yield error(
+            f"the built image is {image.compressed_size / 1e9:.2f} GB compressed, over policy.max_image_gb "
+            f"({limit:g} GB)" + (f"; its largest layer is {biggest.size / 1e9:.2f} GB" if biggest else ""),
+            Location(context.matrix.path),
+            "move model weights to a network volume, drop build tools from the final stage, or raise "
+            "policy.max_image_gb",
+        )
