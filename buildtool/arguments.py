@@ -134,6 +134,12 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--image", action="append", default=[], help="only this image (repeatable; default: every image)"
     )
+    sc = sub.add_parser(
+        "schema",
+        parents=[common],
+        help="print matrix.yaml's JSON Schema (editor completion); --write updates schema/matrix.schema.json",
+    )
+    sc.add_argument("--write", action="store_true", help="write it next to the matrix, atomically")
     rep = sub.add_parser(
         "report", parents=[common, results], help="smoke results -> compatibility report per GPU"
     )

@@ -6,6 +6,7 @@ buildtool render   build/<variant>/ and build/docker-bake.json
 buildtool build    render, then build, push and verify each variant; move tags last
 buildtool lock     base digests and kernel commits, in matrix.lock (builds bake the commits)
 buildtool lock-deps  each image's Python dependencies, locked with hashes (requirements.lock)
+buildtool schema   matrix.yaml's JSON Schema, for editors (schema/matrix.schema.json)
 buildtool smoke    the smoke suite inside each built image
 buildtool report   smoke results -> compatibility report per GPU
 buildtool release  promote the tagged commit's tested digests to X.Y.Z, X.Y, X
@@ -97,6 +98,17 @@ def run(args: argparse.Namespace) -> int:
         for (repo_id, revision), commit in sorted(locked.kernels.items()):
             out.print(f"{repo_id}@{revision}  {commit}")
         out.print(f"wrote {path}")
+        return 0
+    if args.command == "schema":
+        from buildtool.files import write_atomically
+        from buildtool.schema import SCHEMA_PATH, schema_text
+
+        if not args.write:
+            out.print(schema_text(), end="", markup=False, highlight=False, soft_wrap=True)
+            return 0
+        target = args.matrix.resolve().parent / SCHEMA_PATH
+        write_atomically(target, schema_text())
+        out.print(f"wrote {target}")
         return 0
     if args.command == "lock-deps":
         for path in api.lock_dependencies(matrix_path, tuple(args.image)):

@@ -16,11 +16,13 @@ from buildtool.arch import Arch, ArchRule, InvalidArch
 from buildtool.errors import ConfigError, Location, Problem, did_you_mean
 from buildtool.model import (
     FLASH_ATTENTION_SHORTHAND,
+    FLASH_ATTENTION_VERSIONS,
     IMAGE_KINDS,
+    MODEL_SOURCES,
     NAME,
-    POLICY_OPTIONAL,
-    POLICY_REQUIRED,
     SCHEMA_VERSION,
+    SECTIONS,
+    TIERS,
     Base,
     Combination,
     Gpu,
@@ -32,6 +34,8 @@ from buildtool.model import (
     Policy,
     Refusal,
     SmokeSettings,
+    optional_keys,
+    required_keys,
 )
 from buildtool.yamlpos import Node, parse_yaml
 
@@ -139,15 +143,10 @@ def _kind(value: object) -> str:
 def _bases(r: Reader, node: Node) -> tuple[Base, ...]:
     out = []
     for entry in r.sequence(node, "bases"):
-        m = r.mapping(
-            entry,
-            "a base",
-            ["name", "ref", "tier", "python"],
-            ["cuda", "cudnn", "torch", "cuda_compat", "built_on"],
-        )
+        m = r.mapping(entry, "a base", required_keys("base"), optional_keys("base"))
         tier = r.scalar(m["tier"], int, "tier")
-        if tier not in (1, 2, 3):
-            raise r.fail(m["tier"], f"tier must be 1, 2 or 3, not {tier}")
+        if tier not in TIERS:
+            raise r.fail(m["tier"], f"tier must be {' or '.join(map(str, TIERS))}, not {tier}")
         out.append(
             Base(
                 name=r.name(m["name"], "base name"),
@@ -170,15 +169,16 @@ def _bases(r: Reader, node: Node) -> tuple[Base, ...]:
 def _gpus(r: Reader, node: Node) -> tuple[Gpu, ...]:
     out = []
     for entry in r.sequence(node, "gpus"):
-        m = r.mapping(entry, "a GPU", ["name", "runpod_id", "arch"], ["flash_attention"])
+        m = r.mapping(entry, "a GPU", required_keys("gpu"), optional_keys("gpu"))
         arch = r.scalar(m["arch"], str, "arch")
         try:
             arch = Arch.parse(arch).sm  # one spelling: sm_<major><minor>[a|f]
         except InvalidArch as exc:
             raise r.fail(m["arch"], str(exc), "e.g. sm_90 (H100), sm_80 (A100), sm_100a") from None
         fa = r.optional(m.get("flash_attention"), int, "flash_attention")
-        if fa not in (None, 2, 3):
-            raise r.fail(m["flash_attention"], f"flash_attention must be 2, 3 or empty, not {fa}")
+        if fa is not None and fa not in FLASH_ATTENTION_VERSIONS:
+            versions = ", ".join(map(str, FLASH_ATTENTION_VERSIONS))
+            raise r.fail(m["flash_attention"], f"flash_attention must be {versions} or empty, not {fa}")
         out.append(
             Gpu(
                 r.scalar(m["name"], str, "GPU name"),
@@ -195,12 +195,7 @@ def _gpus(r: Reader, node: Node) -> tuple[Gpu, ...]:
 def _images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
     out = []
     for entry in r.sequence(node, "images"):
-        m = r.mapping(
-            entry,
-            "an image",
-            ["name", "template", "kind", "version"],
-            ["description", "args", "handler", "model", "smoke", "needs_torch", "kernels"],
-        )
+        m = r.mapping(entry, "an image", required_keys("image"), optional_keys("image"))
         name = r.name(m["name"], "image name")
         kind = r.scalar(m["kind"], str, "kind")
         if kind not in IMAGE_KINDS:
@@ -253,9 +248,9 @@ def _images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
 
 
 def _model(r: Reader, node: Node) -> Model:
-    m = r.mapping(node, "model", ["name", "source", "size_gb"], ["volume_path"])
+    m = r.mapping(node, "model", required_keys("model"), optional_keys("model"))
     source = r.scalar(m["source"], str, "model.source")
-    if source not in ("baked", "volume"):
+    if source not in MODEL_SOURCES:
         raise r.fail(m["source"], f"model.source must be 'baked' or 'volume', not '{source}'")
     volume_path = r.optional(m.get("volume_path"), str, "model.volume_path")
     if source == "volume" and not volume_path:
@@ -285,7 +280,7 @@ def _kernels(r: Reader, node: Node) -> tuple[KernelSpec, ...]:
                 f"unknown kernel shorthand '{entry.value}'",
                 f"'{FLASH_ATTENTION_SHORTHAND}', or a mapping with name, repo_id and revision",
             )
-        m = r.mapping(entry, "a kernel", ["name", "repo_id", "revision"], ["function", "archs"])
+        m = r.mapping(entry, "a kernel", required_keys("kernel"), optional_keys("kernel"))
         out.append(
             KernelSpec(
                 name=r.name(m["name"], "kernel name"),
@@ -301,7 +296,7 @@ def _kernels(r: Reader, node: Node) -> tuple[KernelSpec, ...]:
 def _smoke(r: Reader, node: Node) -> SmokeSettings:
     import json
 
-    m = r.mapping(node, "smoke", ["input", "output_shape"], [])
+    m = r.mapping(node, "smoke", required_keys("smoke"), optional_keys("smoke"))
     raw = m["input"].value
     if not isinstance(raw, dict):
         raise r.fail(m["input"], "smoke.input must be a mapping (the job's input)")
@@ -323,7 +318,9 @@ def _plain(node: Node) -> Any:
 def _combinations(r: Reader, node: Node, what: str) -> tuple[Combination, ...]:
     out = []
     for entry in r.sequence(node, what):
-        m = r.mapping(entry, f"an entry of matrix.{what}", [], ["image", "base", "gpus"])
+        m = r.mapping(
+            entry, f"an entry of matrix.{what}", required_keys("combination"), optional_keys("combination")
+        )
         values = tuple((k, r.scalar(m[k], str, k)) for k in ("image", "base") if k in m)
         gpus = r.strings(m["gpus"], "gpus") if "gpus" in m else None
         if not values:
@@ -333,7 +330,7 @@ def _combinations(r: Reader, node: Node, what: str) -> tuple[Combination, ...]:
 
 
 def _axes(r: Reader, node: Node) -> MatrixAxes:
-    m = r.mapping(node, "matrix", ["image", "base"], ["gpus", "include", "exclude"])
+    m = r.mapping(node, "matrix", required_keys("axes"), optional_keys("axes"))
     gpus_node = m.get("gpus")
     gpus: tuple[str, ...] | None = None
     if gpus_node is not None and gpus_node.value != "all":
@@ -353,9 +350,8 @@ def _refusals(r: Reader, node: Node, what: str, key: str) -> tuple[Refusal, ...]
     out = []
     repositories = key == "repository"
     for entry in r.sequence(node, what):
-        m = r.mapping(
-            entry, f"an entry of policy.{what}", [key, "reason"], ["mirrors"] if repositories else []
-        )
+        section = "refused repository" if repositories else "refused arch"
+        m = r.mapping(entry, f"an entry of policy.{what}", required_keys(section), optional_keys(section))
         value = _reference(r, m[key], key) if repositories else _arch_rule(r, m[key])
         mirrors = (
             tuple(_reference(r, n, "mirrors") for n in r.sequence(m["mirrors"], "mirrors"))
@@ -390,8 +386,10 @@ def _reference(r: Reader, node: Node, what: str) -> str:
 def _policy(r: Reader, node: Node) -> Policy:
     if not isinstance(node.value, dict):
         raise r.fail(node, f"policy must be a mapping, not {_kind(node.value)}")
-    fixed = {k: v for k, v in node.value.items() if k in (*POLICY_REQUIRED, *POLICY_OPTIONAL)}
-    m = r.mapping(Node(fixed, node.line, node.key_lines), "policy", POLICY_REQUIRED, POLICY_OPTIONAL)
+    fixed = {k: v for k, v in node.value.items() if k in SECTIONS["policy"]}
+    m = r.mapping(
+        Node(fixed, node.line, node.key_lines), "policy", required_keys("policy"), optional_keys("policy")
+    )
     rule_options = tuple(
         (key, _plain(value), Location(r.path, node.key_lines.get(key, value.line)))
         for key, value in node.value.items()
@@ -460,10 +458,7 @@ def load_matrix(path: Path) -> Matrix:
         raise ConfigError(Problem("the matrix is not UTF-8 text", Location(path))) from None
     r = Reader(path)
     root = r.mapping(
-        parse_yaml(text, path),
-        "the matrix file",
-        ["version", "source", "bases", "gpus", "images", "matrix", "policy"],
-        ["registry", "default_variant"],
+        parse_yaml(text, path), "the matrix file", required_keys("matrix file"), optional_keys("matrix file")
     )
     version = r.scalar(root["version"], int, "version")
     if version != SCHEMA_VERSION:

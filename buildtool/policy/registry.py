@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from buildtool.errors import Finding, Location, Problem, Severity, did_you_mean
-from buildtool.model import POLICY_OPTIONAL, POLICY_REQUIRED, Matrix
+from buildtool.model import SECTIONS, Matrix
 from buildtool.plan import Variant
 
 Scope = Literal["catalogue", "gpu", "variant", "template", "dockerfile", "image"]
@@ -81,9 +81,7 @@ def rule(
     def register(check: Check) -> Check:
         if name in RULES:
             raise ValueError(f"policy rule '{name}' is registered twice")
-        taken = [
-            key for key in options or {} if key in OPTIONS or key in (*POLICY_REQUIRED, *POLICY_OPTIONAL)
-        ]
+        taken = [key for key in options or {} if key in OPTIONS or key in SECTIONS["policy"]]
         if taken:
             raise ValueError(f"policy option '{taken[0]}' of rule '{name}' is taken")
         RULES[name] = Rule(name, scope, reason, check, tuple(options or {}))
@@ -100,7 +98,7 @@ def option_findings(matrix: Matrix) -> list[Finding]:
     for key, value, where in matrix.policy.rule_options:
         option = OPTIONS.get(key)
         if option is None:
-            known = [*POLICY_REQUIRED, *POLICY_OPTIONAL, *OPTIONS]
+            known = [*SECTIONS["policy"], *OPTIONS]
             hint = did_you_mean(key, known) or f"allowed keys: {', '.join(known)}"
             found.append(
                 Finding("policy", "error", Problem(f"unknown key '{key}' in policy", where, hint=hint))
