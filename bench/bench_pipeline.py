@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from buildtool import api  # noqa: E402
-from buildtool.build import BuildResult  # noqa: E402
+from buildtool.built import BuildResult  # noqa: E402
 from buildtool.localregistry import answers  # noqa: E402
 from buildtool.naming import Revision  # noqa: E402
 from buildtool.registry import HttpRegistry  # noqa: E402

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from buildtool import refs, reproduce
-from buildtool.build import BuildEvent, BuildOptions, BuildResult
+from buildtool.build import BuildOptions
 from buildtool.build import build as build_rendering
+from buildtool.built import BuildEvent, BuildResult
 from buildtool.engine import BuildxEngine
 from buildtool.errors import (
     ConfigError,
@@ -23,11 +24,10 @@ from buildtool.errors import (
     PolicyError,
     Problem,
     RegistryError,
-    did_you_mean,
 )
 from buildtool.files import write_atomically
 from buildtool.localregistry import ensure_embedded_registry
-from buildtool.lock import Lock, lock_path_for, read_lock, read_lock_file, write_lock
+from buildtool.lock import lock_path_for, read_lock, read_lock_file
 from buildtool.matrix import load_matrix
 from buildtool.naming import (
     EMBEDDED_REGISTRY,
@@ -42,8 +42,9 @@ from buildtool.plan import CheckedPlan, make_plan
 from buildtool.policy import check_image, check_plan
 from buildtool.registry import HttpRegistry
 from buildtool.release import ReleasePlan, plan_release, promote, release_document
-from buildtool.render import Rendering, check_rendering, context_sources, reaches_context, render_checked
+from buildtool.render import check_rendering, context_sources, reaches_context, render_checked
 from buildtool.render import render as render_in_memory
+from buildtool.rendering import Rendering
 from buildtool.report import Report, build_report, to_html, to_json, to_markdown
 from buildtool.reproduce import Reproduction
 
@@ -130,71 +131,6 @@ def render(
         options.kernels_local,
     )
     return checked, rendering
-
-
-def lock(
-    matrix_path: Path, select: tuple[str, ...] = (), bases: bool = True, kernels: bool = True
-) -> tuple[Path, Lock]:
-    """Resolve each base of the selected variants to the digest the engine has (pulling it when it
-    has none), and each Hub kernel they bake to the commit its revision names now; write
-    matrix.lock once everything resolved. `build --locked` builds FROM the digests; every build
-    bakes the recorded commits."""
-    from buildtool import hub
-
-    path = lock_path_for(matrix_path)
-    current = read_lock_file(path)
-    matrix = load_matrix(matrix_path)
-    # Resolved against the matrix's own revisions: what is recorded now must not shadow them.
-    checked = check_plan(make_plan(matrix, select))
-    if checked.errors:
-        raise PolicyError(f.problem for f in checked.errors)
-    digests = dict(current.bases)
-    if bases:
-        engine = BuildxEngine()
-        for ref in sorted({cv.base.ref for cv in checked.variants}):
-            digests[ref] = _base_digest(engine, ref, matrix_path)
-    commits = dict(current.kernels)
-    if kernels:
-        wanted = {(pin.repo_id, pin.revision) for cv in checked.variants for pin in cv.kernels}
-        for repo_id, revision in sorted(wanted):
-            commits[(repo_id, revision)] = hub.resolve_commit(repo_id, revision)
-    locked = Lock(digests, commits)
-    write_lock(path, locked)
-    return path, locked
-
-
-def _base_digest(engine: BuildxEngine, ref: str, matrix_path: Path) -> str:
-    digest = engine.local_image_digest(ref)
-    if digest is None:
-        error = engine.pull(ref)
-        digest = engine.local_image_digest(ref)
-        if digest is None:
-            raise EngineError(
-                Problem(
-                    f"cannot resolve base {ref}: {error}",
-                    Location(matrix_path),
-                    hint="check the reference, `docker login`, and the network",
-                )
-            )
-    return digest
-
-
-def lock_dependencies(matrix_path: Path, images: tuple[str, ...] = ()) -> list[Path]:
-    """Write images/<name>/requirements.lock for each image (or those named) from requirements.in."""
-    from buildtool import deplock
-
-    plan = make_plan(load_matrix(matrix_path))
-    known = sorted({job.image for job in deplock.lock_jobs(plan)})
-    for name in images:
-        if name not in known:
-            raise ConfigError(
-                Problem(
-                    f"no image '{name}' with a {deplock.INPUT_NAME}",
-                    Location(matrix_path),
-                    hint=did_you_mean(name, known) or f"images with one: {', '.join(known) or 'none'}",
-                )
-            )
-    return deplock.write_locks(plan, images)
 
 
 @dataclass(frozen=True)

@@ -18,44 +18,26 @@ build/manifest.json is written atomically (matrix.lock is only read: buildtool l
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 from buildtool import refs
-from buildtool.engine import BakeOutcome, Engine, Progress
+from buildtool.built import BuildEvent, BuildResult, Status, VariantResult, manifest_document
+from buildtool.engine import BakeOutcome, Engine
 from buildtool.errors import Problem, RegistryError
 from buildtool.files import write_atomically
 from buildtool.lock import read_lock
-from buildtool.oci import OciImage, read_image
+from buildtool.oci import OciImage, prune_layout, read_image
 from buildtool.registry import Registry, RemoteManifest, compressed_size
-from buildtool.render import LABEL_PREFIX, RenderedVariant, Rendering, oci_layout
+from buildtool.render import LABEL_PREFIX
+from buildtool.rendering import RenderedVariant, Rendering, oci_layout
 
-MANIFEST_SCHEMA = 1
 REVISION_LABEL = "org.opencontainers.image.revision"
 CREATED_LABEL = "org.opencontainers.image.created"  # the commit's time
 VARIANT_LABEL = f"{LABEL_PREFIX}.variant"
-Phase = Literal[
-    "queued",
-    "base",
-    "building",
-    "checking",
-    "pushing",
-    "verifying",
-    "done",
-    "unchanged",
-    "built-earlier",
-    "refused",
-    "failed",
-]
-# pushed: built and pushed; unchanged: built, and the registry already held this digest;
-# built-earlier: the registry held the commit's tag, nothing was built; refused: built, and an
-# image-scope policy rule refused it (nothing pushed); failed.
-Status = Literal["pushed", "unchanged", "built-earlier", "refused", "failed"]
 # The image-scope policy, as the build stage sees it: a built image in, refusals out.
 ImageCheck = Callable[[OciImage], Sequence[Problem]]
 
@@ -67,59 +49,6 @@ class BuildOptions:
     locked: bool = False
     jobs: int = 2
     rebuild: bool = False  # build even when the registry already holds the commit's immutable tag
-
-
-@dataclass(frozen=True)
-class BuildEvent:
-    variant: str
-    phase: Phase
-    detail: str = ""
-    progress: Progress | None = None
-
-
-@dataclass(frozen=True)
-class VariantResult:
-    variant: str
-    status: Status
-    immutable_tag: str
-    moving_tags: tuple[str, ...]
-    base_ref: str
-    base_digest: str | None
-    digest: str | None = None
-    compressed_size: int | None = None
-    build_seconds: float = 0.0
-    steps: int = 0
-    cached_steps: int = 0
-    problem: Problem | None = None  # why it failed: what, which variant, the fix
-    refusals: tuple[Problem, ...] = ()  # refused: every image-scope finding
-    log: Path | None = None
-    notes: tuple[str, ...] = ()
-    created: str | None = None  # built earlier: the image's created label (the commit's time)
-    pushed_bytes: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.status not in ("failed", "refused")
-
-    @property
-    def error(self) -> str | None:
-        return self.problem.message if self.problem else None
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    revision: str
-    dirty: bool
-    registry: str
-    variants: tuple[VariantResult, ...]
-    moved_tags: tuple[str, ...]
-    moving_tags_note: str | None  # why moving tags did not move
-    manifest_path: Path
-    errors: tuple[str, ...] = field(default=())  # run-level failures (moving a tag)
-
-    @property
-    def ok(self) -> bool:
-        return all(v.ok for v in self.variants) and not self.errors
 
 
 class _VariantFailed(Exception):
@@ -344,26 +273,6 @@ def _built_earlier(
     )
 
 
-def prune_layout(layout: Path, digest: str) -> None:
-    """Keep, of an OCI layout, the blobs of the image `digest` (the next build of the variant writes
-    only the blobs that changed); older images' blobs go."""
-    blobs = layout / "blobs" / "sha256"
-    manifest_path = blobs / digest.removeprefix("sha256:")
-    if not manifest_path.is_file():
-        return
-    manifest = json.loads(manifest_path.read_bytes())
-    keep = {digest} | {str(d["digest"]) for d in [manifest["config"], *manifest.get("layers", [])]}
-    index = layout / "index.json"
-    if index.is_file():
-        keep |= {str(m["digest"]) for m in json.loads(index.read_bytes()).get("manifests", [])}
-    for blob in blobs.iterdir():
-        if f"sha256:{blob.name}" not in keep:
-            if blob.is_dir():
-                shutil.rmtree(blob, ignore_errors=True)
-            else:
-                blob.unlink(missing_ok=True)
-
-
 def _move_tags(results: tuple[VariantResult, ...], registry: Registry) -> tuple[list[str], list[str]]:
     moved: list[str] = []
     errors: list[str] = []
@@ -379,39 +288,6 @@ def _move_tags(results: tuple[VariantResult, ...], registry: Registry) -> tuple[
             except RegistryError as exc:
                 errors.append(f"moving {tag} to {r.digest} failed: {exc}")
     return moved, errors
-
-
-def manifest_document(result: BuildResult) -> dict[str, object]:
-    built = {}
-    failed: dict[str, dict[str, object]] = {}
-    for r in result.variants:
-        if not r.ok:
-            failed[r.variant] = {"error": r.error, "log": str(r.log), "status": r.status}
-            if r.refusals:
-                failed[r.variant]["refused"] = [p.message for p in r.refusals]
-            continue
-        built[r.variant] = {
-            "digest": r.digest,
-            "image": str(refs.parse(r.immutable_tag).by_digest(r.digest or "")),
-            "status": r.status,
-            "tags": {"immutable": r.immutable_tag, "moving": list(r.moving_tags)},
-            "base": {"ref": r.base_ref, "digest": r.base_digest},
-            "compressed_size": r.compressed_size,
-            "build_seconds": r.build_seconds,
-            "steps": r.steps,
-            "cached_steps": r.cached_steps,
-            "pushed_bytes": r.pushed_bytes,
-            "created": r.created,
-        }
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "revision": result.revision,
-        "dirty": result.dirty,
-        "registry": result.registry,
-        "moving_tags_moved": result.ok and not result.dirty,
-        "variants": built,
-        "failed": failed,
-    }
 
 
 def build(

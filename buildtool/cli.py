@@ -74,7 +74,7 @@ def _revision(args: argparse.Namespace) -> Revision | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from buildtool import api, github
+    from buildtool import api, github, locking
 
     matrix_path: Path = args.matrix
     if args.command == "plan":
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "build":
         return run_build(args)
     if args.command == "lock":
-        path, locked = api.lock(matrix_path, _select(args), not args.kernels_only, not args.bases_only)
+        path, locked = locking.lock(matrix_path, _select(args), not args.kernels_only, not args.bases_only)
         for ref, digest in sorted(locked.bases.items()):
             out.print(f"{ref}  {digest}")
         for (repo_id, revision), commit in sorted(locked.kernels.items()):
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"wrote {target}")
         return 0
     if args.command == "lock-deps":
-        for path in api.lock_dependencies(matrix_path, tuple(args.image)):
+        for path in locking.lock_dependencies(matrix_path, tuple(args.image)):
             out.print(f"wrote {path}")
         return 0
     if args.command == "smoke":

@@ -18,7 +18,7 @@ from buildtool.errors import Problem
 if TYPE_CHECKING:
     from rich.live import Live
 
-    from buildtool.build import BuildEvent, BuildResult
+    from buildtool.built import BuildEvent, BuildResult
     from buildtool.errors import Finding
     from buildtool.plan import CheckedPlan
 

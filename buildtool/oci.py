@@ -4,6 +4,7 @@ descriptors of an OCI image layout (what `docker buildx` wrote to build/oci/<var
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,3 +65,23 @@ def read_image(layout: Path, digest: str, variant: str) -> OciImage:
         layers,
         int(config_descriptor.get("size", 0)),
     )
+
+
+def prune_layout(layout: Path, digest: str) -> None:
+    """Keep, of an OCI layout, the blobs of the image `digest` (the next build of the variant writes
+    only the blobs that changed); older images' blobs go."""
+    blobs = layout / "blobs" / "sha256"
+    manifest_path = blobs / digest.removeprefix("sha256:")
+    if not manifest_path.is_file():
+        return
+    manifest = json.loads(manifest_path.read_bytes())
+    keep = {digest} | {str(d["digest"]) for d in [manifest["config"], *manifest.get("layers", [])]}
+    index = layout / "index.json"
+    if index.is_file():
+        keep |= {str(m["digest"]) for m in json.loads(index.read_bytes()).get("manifests", [])}
+    for blob in blobs.iterdir():
+        if f"sha256:{blob.name}" not in keep:
+            if blob.is_dir():
+                shutil.rmtree(blob, ignore_errors=True)
+            else:
+                blob.unlink(missing_ok=True)

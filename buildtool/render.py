@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -22,55 +19,16 @@ import jinja2
 from buildtool import facts
 from buildtool.arch import Arch
 from buildtool.errors import Finding, Location, PolicyError, Problem, TemplateError
-from buildtool.naming import Revision, VariantTags, variant_tags
+from buildtool.naming import Revision, variant_tags
 from buildtool.plan import CheckedPlan, Plan, Variant
 from buildtool.policy import check_dockerfile
+from buildtool.rendering import RenderedFile, RenderedVariant, Rendering, bake_file, write_rendering
 
 LABEL_PREFIX = "org.runpod-images"
 SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
 SHARED_TEMPLATES = "_shared"
-PLATFORM = "linux/amd64"  # RunPod GPUs are x86-64 hosts
 KERNELS_LOCK_IN_IMAGE = "/opt/kernels/kernels.lock.json"
-# SOURCE_DATE_EPOCH for every build: the exporter clamps each file time in the image's own layers to
-# it. A constant, not the commit time: BuildKit's cache keys leave the epoch out, so a layer cached
-# from an earlier commit keeps that build's file times, which a later commit's epoch would not clamp.
-# 1980-01-01, the earliest time a zip (a wheel) can hold. The commit time goes into a label.
-REPRODUCIBLE_EPOCH = 315532800
-OCI_LAYOUTS = "oci"  # build/oci/<variant>/: the OCI layout each build exports, pushed from there
 SMOKE_PACKAGE = "smoke"  # next to matrix.yaml; copied into every build context (the image's late layer)
-
-
-@dataclass(frozen=True)
-class RenderedFile:
-    path: str  # relative to the build directory, '/'-separated
-    content: bytes
-    executable: bool = False
-
-
-@dataclass(frozen=True)
-class RenderedVariant:
-    name: str
-    image: str
-    base_ref: str
-    dockerfile: str
-    build_args: tuple[tuple[str, str], ...]
-    labels: tuple[tuple[str, str], ...]  # OCI labels passed by bake (commit-dependent)
-    tags: VariantTags
-    files: tuple[RenderedFile, ...]
-    bakes_kernels: bool = False
-
-
-@dataclass(frozen=True)
-class Rendering:
-    variants: tuple[RenderedVariant, ...]
-    bake: str  # docker-bake.json text
-    revision: Revision
-    registry: str
-
-    def files(self) -> list[RenderedFile]:
-        out = [f for v in self.variants for f in v.files]
-        out.append(RenderedFile("docker-bake.json", self.bake.encode()))
-        return out
 
 
 def kernels_lock(pins: tuple[facts.KernelPin, ...]) -> str:
@@ -322,41 +280,6 @@ def commit_time(revision: Revision) -> str:
     return datetime.fromtimestamp(revision.epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def oci_layout(variant: str) -> str:
-    """Where a variant's build exports its image, relative to the build directory."""
-    return f"{OCI_LAYOUTS}/{variant}"
-
-
-def bake_file(variants: list[RenderedVariant], revision: Revision, kernels_local: Path | None = None) -> str:
-    """A docker buildx bake JSON file. Paths are relative to the build directory: run bake there.
-
-    A rebuild of the same commit produces the same digest, which is what lets an immutable tag be
-    checked, not overwritten: the exporter clamps every file time in the image's own layers to
-    SOURCE_DATE_EPOCH (rewrite-timestamp; REPRODUCIBLE_EPOCH), and the provenance attestation (which
-    records build times) is off. rewrite-timestamp needs an exporter that does not unpack into the engine's
-    store, so each variant is exported as an OCI layout (build/oci/<variant>/, blobs the layout
-    already holds are not written again) and pushed from there.
-    """
-    targets = {}
-    for v in variants:
-        targets[v.name] = {
-            "context": v.name,
-            "dockerfile": "Dockerfile",
-            "args": {**dict(v.build_args), "SOURCE_DATE_EPOCH": str(REPRODUCIBLE_EPOCH)},
-            "attest": ["type=provenance,disabled=true"],
-            "labels": dict(v.labels),
-            "tags": [v.tags.immutable],
-            "output": [f"type=oci,tar=false,dest={oci_layout(v.name)},rewrite-timestamp=true"],
-            "cache-from": [f"type=registry,ref={v.tags.cache}"],
-            "cache-to": [f"type=registry,ref={v.tags.cache},mode=max"],
-            "platforms": [PLATFORM],
-        }
-        if kernels_local is not None and v.bakes_kernels:
-            targets[v.name]["contexts"] = {"kernels-local": str(kernels_local.resolve())}
-    bake = {"group": {"default": {"targets": [v.name for v in variants]}}, "target": targets}
-    return json.dumps(bake, indent=2, sort_keys=True) + "\n"
-
-
 def check_rendering(rendering: Rendering, checked: CheckedPlan, build_dir: Path) -> list[Finding]:
     findings: list[Finding] = []
     for v in rendering.variants:
@@ -364,33 +287,6 @@ def check_rendering(rendering: Rendering, checked: CheckedPlan, build_dir: Path)
             v.dockerfile, build_dir / v.name / "Dockerfile", v.name, dict(v.build_args), checked.plan.matrix
         )
     return findings
-
-
-def write_rendering(rendering: Rendering, build_dir: Path) -> list[Path]:
-    """Write everything into a staging directory first, then move each variant directory and the
-    bake file into place; a failure leaves the previous rendering as it was."""
-    build_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".render-", dir=build_dir))
-    try:
-        for f in rendering.files():
-            target = staging / f.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(f.content)
-            target.chmod(0o755 if f.executable else 0o644)
-        written = []
-        for v in rendering.variants:
-            final = build_dir / v.name
-            old = build_dir / f".old-{v.name}"
-            if final.exists():
-                final.rename(old)
-            (staging / v.name).rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-            written.append(final)
-        (staging / "docker-bake.json").replace(build_dir / "docker-bake.json")
-        written.append(build_dir / "docker-bake.json")
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def render_checked(

@@ -31,7 +31,7 @@ from pathlib import Path
 result = {"huggingface_hub": None, "loaded": False, "function": False, "error": None, "old_path": None}
 import huggingface_hub
 result["huggingface_hub"] = huggingface_hub.__version__
-from smoke.checks.attention import KernelEntry, load_kernel, read_lock
+from smoke.checks.kernels import KernelEntry, load_kernel, read_lock
 entry = read_lock(Path(sys.argv[1]))[0]
 try:
     module = load_kernel(entry)

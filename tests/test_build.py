@@ -11,7 +11,7 @@ import pytest
 from conftest import Project, RegistryUnderTest, git
 
 from buildtool import api
-from buildtool.build import BuildEvent, BuildResult
+from buildtool.built import BuildEvent, BuildResult
 
 pytestmark = pytest.mark.container
 

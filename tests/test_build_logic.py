@@ -8,7 +8,8 @@ from conftest import Project
 from fakes import FakeEngine, FakeRegistry
 
 from buildtool import api
-from buildtool.build import BuildOptions, BuildResult, build
+from buildtool.build import BuildOptions, build
+from buildtool.built import BuildResult
 from buildtool.naming import Revision
 
 REGISTRY = "registry.test/org"

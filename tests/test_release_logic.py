@@ -43,9 +43,7 @@ def smoke_result(tmp: Path, name: str, digest: str, passed: bool) -> Path:
 def built(registry: FakeRegistry, checked, name: str) -> str:  # type: ignore[no-untyped-def]
     cv = next(cv for cv in checked.variants if cv.name == name)
     is_default = name == checked.plan.default_variant
-    tags = variant_tags(
-        REGISTRY, cv.image.name, cv.base.name, Revision(SHA, False), is_default
-    )
+    tags = variant_tags(REGISTRY, cv.image.name, cv.base.name, Revision(SHA, False), is_default)
     return registry.put(tags.immutable, name)
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from smoke.checks.attention import KernelEntry, expected_backend, read_lock
+from smoke.checks.dispatch import expected_backend
 from smoke.checks.environment import arch_covered, libcuda_verdict, parse_driver_version
+from smoke.checks.kernels import KernelEntry, read_lock
 from smoke.checks.numerics import Case, cases
 from smoke.expect import Expectations
 from smoke.result import Check, SuiteResult

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
+from smoke.checks.dispatch import expected_backend
+from smoke.checks.kernels import KernelEntry, load_kernel, read_lock
 from smoke.checks.numerics import attention_math, cases, judge
 from smoke.expect import Expectations
 from smoke.result import Check
@@ -230,39 +230,6 @@ def sdpa(backend: str | None) -> Attention:
     return forced
 
 
-@dataclass(frozen=True)
-class KernelEntry:
-    """One kernel of the image's kernels lock (written at render, completed by the bake step)."""
-
-    name: str  # e.g. flash-attn3
-    repo_id: str  # e.g. kernels-community/vllm-flash-attn3
-    revision: str  # a pinned revision: `version=` cannot resolve offline
-    function: str  # e.g. flash_attn_func: (q, k, v in (batch, seq, heads, dim), causal=...) -> out
-    archs: tuple[str, ...]  # GPU archs it runs on; empty: any device, the CPU included
-    flash_attention: int | None = None
-    local_path: str | None = None  # the baked build variant's directory (the bake step writes it)
-    commit: str | None = None  # the commit a Hub revision resolved to when baked
-
-
-def read_lock(path: Path | None) -> list[KernelEntry]:
-    if path is None or not path.is_file():
-        return []
-    entries = json.loads(path.read_text())["kernels"]
-    return [KernelEntry(**{**e, "archs": tuple(e.get("archs", ()))}) for e in entries]
-
-
-def load_kernel(entry: KernelEntry) -> Any:
-    """Through the real `kernels` loader, offline, from the directory the bake step recorded:
-    independent of the Hub cache's layout (huggingface_hub 1.22 and later refuse an incomplete
-    snapshot offline) and of the Hub."""
-    os.environ["HF_HUB_OFFLINE"] = "1"  # this check's own process: set before kernels is imported
-    if not entry.local_path:
-        raise FileNotFoundError(f"the kernels lock records no baked directory for {entry.repo_id}")
-    from kernels import get_local_kernel
-
-    return get_local_kernel(Path(entry.local_path), trust_remote_code=[entry.repo_id])
-
-
 def kernel_attention(module: Any, function: str) -> Attention:
     call = getattr(module, function)
 
@@ -300,69 +267,6 @@ def kernel_check(entry: KernelEntry, device: str, arch: str | None, quick: bool)
     return Check(
         check.name, check.status, check.message, check.seconds, {**check.data, "kernel": asdict(entry)}
     )
-
-
-# What torch's SDPA dispatches to, when nothing is forced: its priority order, then each backend's
-# constraints. CPU: flash, then math (aten/src/ATen/native/transformers/sdp_utils_cpp.cpp,
-# priority_order_cpp). CUDA: a fused backend (flash, efficient or cuDNN, in an order that depends on
-# the torch version, the arch and cuDNN: aten/src/ATen/native/transformers/cuda/sdp_utils.cpp,
-# priority_order); the math backend on a GPU is the slow path the image must not end up on.
-EXPECTED_SDPA = {"cpu": ("flash",), "cuda": ("flash", "efficient", "cudnn")}
-
-
-def expected_backend(
-    results: list[Check], entries: list[KernelEntry], expect: Expectations, arch: str | None
-) -> Check:
-    """The backend this device must get, compared with what ran: FA3 on sm_90 and FA2 on
-    sm_80/86/89 when the image ships FlashAttention (its kernel check must pass: it ran that
-    kernel); else torch's own SDPA as dispatched, whose observed backends must be fused ones for
-    every case that has one (flash on a CPU)."""
-    name = "attention.expected-backend"
-    wanted_fa = None
-    if arch == "sm_90" and 3 in expect.flash_attention:
-        wanted_fa = 3
-    elif arch in ("sm_80", "sm_86", "sm_89", "sm_90") and 2 in expect.flash_attention:
-        wanted_fa = 2
-    if wanted_fa is not None:
-        entry = next((e for e in entries if e.flash_attention == wanted_fa), None)
-        if entry is None:
-            return Check(
-                name,
-                "fail",
-                f"FlashAttention {wanted_fa} is expected on {arch}, and the image's "
-                "kernels lock has no kernel for it",
-            )
-        wanted = f"attention.kernel.{entry.name}"
-        ran = next((c for c in results if c.name == wanted), None)
-        if ran is None or ran.status != "pass":
-            why = ran.message if ran else "it did not run"
-            return Check(
-                name,
-                "fail",
-                f"{wanted} is expected on {arch} and did not pass: {why}",
-                data={"expected": wanted},
-            )
-        return Check(name, "pass", f"{wanted} ran on {arch}", data={"expected": wanted})
-    device = "cuda" if arch else "cpu"
-    allowed = EXPECTED_SDPA[device]
-    default = next((c for c in results if c.name == "attention.sdpa.default"), None)
-    if default is None or default.status != "pass":
-        why = default.message if default else "it did not run"
-        return Check(name, "fail", f"torch's SDPA as dispatched did not pass: {why}")
-    # Cases a fused backend takes (square ones, as the priority order's constraints allow).
-    square = [c for c in default.data.get("cases", []) if c["case"].startswith("s")]
-    off = [c["case"] + f" ran {c['dispatch']}" for c in square if not set(c["dispatch"]) & set(allowed)]
-    observed = sorted({b for c in default.data.get("cases", []) for b in c["dispatch"]})
-    data = {"expected": list(allowed), "observed": observed, "device": arch or "cpu"}
-    if off:
-        return Check(
-            name,
-            "fail",
-            f"torch's SDPA on {arch or 'the CPU'} should run {' or '.join(allowed)}; "
-            f"{len(off)} case(s) did not: {off[0]}",
-            data=data,
-        )
-    return Check(name, "pass", f"torch's SDPA on {arch or 'the CPU'} ran {observed}", data=data)
 
 
 def run_one(spec: dict[str, Any], quick: bool) -> Check:

@@ -1,0 +1,135 @@
+"""The `images:` section of matrix.yaml: each image, its model, kernels and smoke settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from buildtool.errors import did_you_mean
+from buildtool.model import (
+    FLASH_ATTENTION_SHORTHAND,
+    IMAGE_KINDS,
+    MODEL_SOURCES,
+    Image,
+    KernelSpec,
+    Model,
+    SmokeSettings,
+    optional_keys,
+    required_keys,
+)
+from buildtool.reader import Reader, plain
+from buildtool.yamlpos import Node
+
+
+def read_images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
+    out = []
+    for entry in r.sequence(node, "images"):
+        m = r.mapping(entry, "an image", required_keys("image"), optional_keys("image"))
+        name = r.name(m["name"], "image name")
+        kind = r.scalar(m["kind"], str, "kind")
+        if kind not in IMAGE_KINDS:
+            raise r.fail(
+                m["kind"],
+                f"unknown image kind '{kind}'",
+                did_you_mean(kind, IMAGE_KINDS) or f"one of: {', '.join(IMAGE_KINDS)}",
+            )
+        template = root / r.scalar(m["template"], str, "template")
+        if not (template / "Dockerfile.j2").is_file():
+            raise r.fail(
+                m["template"],
+                f"image '{name}': no Dockerfile.j2 in {template}",
+                "create it, or point template at the directory that holds it",
+            )
+        args: list[tuple[str, str]] = []
+        if "args" in m:
+            arg_map = m["args"]
+            if not isinstance(arg_map.value, dict):
+                raise r.fail(arg_map, "args must be a mapping of build-arg name to value")
+            for key, value in arg_map.value.items():
+                args.append((key, r.scalar(value, str, f"args.{key}")))
+        handler = r.optional(m.get("handler"), str, "handler")
+        if kind == "serverless-worker" and handler is None:
+            raise r.fail(
+                entry,
+                f"image '{name}' is a serverless-worker but names no handler",
+                "add handler: handler.py",
+            )
+        if handler is not None and not (template / handler).is_file():
+            raise r.fail(m["handler"], f"image '{name}': handler {template / handler} does not exist")
+        out.append(
+            Image(
+                name=name,
+                template=template,
+                kind=kind,  # type: ignore[arg-type]
+                version=r.scalar(m["version"], str, "version"),
+                description=r.optional(m.get("description"), str, "description") or "",
+                args=tuple(sorted(args)),
+                handler=handler,
+                model=_model(r, m["model"]) if "model" in m else None,
+                smoke=_smoke(r, m["smoke"]) if "smoke" in m else None,
+                needs_torch=r.optional(m.get("needs_torch"), bool, "needs_torch") is not False,
+                kernels=_kernels(r, m["kernels"]) if "kernels" in m else (),
+                location=r.at(entry),
+            )
+        )
+    r.unique(out, lambda i: i.name, lambda i: i.location, "image")
+    return tuple(out)
+
+
+def _model(r: Reader, node: Node) -> Model:
+    m = r.mapping(node, "model", required_keys("model"), optional_keys("model"))
+    source = r.scalar(m["source"], str, "model.source")
+    if source not in MODEL_SOURCES:
+        raise r.fail(m["source"], f"model.source must be 'baked' or 'volume', not '{source}'")
+    volume_path = r.optional(m.get("volume_path"), str, "model.volume_path")
+    if source == "volume" and not volume_path:
+        raise r.fail(
+            node,
+            "model.source is 'volume' but no volume_path is given",
+            "add volume_path: /runpod-volume/models/<name>",
+        )
+    return Model(
+        r.scalar(m["name"], str, "model.name"),
+        source,  # type: ignore[arg-type]
+        r.scalar(m["size_gb"], float, "model.size_gb"),
+        volume_path,
+        r.at(node),
+    )
+
+
+def _kernels(r: Reader, node: Node) -> tuple[KernelSpec, ...]:
+    out = []
+    for entry in r.sequence(node, "kernels"):
+        if entry.value == FLASH_ATTENTION_SHORTHAND:
+            out.append(KernelSpec(FLASH_ATTENTION_SHORTHAND))
+            continue
+        if isinstance(entry.value, str):
+            raise r.fail(
+                entry,
+                f"unknown kernel shorthand '{entry.value}'",
+                f"'{FLASH_ATTENTION_SHORTHAND}', or a mapping with name, repo_id and revision",
+            )
+        m = r.mapping(entry, "a kernel", required_keys("kernel"), optional_keys("kernel"))
+        out.append(
+            KernelSpec(
+                name=r.name(m["name"], "kernel name"),
+                repo_id=r.scalar(m["repo_id"], str, "repo_id"),
+                revision=r.scalar(m["revision"], str, "revision"),
+                function=r.optional(m.get("function"), str, "function") or "flash_attn_func",
+                archs=r.strings(m["archs"], "archs") if "archs" in m else (),
+            )
+        )
+    return tuple(out)
+
+
+def _smoke(r: Reader, node: Node) -> SmokeSettings:
+
+    m = r.mapping(node, "smoke", required_keys("smoke"), optional_keys("smoke"))
+    raw = m["input"].value
+    if not isinstance(raw, dict):
+        raise r.fail(m["input"], "smoke.input must be a mapping (the job's input)")
+    shape = tuple(
+        r.scalar(n, int, "an entry of smoke.output_shape")
+        for n in r.sequence(m["output_shape"], "smoke.output_shape")
+    )
+    return SmokeSettings(json.dumps(plain(m["input"]), sort_keys=True), shape)

@@ -1,0 +1,70 @@
+"""attention.expected-backend: what must run on this device, compared with what the other attention
+checks observed running."""
+
+from __future__ import annotations
+
+from smoke.checks.kernels import KernelEntry
+from smoke.expect import Expectations
+from smoke.result import Check
+
+# What torch's SDPA dispatches to, when nothing is forced: its priority order, then each backend's
+# constraints. CPU: flash, then math (aten/src/ATen/native/transformers/sdp_utils_cpp.cpp,
+# priority_order_cpp). CUDA: a fused backend (flash, efficient or cuDNN, in an order that depends on
+# the torch version, the arch and cuDNN: aten/src/ATen/native/transformers/cuda/sdp_utils.cpp,
+# priority_order); the math backend on a GPU is the slow path the image must not end up on.
+EXPECTED_SDPA = {"cpu": ("flash",), "cuda": ("flash", "efficient", "cudnn")}
+
+
+def expected_backend(
+    results: list[Check], entries: list[KernelEntry], expect: Expectations, arch: str | None
+) -> Check:
+    """The backend this device must get, compared with what ran: FA3 on sm_90 and FA2 on
+    sm_80/86/89 when the image ships FlashAttention (its kernel check must pass: it ran that
+    kernel); else torch's own SDPA as dispatched, whose observed backends must be fused ones for
+    every case that has one (flash on a CPU)."""
+    name = "attention.expected-backend"
+    wanted_fa = None
+    if arch == "sm_90" and 3 in expect.flash_attention:
+        wanted_fa = 3
+    elif arch in ("sm_80", "sm_86", "sm_89", "sm_90") and 2 in expect.flash_attention:
+        wanted_fa = 2
+    if wanted_fa is not None:
+        entry = next((e for e in entries if e.flash_attention == wanted_fa), None)
+        if entry is None:
+            return Check(
+                name,
+                "fail",
+                f"FlashAttention {wanted_fa} is expected on {arch}, and the image's "
+                "kernels lock has no kernel for it",
+            )
+        wanted = f"attention.kernel.{entry.name}"
+        ran = next((c for c in results if c.name == wanted), None)
+        if ran is None or ran.status != "pass":
+            why = ran.message if ran else "it did not run"
+            return Check(
+                name,
+                "fail",
+                f"{wanted} is expected on {arch} and did not pass: {why}",
+                data={"expected": wanted},
+            )
+        return Check(name, "pass", f"{wanted} ran on {arch}", data={"expected": wanted})
+    device = "cuda" if arch else "cpu"
+    allowed = EXPECTED_SDPA[device]
+    default = next((c for c in results if c.name == "attention.sdpa.default"), None)
+    if default is None or default.status != "pass":
+        why = default.message if default else "it did not run"
+        return Check(name, "fail", f"torch's SDPA as dispatched did not pass: {why}")
+    # Cases a fused backend takes (square ones, as the priority order's constraints allow).
+    square = [c for c in default.data.get("cases", []) if c["case"].startswith("s")]
+    off = [c["case"] + f" ran {c['dispatch']}" for c in square if not set(c["dispatch"]) & set(allowed)]
+    observed = sorted({b for c in default.data.get("cases", []) for b in c["dispatch"]})
+    data = {"expected": list(allowed), "observed": observed, "device": arch or "cpu"}
+    if off:
+        return Check(
+            name,
+            "fail",
+            f"torch's SDPA on {arch or 'the CPU'} should run {' or '.join(allowed)}; "
+            f"{len(off)} case(s) did not: {off[0]}",
+            data=data,
+        )
+    return Check(name, "pass", f"torch's SDPA on {arch or 'the CPU'} ran {observed}", data=data)
