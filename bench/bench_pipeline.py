@@ -44,6 +44,7 @@ from buildtool import api  # noqa: E402
 from buildtool.built import BuildResult  # noqa: E402
 from buildtool.localregistry import answers  # noqa: E402
 from buildtool.naming import Revision  # noqa: E402
+from buildtool.options import Options  # noqa: E402
 from buildtool.registry import HttpRegistry  # noqa: E402
 
 
@@ -103,8 +104,8 @@ def synthetic_matrix(work: Path, images: int = 10, bases: int = 100) -> Path:
 
 
 def render_vs_bake_print(matrix: Path) -> dict[str, float]:
-    options = api.RenderOptions(registry="localhost:5000", revision=Revision("0" * 40, False, 0))
-    render_seconds = median_time(lambda: api.render(matrix, (), options))
+    options = Options.for_matrix(matrix, registry="localhost:5000", revision=Revision("0" * 40, False, 0))
+    render_seconds = median_time(lambda: api.render(options))
     build_dir = matrix.parent / "build"
     targets = len(json.loads((build_dir / "docker-bake.json").read_text())["target"])
     bake_seconds = median_time(
@@ -189,8 +190,8 @@ def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
     figures["variant"] = default
 
     def run(rebuild: bool = False) -> BuildResult:
-        options = api.BuildRunOptions(api.RenderOptions(registry=address), jobs=1, rebuild=rebuild)
-        result = api.build(matrix, (default,), options)
+        options = Options.for_matrix(matrix, select=(default,), registry=address, jobs=1, rebuild=rebuild)
+        result = api.build(options)
         if not result.ok:
             raise StepFailed(f"build failed: {[v.error for v in result.variants]}")
         return result

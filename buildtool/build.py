@@ -21,7 +21,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from buildtool import refs
@@ -31,6 +31,7 @@ from buildtool.errors import Problem, RegistryError
 from buildtool.files import write_atomically
 from buildtool.lock import read_lock
 from buildtool.oci import OciImage, prune_layout, read_image
+from buildtool.options import Options
 from buildtool.registry import Registry, RemoteManifest, compressed_size
 from buildtool.render import LABEL_PREFIX
 from buildtool.rendering import RenderedVariant, Rendering, oci_layout
@@ -40,15 +41,6 @@ CREATED_LABEL = "org.opencontainers.image.created"  # the commit's time
 VARIANT_LABEL = f"{LABEL_PREFIX}.variant"
 # The image-scope policy, as the build stage sees it: a built image in, refusals out.
 ImageCheck = Callable[[OciImage], Sequence[Problem]]
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    build_dir: Path
-    lock_path: Path
-    locked: bool = False
-    jobs: int = 2
-    rebuild: bool = False  # build even when the registry already holds the commit's immutable tag
 
 
 class _VariantFailed(Exception):
@@ -77,7 +69,7 @@ def _classify_build_error(error: str, registry: str, base_ref: str) -> tuple[str
 def _build_one(
     v: RenderedVariant,
     rendering: Rendering,
-    options: BuildOptions,
+    options: Options,
     lock: Mapping[str, str],
     engine: Engine,
     registry: Registry,
@@ -292,7 +284,7 @@ def _move_tags(results: tuple[VariantResult, ...], registry: Registry) -> tuple[
 
 def build(
     rendering: Rendering,
-    options: BuildOptions,
+    options: Options,
     engine: Engine,
     registry: Registry,
     on_event: Callable[[BuildEvent], None] = lambda _: None,

@@ -47,6 +47,7 @@ from buildtool.errors import (
 
 if TYPE_CHECKING:
     from buildtool.naming import Revision
+    from buildtool.options import Options
 
 # The stages (api and what it imports: jinja2, yaml, docker, ...) are imported by the commands
 # that run them, so that `buildtool --help` and a mistyped option answer at once.
@@ -73,12 +74,35 @@ def _revision(args: argparse.Namespace) -> Revision | None:
     return revision_of(args.matrix.resolve().parent, args.commit)
 
 
+def options_from(args: argparse.Namespace) -> Options:
+    """The one Options of this run, from the arguments its command has."""
+    from buildtool.options import Options
+
+    release = args.command == "release"
+    return Options.for_matrix(
+        args.matrix,
+        getattr(args, "build_dir", None),
+        select=_select(args),
+        registry=getattr(args, "registry", None),
+        revision=None if release else _revision(args),
+        kernels_local=getattr(args, "kernels_local", None),
+        results=tuple(getattr(args, "results", None) or ()),
+        locked=getattr(args, "locked", False),
+        allow_dirty=getattr(args, "allow_dirty", False),
+        jobs=getattr(args, "jobs", 2),
+        rebuild=getattr(args, "rebuild", False),
+        commit=args.commit if release else None,
+        dry_run=getattr(args, "dry_run", False),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from buildtool import api, github, locking
 
     matrix_path: Path = args.matrix
+    options = options_from(args)
     if args.command == "plan":
-        checked = api.plan_and_check(matrix_path, _select(args))
+        checked = api.plan_and_check(options)
         if args.github_output:
             path = github.write_outputs(github.outputs_for(checked))
             err.print(f"wrote {', '.join(github.OUTPUT_NAMES)} to {path}", markup=False)
@@ -90,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         report_findings(checked.warnings)
         return 0
     if args.command == "build":
-        return run_build(args)
+        return run_build(args, options)
     if args.command == "lock":
         path, locked = locking.lock(matrix_path, _select(args), not args.kernels_only, not args.bases_only)
         for ref, digest in sorted(locked.bases.items()):
@@ -115,12 +139,12 @@ def run(args: argparse.Namespace) -> int:
             out.print(f"wrote {path}")
         return 0
     if args.command == "smoke":
-        return run_smoke(args)
+        return run_smoke(args, options)
     if args.command == "release":
-        return run_release(args)
+        return run_release(args, options)
     if args.command == "report":
         out_dir = args.out or args.matrix.parent / "reports"
-        built, written = api.report(args.matrix, out_dir, tuple(args.results), args.build_dir, _select(args))
+        built, written = api.report(options, out_dir)
         out.print(
             f"{len(built.rows)} GPU row(s) x {len(built.variants)} variant(s) from "
             f"{len(built.sources)} result(s)"
@@ -128,33 +152,26 @@ def run(args: argparse.Namespace) -> int:
         for path in written:
             out.print(f"wrote {path}")
         return 0
-    options = api.RenderOptions(
-        registry=args.registry,
-        revision=_revision(args),
-        build_dir=args.build_dir,
-        kernels_local=args.kernels_local,
-    )
     if args.command == "check":
-        checked, _rendering = api.check(matrix_path, _select(args), options)
+        checked, _rendering = api.check(options)
         out.print(*plan_tables(checked))
         report_findings(checked.warnings)
         out.print(f"[green]ok[/green]: {len(checked.variants)} variant(s) pass every policy")
         return 0
-    checked, rendering = api.render(matrix_path, _select(args), options)
+    checked, rendering = api.render(options)
     report_findings(checked.warnings)
-    build_dir = api.build_dir_for(matrix_path, options)
+    build_dir = options.build_dir
     for variant in rendering.variants:
         out.print(f"rendered {build_dir / variant.name}/Dockerfile  ->  {variant.tags.immutable}")
     out.print(f"wrote {build_dir / 'docker-bake.json'} ({len(rendering.variants)} target(s))")
     return 0
 
 
-def run_build(args: argparse.Namespace) -> int:
+def run_build(args: argparse.Namespace, options: Options) -> int:
     from buildtool import api
 
-    select = _select(args)
     if args.default:
-        default = api.plan_and_check(args.matrix).plan.default_variant
+        default = api.plan_and_check(options.but(select=())).plan.default_variant
         if default is None:
             raise ConfigError(
                 Problem(
@@ -163,16 +180,9 @@ def run_build(args: argparse.Namespace) -> int:
                     hint="add default_variant: <variant> to it",
                 )
             )
-        select = (default,)
-    options = api.BuildRunOptions(
-        api.RenderOptions(registry=args.registry, build_dir=args.build_dir, kernels_local=args.kernels_local),
-        locked=args.locked,
-        allow_dirty=args.allow_dirty,
-        jobs=args.jobs,
-        rebuild=args.rebuild,
-    )
+        options = options.but(select=(default,))
     with BuildDisplay(out) as display:
-        result = api.build(args.matrix, select, options, display.event, out.print)
+        result = api.build(options, display.event, out.print)
     out.print(results_table(result))
     for variant in result.variants:
         if variant.status == "built-earlier":
@@ -196,9 +206,8 @@ def run_build(args: argparse.Namespace) -> int:
     problems += [Problem(e) for e in result.errors]
     if args.check_reproducible:
         for check in api.check_reproducible(
-            args.matrix,
-            result,
             options,
+            result,
             lambda name: out.print(f"{name}: rebuilding from nothing to compare digests"),
         ):
             if check.reproducible:
@@ -218,17 +227,10 @@ def run_build(args: argparse.Namespace) -> int:
     raise BuildError(problems + refusals)
 
 
-def run_release(args: argparse.Namespace) -> int:
+def run_release(args: argparse.Namespace, options: Options) -> int:
     from buildtool import api
 
-    options = api.ReleaseOptions(
-        registry=args.registry,
-        commit=args.commit,
-        results=tuple(args.results),
-        dry_run=args.dry_run,
-        build_dir=args.build_dir,
-    )
-    plan, moved, unchanged = api.release(args.matrix, args.tag, options, _select(args))
+    plan, moved, unchanged = api.release(options, args.tag)
     table = Table(
         title=f"release {plan.version} of {plan.revision[:12]}" + (" (dry run)" if args.dry_run else "")
     )
@@ -261,14 +263,14 @@ def run_release(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_smoke(args: argparse.Namespace) -> int:
+def run_smoke(args: argparse.Namespace, options: Options) -> int:
     from buildtool import smoke_runner
 
-    build_dir = args.build_dir or args.matrix.parent / "build"
+    build_dir = options.build_dir
     where = "on the GPU" if smoke_runner.host_has_gpu() else "on the CPU (no NVIDIA GPU here)"
     outcomes = smoke_runner.smoke(
         build_dir,
-        _select(args),
+        options.select,
         quick=args.quick,
         on_start=lambda image: out.print(f"smoke: {image.variant} {where}"),
     )

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -88,6 +89,11 @@ class HttpRegistry:
         self.timeout = timeout
         self.docker_config = docker_config or Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker"))
         self._tokens: dict[tuple[str, str], str] = {}
+        # Variants built in parallel share blobs (their base's layers). registry:2 answers two
+        # concurrent uploads of one blob with DIGEST_INVALID: each blob is uploaded by one thread at
+        # a time, and the next finds it there.
+        self._blob_locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._blob_locks_guard = threading.Lock()
 
     def manifest(self, ref: str) -> RemoteManifest | None:
         where = Reference.parse(ref)
@@ -144,6 +150,12 @@ class HttpRegistry:
 
     def _upload_blob(self, target: Reference, layout: Path, digest: str) -> int:
         """A monolithic upload (POST, then PUT with the digest), unless the registry has the blob."""
+        with self._blob_locks_guard:
+            lock = self._blob_locks.setdefault((target.host, target.repository, digest), threading.Lock())
+        with lock:
+            return self._upload_blob_once(target, layout, digest)
+
+    def _upload_blob_once(self, target: Reference, layout: Path, digest: str) -> int:
         status, _, body = self._call(target, "HEAD", f"/blobs/{digest}", "pull,push", {})
         if status == 200:
             return 0

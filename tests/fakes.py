@@ -125,7 +125,7 @@ def write_layout(layout: Path, content: str, config: dict[str, object] | None = 
         return {"digest": f"sha256:{digest}", "size": len(data)}
 
     layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **blob(content.encode())}
-    document = json.dumps({"config": config or {}, "history": [{"created_by": f"RUN {content}"}]})
+    document = json.dumps({"config": config or {}, "history": [{"created_by": f"RUN {content[:60]}"}]})
     config_blob = {"mediaType": "application/vnd.oci.image.config.v1+json", **blob(document.encode())}
     manifest = json.dumps(
         {"schemaVersion": 2, "mediaType": MANIFEST, "config": config_blob, "layers": [layer]}

@@ -12,6 +12,7 @@ from conftest import Project, RegistryUnderTest, git
 
 from buildtool import api
 from buildtool.built import BuildEvent, BuildResult
+from buildtool.options import Options
 
 pytestmark = pytest.mark.container
 
@@ -125,8 +126,8 @@ def test_a_code_change_rebuilds_only_the_last_layer(cli, tiny: Project, registry
 
 
 def test_registry_stopped_mid_run_leaves_moving_tags(tiny: Project, registry: RegistryUnderTest) -> None:
-    options = api.BuildRunOptions(api.RenderOptions(registry=registry.address))
-    first = api.build(tiny.matrix, (), options)
+    options = Options.for_matrix(tiny.matrix, registry=registry.address)
+    first = api.build(options)
     assert first.ok
     before = {t: registry.digest("tiny", t) for t in ("latest", "slim-latest", "slim-bookworm-latest")}
     (tiny.root / "images" / "tiny" / "app.py").write_text('print("tiny app, version 2")\n')
@@ -136,7 +137,7 @@ def test_registry_stopped_mid_run_leaves_moving_tags(tiny: Project, registry: Re
         if event.phase == "pushing":
             registry.stop()
 
-    second: BuildResult = api.build(tiny.matrix, (), options, stop_at_push)
+    second: BuildResult = api.build(options, stop_at_push)
     assert not second.ok
     assert second.moved_tags == ()
     assert second.moving_tags_note and "stay where they were" in second.moving_tags_note

@@ -8,20 +8,19 @@ from conftest import Project
 from fakes import FakeEngine, FakeRegistry
 
 from buildtool import api
-from buildtool.build import BuildOptions, build
+from buildtool.build import build
 from buildtool.built import BuildResult
 from buildtool.naming import Revision
+from buildtool.options import Options
 
 REGISTRY = "registry.test/org"
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def run(tiny: Project, engine: FakeEngine, registry: FakeRegistry, dirty: bool = False) -> BuildResult:
-    options = api.RenderOptions(registry=REGISTRY, revision=Revision(SHA, dirty))
-    checked, rendering = api.render(tiny.matrix, (), options)
-    build_dir = tiny.root / "build"
-    build_options = BuildOptions(build_dir, tiny.root / "matrix.lock", jobs=1)
-    return build(rendering, build_options, engine, registry, check_image=api.image_policy(checked))
+    options = Options.for_matrix(tiny.matrix, registry=REGISTRY, revision=Revision(SHA, dirty), jobs=1)
+    checked, rendering = api.render(options)
+    return build(rendering, options, engine, registry, check_image=api.image_policy(checked))
 
 
 def test_a_first_build_pushes_every_variant_then_moves_its_tags(tiny: Project) -> None:

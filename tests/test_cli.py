@@ -13,6 +13,7 @@ from rehearsal import parse_file_command
 
 from buildtool import api, github
 from buildtool.errors import ConfigError
+from buildtool.options import Options
 
 
 def test_check_passes_on_the_repository_matrix_and_shows_b200_refused() -> None:
@@ -223,7 +224,7 @@ def test_a_smoke_matrix_over_githubs_job_limit_is_refused_before_the_run(
 
 
 def test_a_build_matrix_over_githubs_job_limit_names_the_matrix_file() -> None:
-    checked = api.plan_and_check(REPO / "matrix.yaml")
+    checked = api.plan_and_check(Options.for_matrix(REPO / "matrix.yaml"))
     too_many = {"include": [{"variant": str(n)} for n in range(github.MAX_MATRIX_JOBS + 1)]}
     with pytest.raises(ConfigError) as raised:
         github.within_job_limit("matrix", too_many, checked)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
-from conftest import free_port, running_registry
+from conftest import RegistryUnderTest, free_port, running_registry
 
 from buildtool.errors import RegistryDenied, RegistryUnreachable
 from buildtool.registry import HttpRegistry
@@ -63,3 +64,30 @@ def test_wrong_or_missing_credentials_say_docker_login(private_registry: str, tm
 def test_a_closed_port_is_unreachable(tmp_path: Path) -> None:
     with pytest.raises(RegistryUnreachable):
         HttpRegistry(docker_config=tmp_path).manifest(f"localhost:{free_port()}/x:y")
+
+
+def test_variants_pushed_at_once_share_their_base_layers_without_a_race(
+    registry: RegistryUnderTest, tmp_path: Path
+) -> None:
+    """Parallel builds push images that share layers; registry:2 refuses two concurrent uploads of
+    one blob (DIGEST_INVALID), so each blob goes up once and the others find it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fakes import write_layout
+
+    shared = os.urandom(8_000_000).hex()  # one 16 MB layer in every image
+    layouts = []
+    for n in range(6):
+        layout = tmp_path / f"v{n}"
+        layouts.append((layout, write_layout(layout, shared, {"Labels": {"n": str(n)}})))
+    client = HttpRegistry()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        pushed = list(
+            pool.map(
+                lambda job: client.push_layout(job[0], job[1], f"{registry.address}/shared:v{job[0].name}"),
+                layouts,
+            )
+        )
+    assert sum(1 for b in pushed if b > 16_000_000) == 1, pushed  # the layer went up once
+    for layout, digest in layouts:
+        assert registry.digest("shared", f"v{layout.name}") == digest

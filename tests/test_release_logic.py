@@ -13,6 +13,7 @@ from fakes import FakeRegistry
 from buildtool import api
 from buildtool.errors import ReleaseRefused
 from buildtool.naming import Revision, variant_tags
+from buildtool.options import Options
 from buildtool.release import plan_release, promote
 
 REGISTRY = "registry.test/org"
@@ -21,7 +22,7 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 @pytest.fixture(scope="module")
 def checked():  # type: ignore[no-untyped-def]
-    return api.plan_and_check(REPO / "matrix.yaml", ("worker-embed-*",))
+    return api.plan_and_check(Options.for_matrix(REPO / "matrix.yaml", select=("worker-embed-*",)))
 
 
 def smoke_result(tmp: Path, name: str, digest: str, passed: bool) -> Path:

@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO
 
 from buildtool import api
+from buildtool.options import Options
 
 GOLDEN = REPO / "tests" / "golden"
 RESULTS = tuple(sorted((GOLDEN / "smoke-results").glob("*.json")))
@@ -28,7 +29,7 @@ def assert_golden(name: str, actual: str) -> None:
 @pytest.fixture
 def reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    api.report(REPO / "matrix.yaml", tmp_path, RESULTS)
+    api.report(Options.for_matrix(REPO / "matrix.yaml", results=RESULTS), tmp_path)
     return tmp_path
 
 
@@ -60,7 +61,7 @@ def test_a_gpu_result_lands_on_its_gpu_row(tmp_path: Path) -> None:
     document["host"] = {**document["host"], "device": "NVIDIA H100 80GB HBM3", "arch": "sm_90"}
     moved = tmp_path / "gpu.json"
     moved.write_text(json.dumps(document))
-    built, _ = api.report(REPO / "matrix.yaml", tmp_path / "out", (moved,))
+    built, _ = api.report(Options.for_matrix(REPO / "matrix.yaml", results=(moved,)), tmp_path / "out")
     rows = {r.gpu: r for r in built.rows}
     assert rows["H100"].cells[document["variant"]].status == "pass"
     assert rows["H200"].cells[document["variant"]].status == "not run"
@@ -70,7 +71,7 @@ def test_markdown_goes_to_the_step_summary(tmp_path: Path, monkeypatch: pytest.M
     summary = tmp_path / "summary.md"
     summary.write_text("earlier\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    api.report(REPO / "matrix.yaml", tmp_path / "out", RESULTS)
+    api.report(Options.for_matrix(REPO / "matrix.yaml", results=RESULTS), tmp_path / "out")
     assert summary.read_text().startswith("earlier\n# Compatibility report")
 
 

@@ -18,6 +18,7 @@ import pytest
 from conftest import REPO, TEST_LABEL, RegistryUnderTest, committed_copy, git, running_registry
 
 from buildtool import api
+from buildtool.options import Options
 from buildtool.smoke_runner import BuiltImage, SmokeOutcome, run_in_image
 
 pytestmark = [pytest.mark.container, pytest.mark.torch_base]
@@ -42,8 +43,10 @@ def probe(tmp_path_factory: pytest.TempPathFactory, registry_module: RegistryUnd
     root = committed_copy(
         REPO / "tests" / "projects" / "smoked", tmp_path_factory.mktemp("smoked") / "checkout"
     )
-    options = api.BuildRunOptions(api.RenderOptions(registry=registry_module.address, kernels_local=KERNELS))
-    result = api.build(root / "matrix.yaml", (), options)
+    options = Options.for_matrix(
+        root / "matrix.yaml", registry=registry_module.address, kernels_local=KERNELS
+    )
+    result = api.build(options)
     assert result.ok, [v.error for v in result.variants]
     entry = result.variants[0]
     assert entry.digest is not None
