@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,3 +84,41 @@ def test_default_worker_variant_builds_pushes_and_passes_smoke(
     statuses = {c["name"]: c["status"] for c in result["checks"]}
     assert statuses["model.load"] == statuses["model.handler"] == "pass"
     assert statuses["attention.expected-backend"] == "pass"
+
+    # The runtime image, its FlashAttention kernels baked from a local context (no Hub here): it
+    # builds into the same registry (the base's layers are there already) and passes its suite.
+    kernels = repository_copy.root.parent / "kernels-local"
+    for name in ("flash-attn3", "flash-attn2"):
+        shutil.copytree(REPO / "tests" / "kernels" / "sdpa-attention", kernels / name)
+    runtime = "pytorch-runtime-runpod-torch211-cu130"
+    built = subprocess.run(
+        ["buildtool", "build", "--select", runtime, "--kernels-local", str(kernels)],
+        cwd=repository_copy.root,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    smoked = subprocess.run(
+        ["buildtool", "smoke", "--select", runtime],
+        cwd=repository_copy.root,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+        env=user_env,
+    )
+    assert smoked.returncode == 0, smoked.stdout + smoked.stderr
+    result = json.loads((repository_copy.root / "build" / "smoke" / f"{runtime}.json").read_text())
+    checks = {c["name"]: c for c in result["checks"]}
+    assert result["passed"], [c["message"] for c in checks.values() if c["status"] == "fail"]
+    for name in ("attention.kernel.flash-attn3", "attention.kernel.flash-attn2"):
+        assert checks[name]["status"] == "skipped" and "this device is a CPU" in checks[name]["message"]
+    # Each case names the backend it ran: forced ones what was forced, the default what torch chose.
+    default_cases = checks["attention.sdpa.default"]["data"]["cases"]
+    assert default_cases and all(case["dispatch"] for case in default_cases)
+    assert {b for case in checks["attention.sdpa.math"]["data"]["cases"] for b in case["dispatch"]} == {
+        "math"
+    }
+    assert checks["attention.expected-backend"]["status"] == "pass"

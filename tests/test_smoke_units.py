@@ -196,3 +196,47 @@ def test_expectations_from_the_image_environment() -> None:
     assert expect.flash_attention == (2, 3) and expect.output_shape == (1, 384)
     assert expect.sample_input == {"texts": ["a"]} and expect.handler == Path("/app/handler.py")
     assert expect.cuda is None  # empty means undeclared
+
+
+def test_a_kernel_outside_sdpa_is_named_by_what_the_profiler_saw() -> None:
+    from smoke.checks.attention import kernels_seen
+
+    names = {
+        "aten::empty",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "flash_attn_3::fwd",
+        "void flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>>(Flash_fwd_params)",
+        "cudaLaunchKernel",
+    }
+    seen = kernels_seen(names)
+    assert seen[0] == "flash_attn_3::fwd" and seen[1].startswith("void flash::flash_fwd_kernel<")
+    assert not any(n.startswith(("aten::", "cuda")) for n in seen)
+
+
+@pytest.mark.parametrize(
+    ("arch", "cudnn", "deprioritized", "first"),
+    [
+        (None, None, "", "flash"),  # CPU: priority_order_cpp
+        ("sm_90", 91900, "", "cudnn"),  # H100 with torch 2.11's cuDNN 9.19: cuDNN first
+        ("sm_90", 91900, "1", "flash"),  # TORCH_CUDNN_SDPA_DEPRIORITIZED=1
+        ("sm_90", 91500, "", "flash"),  # cuDNN 9.15.0 is not newer than 9.15.0
+        ("sm_100", 91900, "", "cudnn"),
+        ("sm_80", 91900, "", "flash"),  # A100: flash first
+        ("sm_89", 91900, "", "flash"),
+    ],
+)
+def test_the_sdpa_expectation_follows_torch_priority_order(  # type: ignore[no-untyped-def]
+    monkeypatch, arch, cudnn, deprioritized, first
+) -> None:
+    from smoke.checks.dispatch import sdpa_preference
+
+    monkeypatch.setenv("TORCH_CUDNN_SDPA_DEPRIORITIZED", deprioritized)
+    assert sdpa_preference(arch, cudnn)[0] == first
+    assert "math" not in sdpa_preference(arch, cudnn)
+
+
+def test_an_h100_that_ran_flash_where_cudnn_comes_first_passes_and_says_so() -> None:
+    no_fa = Expectations(flash_attention=())
+    verdict = expected_backend(dispatched(["flash"]), [], no_fa, "sm_90", 91900)
+    assert verdict.status == "pass" and "first choice here, cudnn, took 0 of" in verdict.message
+    assert verdict.data["expected"][0] == "cudnn" and verdict.data["cudnn"] == 91900

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import subprocess
 import sys
 import time
@@ -70,8 +71,21 @@ def _time(run: Callable[[], Any], on_gpu: bool, iterations: int) -> float:
 Attention = Callable[[Any, Any, Any, bool], Any]
 
 
+# Operators and GPU kernels of an attention implementation outside torch's SDPA (a Hub kernel's
+# `flash_attn::fwd`, the CUDA kernel `flash::flash_fwd_kernel<...>`): what the FlashAttention path ran.
+ATTENTION_KERNEL = re.compile(r"flash|fmha|attn|attention", re.IGNORECASE)
+
+
+def kernels_seen(names: set[str]) -> list[str]:
+    """Attention operators and kernels the profiler saw that are not torch's own (aten) ones."""
+    own = ("aten::", "cudaLaunch", "cudaStream", "Memcpy", "Memset")
+    found = sorted(n[:120] for n in names if ATTENTION_KERNEL.search(n) and not n.startswith(own))
+    return found[:5]
+
+
 def observed_backends(run: Callable[[], Any]) -> tuple[Any, list[str]]:
-    """Run once under the profiler: the output, and the SDPA backends whose operators ran."""
+    """Run once under the profiler: the output, and the SDPA backends whose operators ran (for a
+    Hub kernel that calls no SDPA: `kernel:<name>` for each attention kernel it ran instead)."""
     import torch
 
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -86,7 +100,7 @@ def observed_backends(run: Callable[[], Any]) -> tuple[Any, list[str]]:
     for op, backend in DISPATCH_OPS:
         if any(op in name for name in names) and backend not in seen:
             seen.append(backend)
-    return out, seen
+    return out, seen or [f"kernel:{name}" for name in kernels_seen(names)]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -322,7 +336,8 @@ def checks(expect: Expectations, quick: bool = False) -> list[Check]:
     results += [
         isolated(f"attention.kernel.{entry.name}", {"kernel": asdict(entry)}, quick) for entry in entries
     ]
-    results.append(expected_backend(results, entries, expect, arch))
+    cudnn = torch.backends.cudnn.version() if arch else None  # the runtime cuDNN torch loaded
+    results.append(expected_backend(results, entries, expect, arch, cudnn))
     return results
 
 

@@ -3,20 +3,41 @@ checks observed running."""
 
 from __future__ import annotations
 
+import os
+
 from smoke.checks.kernels import KernelEntry
 from smoke.expect import Expectations
 from smoke.result import Check
 
-# What torch's SDPA dispatches to, when nothing is forced: its priority order, then each backend's
-# constraints. CPU: flash, then math (aten/src/ATen/native/transformers/sdp_utils_cpp.cpp,
-# priority_order_cpp). CUDA: a fused backend (flash, efficient or cuDNN, in an order that depends on
-# the torch version, the arch and cuDNN: aten/src/ATen/native/transformers/cuda/sdp_utils.cpp,
-# priority_order); the math backend on a GPU is the slow path the image must not end up on.
-EXPECTED_SDPA = {"cpu": ("flash",), "cuda": ("flash", "efficient", "cudnn")}
+# What torch's SDPA dispatches to when nothing is forced: its priority order, then each backend's
+# constraints (a case the first backend cannot take goes to the next). Sources, torch 2.11:
+# - CPU: flash, then math (aten/src/ATen/native/transformers/sdp_utils_cpp.cpp, priority_order_cpp).
+# - CUDA: flash, efficient, math, cuDNN; except that cuDNN comes first when the runtime cuDNN is
+#   newer than 9.15.0 on compute capability 9.0, 10.0 or 10.3 and TORCH_CUDNN_SDPA_DEPRIORITIZED is
+#   not set (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp, check_prefer_cudnn_attention;
+#   torch 2.11.0+cu130 ships cuDNN 9.19: H100/H200 get cuDNN attention by default).
+# The math backend on a GPU is the slow path the image must not end up on.
+FUSED_CUDA = ("flash", "efficient", "cudnn")
+CUDNN_FIRST_ARCHS = ("sm_90", "sm_100", "sm_103")
+CUDNN_FIRST_ABOVE = 91500  # cuDNN 9.15.0, as torch.backends.cudnn.version() says it
+
+
+def sdpa_preference(arch: str | None, cudnn: int | None) -> tuple[str, ...]:
+    """The backends torch's SDPA may run on this device, its first choice first."""
+    if arch is None:
+        return ("flash",)
+    deprioritized = os.environ.get("TORCH_CUDNN_SDPA_DEPRIORITIZED", "").lower() in ("1", "true", "on", "yes")
+    if not deprioritized and arch in CUDNN_FIRST_ARCHS and (cudnn or 0) > CUDNN_FIRST_ABOVE:
+        return ("cudnn", "flash", "efficient")
+    return FUSED_CUDA
 
 
 def expected_backend(
-    results: list[Check], entries: list[KernelEntry], expect: Expectations, arch: str | None
+    results: list[Check],
+    entries: list[KernelEntry],
+    expect: Expectations,
+    arch: str | None,
+    cudnn: int | None = None,
 ) -> Check:
     """The backend this device must get, compared with what ran: FA3 on sm_90 and FA2 on
     sm_80/86/89 when the image ships FlashAttention (its kernel check must pass: it ran that
@@ -48,8 +69,7 @@ def expected_backend(
                 data={"expected": wanted},
             )
         return Check(name, "pass", f"{wanted} ran on {arch}", data={"expected": wanted})
-    device = "cuda" if arch else "cpu"
-    allowed = EXPECTED_SDPA[device]
+    allowed = sdpa_preference(arch, cudnn)
     default = next((c for c in results if c.name == "attention.sdpa.default"), None)
     if default is None or default.status != "pass":
         why = default.message if default else "it did not run"
@@ -58,7 +78,14 @@ def expected_backend(
     square = [c for c in default.data.get("cases", []) if c["case"].startswith("s")]
     off = [c["case"] + f" ran {c['dispatch']}" for c in square if not set(c["dispatch"]) & set(allowed)]
     observed = sorted({b for c in default.data.get("cases", []) for b in c["dispatch"]})
-    data = {"expected": list(allowed), "observed": observed, "device": arch or "cpu"}
+    first = [c["case"] for c in square if allowed[0] in c["dispatch"]]
+    data = {
+        "expected": list(allowed),
+        "observed": observed,
+        "device": arch or "cpu",
+        "cudnn": cudnn,
+        "first_choice_ran": f"{len(first)}/{len(square)}",
+    }
     if off:
         return Check(
             name,
@@ -67,4 +94,10 @@ def expected_backend(
             f"{len(off)} case(s) did not: {off[0]}",
             data=data,
         )
-    return Check(name, "pass", f"torch's SDPA on {arch or 'the CPU'} ran {observed}", data=data)
+    return Check(
+        name,
+        "pass",
+        f"torch's SDPA on {arch or 'the CPU'} ran {observed}; its first choice here, {allowed[0]}, "
+        f"took {len(first)} of {len(square)} square cases",
+        data=data,
+    )
