@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from buildtool.errors import did_you_mean
@@ -10,6 +11,7 @@ from buildtool.model import (
     FLASH_ATTENTION_SHORTHAND,
     IMAGE_KINDS,
     MODEL_SOURCES,
+    SECRET_NAME_PATTERN,
     Image,
     KernelSpec,
     Model,
@@ -69,6 +71,7 @@ def read_images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
                 smoke=_smoke(r, m["smoke"]) if "smoke" in m else None,
                 needs_torch=r.optional(m.get("needs_torch"), bool, "needs_torch") is not False,
                 kernels=_kernels(r, m["kernels"]) if "kernels" in m else (),
+                secrets=_secrets(r, m["secrets"]) if "secrets" in m else (),
                 location=r.at(entry),
             )
         )
@@ -133,3 +136,11 @@ def _smoke(r: Reader, node: Node) -> SmokeSettings:
         for n in r.sequence(m["output_shape"], "smoke.output_shape")
     )
     return SmokeSettings(json.dumps(plain(m["input"]), sort_keys=True), shape)
+
+
+def _secrets(r: Reader, node: Node) -> tuple[str, ...]:
+    names = r.strings(node, "secrets")
+    for name, item in zip(names, r.sequence(node, "secrets"), strict=True):
+        if not re.fullmatch(SECRET_NAME_PATTERN, name):
+            raise r.fail(item, f"secret name '{name}' is not an upper-case name", "e.g. HF_TOKEN")
+    return names

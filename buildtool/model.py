@@ -12,6 +12,7 @@ from buildtool import refs
 from buildtool.errors import Location
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # bake target names allow no dots
+SECRET_NAME_PATTERN = "^[A-Z][A-Z0-9_]*$"  # as RunPod secrets and environment variables are named
 SCHEMA_VERSION = 1
 ImageKind = Literal["runtime", "serverless-worker"]
 IMAGE_KINDS: tuple[str, ...] = ("runtime", "serverless-worker")
@@ -89,6 +90,7 @@ class Image:
     needs_torch: bool  # False for images that use no torch from their base (CPU tools, tests)
     kernels: tuple[KernelSpec, ...]  # what the build bakes in; "flash-attention" expands per variant
     location: Location = field(compare=False)
+    secrets: tuple[str, ...] = ()  # names of the secrets it needs: build-time mounts, RunPod secrets
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,10 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "kernels": Key(
             {"type": "array", "items": {"anyOf": [{"const": "flash-attention"}, {"$ref": "kernel"}]}},
             "Hub kernels the build bakes; flash-attention: the FlashAttention each GPU target runs",
+        ),
+        "secrets": Key(
+            {"type": "array", "items": {"type": "string", "pattern": SECRET_NAME_PATTERN}},
+            "the secrets it needs, by name: BuildKit secret mounts at build time, RunPod secrets at run time",
         ),
     },
     "model": {

@@ -270,6 +270,7 @@ def render(
                 tags,
                 tuple(files),
                 bakes_kernels=bool(cv.kernels),
+                secrets=cv.image.secrets,
             )
         )
     return Rendering(tuple(rendered), bake_file(rendered, revision, kernels_local), revision, registry)
@@ -283,8 +284,10 @@ def commit_time(revision: Revision) -> str:
 def check_rendering(rendering: Rendering, checked: CheckedPlan, build_dir: Path) -> list[Finding]:
     findings: list[Finding] = []
     for v in rendering.variants:
+        dockerfile = build_dir / v.name / "Dockerfile"
+        files = tuple((build_dir / f.path, f.content) for f in v.files if build_dir / f.path != dockerfile)
         findings += check_dockerfile(
-            v.dockerfile, build_dir / v.name / "Dockerfile", v.name, dict(v.build_args), checked.plan.matrix
+            v.dockerfile, dockerfile, v.name, dict(v.build_args), checked.plan.matrix, files
         )
     return findings
 

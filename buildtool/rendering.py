@@ -42,6 +42,7 @@ class RenderedVariant:
     tags: VariantTags
     files: tuple[RenderedFile, ...]
     bakes_kernels: bool = False
+    secrets: tuple[str, ...] = ()  # build-time secrets, each from the environment variable of its name
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ def bake_file(variants: list[RenderedVariant], revision: Revision, kernels_local
             "cache-to": [f"type=registry,ref={v.tags.cache},mode=max"],
             "platforms": [PLATFORM],
         }
+        if v.secrets:  # RUN --mount=type=secret,id=NAME reads them; the image never holds them
+            targets[v.name]["secret"] = [f"id={name},env={name}" for name in v.secrets]
         if kernels_local is not None and v.bakes_kernels:
             targets[v.name]["contexts"] = {"kernels-local": str(kernels_local.resolve())}
     bake = {"group": {"default": {"targets": [v.name for v in variants]}}, "target": targets}

@@ -275,3 +275,30 @@ def test_a_token_the_base_image_carries_is_refused_before_the_push(
         assert [t for t in registry.tags("tiny") if not t.startswith("buildcache")] == []
     finally:
         subprocess.run(["docker", "rmi", "-f", leaky], capture_output=True, check=False)
+
+
+def test_a_declared_secret_reaches_the_build_as_a_mount_and_never_the_image(
+    cli,  # type: ignore[no-untyped-def]
+    tiny: Project,
+    registry: RegistryUnderTest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = "hf_" + "Mn4" * 12
+    monkeypatch.setenv("BUILD_TOKEN", token)
+    tiny.edit("    needs_torch: false\n", "    needs_torch: false\n    secrets: [BUILD_TOKEN]\n")
+    template = tiny.root / "images" / "tiny" / "Dockerfile.j2"
+    template.write_text(
+        template.read_text().replace(
+            "COPY app.py",
+            "RUN --mount=type=secret,id=BUILD_TOKEN "
+            'test "$(cut -c1-3 /run/secrets/BUILD_TOKEN)" = hf_\nCOPY app.py',
+        )
+    )
+    commit(tiny, "a build that reads a secret")
+    code, output, manifest = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0, output  # the mount had the token; the image-secrets rule found none in the image
+    assert token not in output and set(manifest["variants"]) == {"tiny-slim"}
+    pushed = manifest["variants"]["tiny-slim"]["image"]
+    inspect = ["docker", "buildx", "imagetools", "inspect", "--format", "{{json .Image}}", pushed]
+    config = json.loads(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout)
+    assert "BUILD_TOKEN" in json.dumps(config["history"]) and token not in json.dumps(config)

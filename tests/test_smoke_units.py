@@ -199,7 +199,7 @@ def test_expectations_from_the_image_environment() -> None:
 
 
 def test_a_kernel_outside_sdpa_is_named_by_what_the_profiler_saw() -> None:
-    from smoke.checks.attention import kernels_seen
+    from smoke.checks.dispatch import kernels_seen
 
     names = {
         "aten::empty",

@@ -71,11 +71,16 @@ def check_plan(plan: Plan) -> CheckedPlan:
 
 
 def check_dockerfile(
-    text: str, path: Path, variant: str, build_args: Mapping[str, str], matrix: Matrix
+    text: str,
+    path: Path,
+    variant: str,
+    build_args: Mapping[str, str],
+    matrix: Matrix,
+    files: tuple[tuple[Path, bytes], ...] = (),
 ) -> list[Finding]:
-    return run(
-        "dockerfile", RenderedDockerfile(text, path, build_args), Context(matrix, variant_name=variant)
-    )
+    """The dockerfile scope on one rendered Dockerfile and the rest of its build context."""
+    subject = RenderedDockerfile(text, path, build_args, files)
+    return run("dockerfile", subject, Context(matrix, variant_name=variant))
 
 
 def check_image(built: OciImage, variant: Variant, matrix: Matrix) -> list[Finding]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from buildtool import refs
 from buildtool.errors import Finding, Location, did_you_mean
 from buildtool.policy.catalogue import refusal_for
 from buildtool.policy.registry import Context, error, rule
+from buildtool.policy.secrets import HINT, redacted, secrets_in
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,23 @@ class RenderedDockerfile:
     text: str
     path: Path  # where it will be written: findings point there
     build_args: Mapping[str, str]
+    files: tuple[tuple[Path, bytes], ...] = ()  # the rest of its build context, where each will be written
+
+
+@rule(
+    "rendered-secrets", "dockerfile", "a token in a Dockerfile or a build-context file ends up in the image"
+)
+def rendered_secrets(dockerfile: RenderedDockerfile, context: Context) -> Iterator[Finding]:
+    """Secret-looking text in the rendered Dockerfile (ENV, LABEL, ARG defaults, RUN lines) and in
+    every text file of the build context, with its file and line."""
+    for path, content in ((dockerfile.path, dockerfile.text.encode()), *dockerfile.files):
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # binary files (weights, archives) are not scanned
+        for number, line in enumerate(text.splitlines(), start=1):
+            for kind, secret in secrets_in(line):
+                yield error(f"{path.name} holds {kind}: {redacted(secret)}", Location(path, number), HINT)
 
 
 _VAR = re.compile(

@@ -6,26 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from buildtool import facts
 from buildtool.errors import Finding, Location
 from buildtool.oci import OciImage
 from buildtool.policy.registry import Context, RuleOption, error, rule
+from buildtool.policy.secrets import HINT, looks_secret, redacted
 
-SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY)", re.IGNORECASE)
 # A build arg as BuildKit records it in a RUN step's history: `RUN |2 A=x B=y /bin/sh -c ...`.
 HISTORY_ARG = re.compile(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=(\S+)")
-
-
-def redacted(value: str) -> str:
-    """Enough to find it, never the secret itself."""
-    return f"'{value[:4]}...' ({len(value)} characters)"
-
-
-def secrets_in(text: str) -> Iterator[tuple[str, str]]:
-    """(what it looks like, the value) for every secret-looking token in `text`."""
-    for kind, pattern in facts.SECRET_PATTERNS:
-        for match in re.finditer(pattern, text):
-            yield kind, match.group(0)
 
 
 @rule("image-secrets", "image", "a token in ENV, a label or a build arg ships to everyone who pulls")
@@ -33,10 +20,6 @@ def image_secrets(image: OciImage, context: Context) -> Iterator[Finding]:
     """Secret-looking values in the image's config (ENV, labels) and history (build args recorded in
     RUN steps): pass them as RunPod secrets at run time, or BuildKit secret mounts at build time."""
     where = Location(context.matrix.path)
-    hint = (
-        "pass tokens at run time as RunPod secrets ({{ RUNPOD_SECRET_<name> }}), and at build time "
-        "through a BuildKit secret mount (RUN --mount=type=secret), never ENV, LABEL or ARG"
-    )
     places = [(f"ENV {k}", k, v) for k, v in image.env.items()]
     places += [(f"LABEL {k}", k, v) for k, v in image.labels.items()]
     for step, entry in enumerate(image.history, start=1):
@@ -48,13 +31,10 @@ def image_secrets(image: OciImage, context: Context) -> Iterator[Finding]:
         places += [(f"history step {step}", "", created_by)]
     reported: set[str] = set()
     for place, name, value in places:
-        found = list(secrets_in(value))
-        if not found and name and SECRET_NAME.search(name) and value and not value.startswith(("$", "{{")):
-            found = [(f"a value for {name}", value)]
-        for kind, secret in found:
+        for kind, secret in looks_secret(name, value):
             if secret not in reported:
                 reported.add(secret)
-                yield error(f"the built image holds {kind} in {place}: {redacted(secret)}", where, hint)
+                yield error(f"the built image holds {kind} in {place}: {redacted(secret)}", where, HINT)
 
 
 @rule(

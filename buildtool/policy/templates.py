@@ -9,6 +9,7 @@ from buildtool import deplock, handlers
 from buildtool.errors import Finding
 from buildtool.model import Image
 from buildtool.policy.registry import Context, error, rule
+from buildtool.policy.secrets import HINT, looks_secret, redacted
 
 
 @rule(
@@ -30,3 +31,14 @@ def dependency_lock(image: Image, context: Context) -> Iterator[Finding]:
     image's requirements.in."""
     for p in deplock.lock_problems(image.template, image.name):
         yield error(p.message, p.where, p.hint)
+
+
+@rule("args-secrets", "template", "a build arg's value is recorded in the image's history for anyone to read")
+def args_secrets(image: Image, context: Context) -> Iterator[Finding]:
+    for name, value in image.args:
+        for kind, secret in looks_secret(name, value):
+            yield error(
+                f"image '{image.name}' passes {kind} as build arg {name}: {redacted(secret)}",
+                image.location,
+                HINT,
+            )

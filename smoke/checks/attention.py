@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from smoke.checks.dispatch import expected_backend
+from smoke.checks.dispatch import expected_backend, observed_backends
 from smoke.checks.kernels import KernelEntry, load_kernel, read_lock
 from smoke.checks.numerics import attention_math, cases, judge
 from smoke.expect import Expectations
@@ -35,14 +34,6 @@ SDPA_BACKENDS = {
     "cudnn": "CUDNN_ATTENTION",
 }
 UNSUPPORTED_MARKS = ("No viable backend", "No available kernel", "not supported", "only supports")
-# The profiler's operator names, most specific first: which SDPA backend ran.
-DISPATCH_OPS = (
-    ("_scaled_dot_product_flash_attention", "flash"),
-    ("_scaled_dot_product_cudnn_attention", "cudnn"),
-    ("_scaled_dot_product_efficient_attention", "efficient"),
-    ("_scaled_dot_product_fused_attention_overrideable", "overrideable"),
-    ("_scaled_dot_product_attention_math", "math"),
-)
 CHECK_TIMEOUT = 1800  # seconds for one check's process
 
 
@@ -69,38 +60,6 @@ def _time(run: Callable[[], Any], on_gpu: bool, iterations: int) -> float:
 # An attention implementation: (q, k, v in (batch, heads, seq, dim), causal) -> output in the same layout.
 # Causal with q_len != k_len is aligned to the bottom right (numerics.causal_mask).
 Attention = Callable[[Any, Any, Any, bool], Any]
-
-
-# Operators and GPU kernels of an attention implementation outside torch's SDPA (a Hub kernel's
-# `flash_attn::fwd`, the CUDA kernel `flash::flash_fwd_kernel<...>`): what the FlashAttention path ran.
-ATTENTION_KERNEL = re.compile(r"flash|fmha|attn|attention", re.IGNORECASE)
-
-
-def kernels_seen(names: set[str]) -> list[str]:
-    """Attention operators and kernels the profiler saw that are not torch's own (aten) ones."""
-    own = ("aten::", "cudaLaunch", "cudaStream", "Memcpy", "Memset")
-    found = sorted(n[:120] for n in names if ATTENTION_KERNEL.search(n) and not n.startswith(own))
-    return found[:5]
-
-
-def observed_backends(run: Callable[[], Any]) -> tuple[Any, list[str]]:
-    """Run once under the profiler: the output, and the SDPA backends whose operators ran (for a
-    Hub kernel that calls no SDPA: `kernel:<name>` for each attention kernel it ran instead)."""
-    import torch
-
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if torch.cuda.is_available():
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as profile:
-        out = run()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-    names = {event.name for event in profile.events()}
-    seen = []
-    for op, backend in DISPATCH_OPS:
-        if any(op in name for name in names) and backend not in seen:
-            seen.append(backend)
-    return out, seen or [f"kernel:{name}" for name in kernels_seen(names)]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -1,9 +1,12 @@
-"""attention.expected-backend: what must run on this device, compared with what the other attention
-checks observed running."""
+"""Which attention ran, and which should: the backends and kernels the profiler saw each case run,
+and attention.expected-backend, which compares them with what this device must get."""
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
+from typing import Any
 
 from smoke.checks.kernels import KernelEntry
 from smoke.expect import Expectations
@@ -101,3 +104,45 @@ def expected_backend(
         f"took {len(first)} of {len(square)} square cases",
         data=data,
     )
+
+
+# The profiler's operator names, most specific first: which SDPA backend ran.
+DISPATCH_OPS = (
+    ("_scaled_dot_product_flash_attention", "flash"),
+    ("_scaled_dot_product_cudnn_attention", "cudnn"),
+    ("_scaled_dot_product_efficient_attention", "efficient"),
+    ("_scaled_dot_product_fused_attention_overrideable", "overrideable"),
+    ("_scaled_dot_product_attention_math", "math"),
+)
+
+
+# Operators and GPU kernels of an attention implementation outside torch's SDPA (a Hub kernel's
+# `flash_attn::fwd`, the CUDA kernel `flash::flash_fwd_kernel<...>`): what the FlashAttention path ran.
+ATTENTION_KERNEL = re.compile(r"flash|fmha|attn|attention", re.IGNORECASE)
+
+
+def kernels_seen(names: set[str]) -> list[str]:
+    """Attention operators and kernels the profiler saw that are not torch's own (aten) ones."""
+    own = ("aten::", "cudaLaunch", "cudaStream", "Memcpy", "Memset")
+    found = sorted(n[:120] for n in names if ATTENTION_KERNEL.search(n) and not n.startswith(own))
+    return found[:5]
+
+
+def observed_backends(run: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """Run once under the profiler: the output, and the SDPA backends whose operators ran (for a
+    Hub kernel that calls no SDPA: `kernel:<name>` for each attention kernel it ran instead)."""
+    import torch
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profile:
+        out = run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    names = {event.name for event in profile.events()}
+    seen = []
+    for op, backend in DISPATCH_OPS:
+        if any(op in name for name in names) and backend not in seen:
+            seen.append(backend)
+    return out, seen or [f"kernel:{name}" for name in kernels_seen(names)]

@@ -1,0 +1,56 @@
+"""Secrets never reach an image: refused in build args (matrix.yaml), in the rendered Dockerfile and
+the files of the build context, and in the built image (test_build, test_build_logic); passed at
+build time as BuildKit secret mounts from the images' `secrets:`."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Project
+
+TOKEN = "hf_" + "Qw7" * 12
+
+
+def check(cli, project: Project):  # type: ignore[no-untyped-def]
+    result = cli("check", "--matrix", str(project.matrix))
+    assert TOKEN not in result.out + result.err  # said by its first four characters and length only
+    return result
+
+
+def test_a_token_in_a_build_arg_is_refused_at_the_image(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    project.edit("    handler: handler.py\n", f"    handler: handler.py\n    args: {{HF_TOKEN: {TOKEN}}}\n")
+    result = check(cli, project)
+    assert result.code == 2
+    line = project.line_of("name: worker-embed")
+    assert f"matrix.yaml:{line}:" in result.err
+    assert (
+        "image 'worker-embed' passes a Hugging Face token as build arg HF_TOKEN: 'hf_Q...' (39" in result.err
+    )
+    assert "RUNPOD_SECRET_" in result.err and "--mount=type=secret" in result.err
+
+
+def test_a_token_in_the_template_or_a_context_file_is_refused_with_its_line(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    handler = project.root / "images" / "worker-embed" / "handler.py"
+    handler.write_text(handler.read_text() + f"\nFALLBACK_TOKEN = '{TOKEN}'\n")
+    result = check(cli, project)
+    assert result.code == 2
+    lines = len(handler.read_text().splitlines())
+    assert f"worker-embed-runpod-torch211-cu130/handler.py:{lines}: " in result.err
+    assert "handler.py holds a Hugging Face token" in result.err
+    handler.write_text(handler.read_text().replace(f"\nFALLBACK_TOKEN = '{TOKEN}'\n", ""))
+    template = project.root / "images" / "worker-embed" / "Dockerfile.j2"
+    template.write_text(template.read_text() + f"ENV RUNPOD_API_KEY=rpa_{'X1' * 20}\n")
+    env = check(cli, project)
+    assert env.code == 2 and "Dockerfile holds a RunPod API key: 'rpa_...' (44 characters)" in env.err
+
+
+def test_declared_secrets_become_build_secret_mounts(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    project.edit("    handler: handler.py\n", "    handler: handler.py\n    secrets: [HF_TOKEN]\n")
+    variant = "worker-embed-runpod-torch211-cu130"
+    result = cli("render", "--matrix", str(project.matrix), "--select", variant, "--commit", "0" * 40)
+    assert result.code == 0, result.err
+    bake = json.loads((project.root / "build" / "docker-bake.json").read_text())
+    assert bake["target"][variant]["secret"] == ["id=HF_TOKEN,env=HF_TOKEN"]
+    project.edit("secrets: [HF_TOKEN]", "secrets: [hf-token]")
+    bad = cli("check", "--matrix", str(project.matrix))
+    assert bad.code == 2 and "secret name 'hf-token' is not an upper-case name" in bad.err
