@@ -134,6 +134,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--image", action="append", default=[], help="only this image (repeatable; default: every image)"
     )
+    sub.add_parser(
+        "rules",
+        parents=[common],
+        help="list the policy rules: name, scope, what each prevents, and its options",
+    )
     sc = sub.add_parser(
         "schema",
         parents=[common],

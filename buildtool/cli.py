@@ -7,6 +7,7 @@ buildtool build    render, then build, push and verify each variant; move tags l
 buildtool lock     base digests and kernel commits, in matrix.lock (builds bake the commits)
 buildtool lock-deps  each image's Python dependencies, locked with hashes (requirements.lock)
 buildtool schema   matrix.yaml's JSON Schema, for editors (schema/matrix.schema.json)
+buildtool rules    the policy rules, their scopes and options
 buildtool smoke    the smoke suite inside each built image
 buildtool report   smoke results -> compatibility report per GPU
 buildtool release  promote the tagged commit's tested digests to X.Y.Z, X.Y, X
@@ -122,6 +123,17 @@ def run(args: argparse.Namespace) -> int:
         for (repo_id, revision), commit in sorted(locked.kernels.items()):
             out.print(f"{repo_id}@{revision}  {commit}")
         out.print(f"wrote {path}")
+        return 0
+    if args.command == "rules":
+        from buildtool.policy import OPTIONS, RULES, SCOPES
+
+        table = Table(title=f"{len(RULES)} policy rules")
+        for column in ("rule", "scope", "why", "options"):
+            table.add_column(column, overflow="fold")
+        for r in sorted(RULES.values(), key=lambda r: SCOPES.index(r.scope)):
+            options = ", ".join(f"{o} ({OPTIONS[o].kind.__name__})" for o in r.options) or "-"
+            table.add_row(r.name, r.scope, r.reason, options)
+        out.print(table)
         return 0
     if args.command == "schema":
         from buildtool.files import write_atomically

@@ -413,3 +413,13 @@ def test_a_rule_option_is_a_policy_key_checked_against_its_type(cli, project: Pr
         assert "Perhaps you meant 'max_gpus'?" in typo.err
     finally:
         del RULES["test-max-gpus"], OPTIONS["max_gpus"]
+
+
+def test_buildtool_rules_lists_each_rule_with_its_scope_and_options(cli) -> None:  # type: ignore[no-untyped-def]
+    from buildtool.policy import RULES
+
+    result = cli("rules")
+    assert result.code == 0 and f"{len(RULES)} policy rules" in result.out
+    assert "image-size" in result.out and "max_image_gb (float)" in result.out
+    scopes = [line.split("│")[2].strip() for line in result.out.splitlines() if line.count("│") == 5]
+    assert scopes.index("image") > scopes.index("catalogue")  # listed in pipeline order
