@@ -160,12 +160,13 @@ def _build_one(
             raise _VariantFailed(message, f"{hint}: {log}" if hint else str(log))
         digest = outcome.digest
         steps = outcome.dockerfile_steps
+        emit(BuildEvent(v.name, "checking", digest))
+        try:
+            built = read_image(layout, digest, v.name)
+        except (OSError, ValueError, KeyError) as exc:
+            raise _VariantFailed(f"cannot read the built image {digest} in {layout}: {exc}") from None
         if check_image is not None:
-            emit(BuildEvent(v.name, "checking", digest))
-            try:
-                refusals = tuple(check_image(read_image(layout, digest, v.name)))
-            except (OSError, ValueError, KeyError) as exc:
-                raise _VariantFailed(f"cannot read the built image {digest} in {layout}: {exc}") from None
+            refusals = tuple(check_image(built))
             if refusals:
                 emit(BuildEvent(v.name, "refused", refusals[0].message))
                 refused = failed(refusals[0].message, refusals[0].hint)
@@ -215,6 +216,7 @@ def _build_one(
             base_digest,
             digest=digest,
             compressed_size=size,
+            unpacked_size=built.unpacked_size,
             build_seconds=round(build_seconds, 2),
             steps=len(steps),
             cached_steps=sum(s.cached for s in steps),

@@ -53,6 +53,7 @@ class VariantResult:
     base_digest: str | None
     digest: str | None = None
     compressed_size: int | None = None
+    unpacked_size: int | None = None  # on the container disk, measured from the built layers
     build_seconds: float = 0.0
     steps: int = 0
     cached_steps: int = 0
@@ -104,6 +105,7 @@ def manifest_document(result: BuildResult) -> dict[str, object]:
             "tags": {"immutable": r.immutable_tag, "moving": list(r.moving_tags)},
             "base": {"ref": r.base_ref, "digest": r.base_digest},
             "compressed_size": r.compressed_size,
+            "unpacked_size": r.unpacked_size,
             "build_seconds": r.build_seconds,
             "steps": r.steps,
             "cached_steps": r.cached_steps,

@@ -131,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
         for column in ("rule", "scope", "why", "options"):
             table.add_column(column, overflow="fold")
         for r in sorted(RULES.values(), key=lambda r: SCOPES.index(r.scope)):
-            options = ", ".join(f"{o} ({OPTIONS[o].kind.__name__})" for o in r.options) or "-"
-            table.add_row(r.name, r.scope, r.reason, options)
+            settings = ", ".join(f"{o} ({OPTIONS[o].kind.__name__})" for o in r.options) or "-"
+            table.add_row(r.name, r.scope, r.reason, settings)
         out.print(table)
         return 0
     if args.command == "schema":

@@ -12,6 +12,7 @@ from buildtool.model import (
     IMAGE_KINDS,
     MODEL_SOURCES,
     SECRET_NAME_PATTERN,
+    Deploy,
     Image,
     KernelSpec,
     Model,
@@ -72,6 +73,7 @@ def read_images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
                 needs_torch=r.optional(m.get("needs_torch"), bool, "needs_torch") is not False,
                 kernels=_kernels(r, m["kernels"]) if "kernels" in m else (),
                 secrets=_secrets(r, m["secrets"]) if "secrets" in m else (),
+                deploy=_deploy(r, m["deploy"]) if "deploy" in m else None,
                 location=r.at(entry),
             )
         )
@@ -144,3 +146,14 @@ def _secrets(r: Reader, node: Node) -> tuple[str, ...]:
         if not re.fullmatch(SECRET_NAME_PATTERN, name):
             raise r.fail(item, f"secret name '{name}' is not an upper-case name", "e.g. HF_TOKEN")
     return names
+
+
+def _deploy(r: Reader, node: Node) -> Deploy:
+    m = r.mapping(node, "deploy", required_keys("deploy"), optional_keys("deploy"))
+    disk = r.optional(m.get("container_disk_gb"), int, "container_disk_gb")
+    if disk is not None and disk < 1:
+        raise r.fail(m["container_disk_gb"], f"container_disk_gb must be at least 1, not {disk}")
+    headroom = r.optional(m.get("download_headroom_gb"), float, "download_headroom_gb") or 0.0
+    if headroom < 0:
+        raise r.fail(m["download_headroom_gb"], "download_headroom_gb cannot be negative")
+    return Deploy(disk, headroom, r.at(node))

@@ -71,6 +71,15 @@ class Model:
 
 
 @dataclass(frozen=True)
+class Deploy:
+    """How the image is deployed on RunPod: what its container disk must hold."""
+
+    container_disk_gb: int | None  # None: sized from the built image
+    download_headroom_gb: float  # room for what the worker downloads to its disk at run time
+    location: Location = field(compare=False)
+
+
+@dataclass(frozen=True)
 class SmokeSettings:
     sample_input: str  # JSON text, passed to the handler as job["input"]
     output_shape: tuple[int, ...]
@@ -91,6 +100,7 @@ class Image:
     kernels: tuple[KernelSpec, ...]  # what the build bakes in; "flash-attention" expands per variant
     location: Location = field(compare=False)
     secrets: tuple[str, ...] = ()  # names of the secrets it needs: build-time mounts, RunPod secrets
+    deploy: Deploy | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +251,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
             {"type": "array", "items": {"anyOf": [{"const": "flash-attention"}, {"$ref": "kernel"}]}},
             "Hub kernels the build bakes; flash-attention: the FlashAttention each GPU target runs",
         ),
+        "deploy": Key({"$ref": "deploy"}, "the RunPod deployment: container disk"),
         "secrets": Key(
             {"type": "array", "items": {"type": "string", "pattern": SECRET_NAME_PATTERN}},
             "the secrets it needs, by name: BuildKit secret mounts at build time, RunPod secrets at run time",
@@ -258,6 +269,15 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "revision": _string("branch, tag or commit; matrix.lock records the commit", True),
         "function": _string("the attention function (default flash_attn_func)"),
         "archs": _strings("GPU archs it runs on; empty: any device"),
+    },
+    "deploy": {
+        "container_disk_gb": Key(
+            {"type": "integer", "minimum": 1},
+            "the container disk to ask RunPod for; refused when the built image does not fit",
+        ),
+        "download_headroom_gb": Key(
+            {"type": "number", "minimum": 0}, "disk the worker fills at run time (downloads, caches)"
+        ),
     },
     "smoke": {
         "input": Key({"type": "object"}, "the job input the handler gets", True),

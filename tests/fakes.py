@@ -3,6 +3,7 @@ The real engine and registry:2 tests (test_build, test_registry, test_release) s
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -124,7 +125,8 @@ def write_layout(layout: Path, content: str, config: dict[str, object] | None = 
         (blobs / digest).write_bytes(data)
         return {"digest": f"sha256:{digest}", "size": len(data)}
 
-    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **blob(content.encode())}
+    packed = gzip.compress(content.encode(), mtime=0)
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **blob(packed)}
     document = json.dumps({"config": config or {}, "history": [{"created_by": f"RUN {content[:60]}"}]})
     config_blob = {"mediaType": "application/vnd.oci.image.config.v1+json", **blob(document.encode())}
     manifest = json.dumps(

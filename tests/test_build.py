@@ -41,6 +41,7 @@ def test_push_verify_and_move_tags(cli, tiny: Project, registry: RegistryUnderTe
         assert registry.digest("tiny", f"{base}-{sha}") == entry["digest"]  # pushed and verified
         assert registry.digest("tiny", f"{base}-latest") == entry["digest"]  # moved after
         assert entry["compressed_size"] > 1_000_000
+        assert entry["unpacked_size"] > entry["compressed_size"]  # measured from the gzip layers
         assert entry["base"]["digest"].startswith("sha256:")
     assert registry.digest("tiny", "latest") == manifest["variants"]["tiny-slim"]["digest"]  # default only
     assert not (tiny.root / "matrix.lock").exists()  # a build never writes the user's lock

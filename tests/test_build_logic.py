@@ -4,6 +4,8 @@ what is left alone, what is refused, when moving tags move. The real engine and 
 
 from __future__ import annotations
 
+import json
+
 from conftest import Project
 from fakes import FakeEngine, FakeRegistry
 
@@ -102,3 +104,23 @@ def test_an_image_over_policy_max_image_gb_is_refused_before_its_push(tiny: Proj
     assert not registry.tags
     tiny.edit("  max_image_gb: 0.0000001\n", "  max_image_gb: 1\n")
     assert {v.status for v in run(tiny, FakeEngine(), registry).variants} == {"pushed"}
+
+
+def test_a_container_disk_too_small_for_the_unpacked_image_is_refused_with_the_numbers(tiny: Project) -> None:
+    deploy = "    deploy: {container_disk_gb: 1, download_headroom_gb: 1}\n"
+    tiny.edit("    needs_torch: false\n", "    needs_torch: false\n" + deploy)
+    registry = FakeRegistry()
+    result = run(tiny, FakeEngine(), registry)
+    assert {v.status for v in result.variants} == {"refused"}
+    message = result.variants[0].error or ""
+    assert "container_disk_gb 1 cannot hold this image: it unpacks to 0.00 GB" in message
+    assert "plus 1 GB of download headroom and a 20% margin needs 2 GB" in message
+    assert "set container_disk_gb: 2" in (result.variants[0].problem.hint or "")  # type: ignore[union-attr]
+    assert not registry.tags
+    tiny.edit("container_disk_gb: 1,", "container_disk_gb: 2,")
+    fits = run(tiny, FakeEngine(), registry)
+    assert {v.status for v in fits.variants} == {"pushed"}
+    # The unpacked size is measured from the layers (here the fake's one gzip layer) and recorded.
+    assert fits.variants[0].unpacked_size == len(f"{fits.variants[0].variant}:v1")
+    sizes = json.loads((tiny.root / "build" / "oci" / "unpacked-sizes.json").read_text())
+    assert fits.variants[0].unpacked_size in sizes.values()

@@ -88,6 +88,6 @@ def test_variants_pushed_at_once_share_their_base_layers_without_a_race(
                 layouts,
             )
         )
-    assert sum(1 for b in pushed if b > 16_000_000) == 1, pushed  # the layer went up once
+    assert sum(1 for b in pushed if b > 4_000_000) == 1, pushed  # the (8 MB compressed) layer went up once
     for layout, digest in layouts:
         assert registry.digest("shared", f"v{layout.name}") == digest

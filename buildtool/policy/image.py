@@ -3,6 +3,7 @@ is (its config, history, layers), not what its Dockerfile says it should be."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 
@@ -54,3 +55,35 @@ def image_size(image: OciImage, context: Context) -> Iterator[Finding]:
             "move model weights to a network volume, drop build tools from the final stage, or raise "
             "policy.max_image_gb",
         )
+
+
+@rule(
+    "container-disk",
+    "image",
+    "a container disk smaller than the unpacked image (plus what the worker downloads) crash-loops the "
+    "pod (seeds: the 20 GB default)",
+    {"container_disk_margin": RuleOption(float, 0.2, "spare room on the container disk, as a fraction")},
+)
+def container_disk(image: OciImage, context: Context) -> Iterator[Finding]:
+    """The declared container disk must hold the unpacked image, the declared download headroom
+    and the margin (the image's own unpacked size, measured from its layers)."""
+    deploy = context.variant.image.deploy if context.variant else None
+    unpacked = image.unpacked_size
+    if deploy is None or deploy.container_disk_gb is None or unpacked is None:
+        return
+    required = required_disk_gb(
+        unpacked, deploy.download_headroom_gb, context.option("container_disk_margin")
+    )
+    if deploy.container_disk_gb < required:
+        yield error(
+            f"container_disk_gb {deploy.container_disk_gb} cannot hold this image: it unpacks to "
+            f"{unpacked / 1e9:.2f} GB, plus {deploy.download_headroom_gb:g} GB of download headroom and a "
+            f"{context.option('container_disk_margin'):.0%} margin needs {required} GB",
+            deploy.location,
+            f"set container_disk_gb: {required} (or leave it out: the deploy spec then asks for {required})",
+        )
+
+
+def required_disk_gb(unpacked: int, headroom_gb: float, margin: float) -> int:
+    """Whole GB of container disk for an image that unpacks to `unpacked` bytes."""
+    return math.ceil((unpacked / 1e9 + headroom_gb) * (1 + margin))
