@@ -102,7 +102,10 @@ def exercise(name: str, attention: Attention, device: str, quick: bool) -> Check
             failures.append(f"{case.label()}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
             continue
         verdict = judge(
-            out, attention_math(q, k, v, case.causal), attention_math(q, k, v, case.causal, dtype)
+            out,
+            attention_math(q, k, v, case.causal),
+            attention_math(q, k, v, case.causal, dtype),
+            case.k_len,
         )
         entry: dict[str, Any] = {
             "case": case.label(),

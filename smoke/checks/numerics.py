@@ -15,6 +15,7 @@ sees every key), as FlashAttention and decoding do.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,9 +107,12 @@ class Verdict:
     why: str
 
 
-def judge(out: Any, ref: Any, baseline: Any) -> Verdict:
+def judge(out: Any, ref: Any, baseline: Any, keys: int = 1) -> Verdict:
     """`out` against the precise `ref`, with `baseline` (the same formula in out's dtype) setting the
-    bar, overall and per query row."""
+    bar, overall and per query row. `keys` (the key length) sizes the float32 accumulation term: a
+    kernel summing `keys` products in another order than the baseline may differ by about
+    sqrt(keys) float32 roundings; without it, 2 of 1,440 float32 cases of the CPU flash kernel
+    failed a correct kernel (measured on torch 2.11, ratio up to 1.12 of the bound; with it, 0.24)."""
     import torch
 
     if out.shape != ref.shape:
@@ -127,7 +131,8 @@ def judge(out: Any, ref: Any, baseline: Any) -> Verdict:
             False, float("nan"), float("nan"), where, len(bad), f"{len(bad)} row(s) with NaN or inf"
         )
     rounding = ((ref.to(out.dtype) + 0.3 - 0.3).to(ref.dtype) - ref).abs().max()
-    atol = 2 * float(rounding)
+    accumulation = 4 * torch.finfo(torch.float32).eps * math.sqrt(keys) * float(ref.abs().max())
+    atol = 2 * float(rounding) + accumulation
     error = (out.to(ref.dtype) - ref).abs()
     base = (baseline.to(ref.dtype) - ref).abs()
     max_error, bound = float(error.max()), FACTOR * float(base.max()) + atol
