@@ -40,18 +40,18 @@ def repository_copy(tmp_path: Path) -> Iterator[Project]:
         subprocess.run(["docker", "rmi", "--force", *references], capture_output=True, check=False)
 
 
+def buildtool(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it, in the checkout."""
+    return subprocess.run(
+        ["buildtool", *args], cwd=root, capture_output=True, text=True, check=False, timeout=1800, env=env
+    )
+
+
 def test_default_worker_variant_builds_pushes_and_passes_smoke(
     repository_copy: Project, embedded_registry: RegistryUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("REGISTRY", raising=False)
-    done = subprocess.run(
-        ["buildtool", "build", "--default"],
-        cwd=repository_copy.root,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
+    done = buildtool(repository_copy.root, "build", "--default")
     assert done.returncode == 0, done.stdout + done.stderr
     assert (
         f"embedded registry registry:2 on {EMBEDDED_REGISTRY}" in done.stdout
@@ -69,15 +69,7 @@ def test_default_worker_variant_builds_pushes_and_passes_smoke(
     # The smoke suite inside that image (CPU here): the worker's model loads and answers.
     # As a user runs it: none of the TESTCONTAINERS_* settings the test process made for itself.
     user_env = {k: v for k, v in os.environ.items() if not k.startswith("TESTCONTAINERS_")}
-    smoked = subprocess.run(
-        ["buildtool", "smoke"],
-        cwd=repository_copy.root,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-        env=user_env,
-    )
+    smoked = buildtool(repository_copy.root, "smoke", env=user_env)
     assert smoked.returncode == 0, smoked.stdout + smoked.stderr
     result = json.loads((repository_copy.root / "build" / "smoke" / f"{entry_name}.json").read_text())
     assert result["passed"] and result["image"]["digest"] == entry["digest"]
@@ -91,24 +83,9 @@ def test_default_worker_variant_builds_pushes_and_passes_smoke(
     for name in ("flash-attn3", "flash-attn2"):
         shutil.copytree(REPO / "tests" / "kernels" / "sdpa-attention", kernels / name)
     runtime = "pytorch-runtime-runpod-torch211-cu130"
-    built = subprocess.run(
-        ["buildtool", "build", "--select", runtime, "--kernels-local", str(kernels)],
-        cwd=repository_copy.root,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
+    built = buildtool(repository_copy.root, "build", "--select", runtime, "--kernels-local", str(kernels))
     assert built.returncode == 0, built.stdout + built.stderr
-    smoked = subprocess.run(
-        ["buildtool", "smoke", "--select", runtime],
-        cwd=repository_copy.root,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-        env=user_env,
-    )
+    smoked = buildtool(repository_copy.root, "smoke", "--select", runtime, env=user_env)
     assert smoked.returncode == 0, smoked.stdout + smoked.stderr
     result = json.loads((repository_copy.root / "build" / "smoke" / f"{runtime}.json").read_text())
     checks = {c["name"]: c for c in result["checks"]}
