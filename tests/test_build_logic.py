@@ -95,6 +95,16 @@ def test_a_secret_named_variable_with_a_value_is_refused_and_a_reference_is_not(
     assert all(v.status == "pushed" for v in fine.variants), [v.error for v in fine.variants]
 
 
+def test_settings_whose_names_contain_token_are_not_secrets(tiny: Project) -> None:
+    settings = ("TOKENIZERS_PARALLELISM=false", "MAX_TOKENS=4096", "PAD_TOKEN_ID=0", "USE_AUTH_TOKEN=true")
+    fine = run(tiny, FakeEngine(env=settings), FakeRegistry())
+    assert all(v.status == "pushed" for v in fine.variants), [v.error for v in fine.variants]
+    refused = run(
+        tiny, FakeEngine(env=("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIbPxRfiCYEXAMPLEKEY",)), FakeRegistry()
+    )
+    assert "a value for AWS_SECRET_ACCESS_KEY" in (refused.variants[0].error or "")
+
+
 def test_an_image_over_policy_max_image_gb_is_refused_before_its_push(tiny: Project) -> None:
     tiny.edit("policy:\n", "policy:\n  max_image_gb: 0.0000001\n")  # 100 bytes: the fake image is bigger
     registry = FakeRegistry()

@@ -15,7 +15,11 @@ HINT = (
     "--mount=type=secret,id=<name>), never ENV, LABEL, ARG or a file of the build context"
 )
 
-SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY)", re.IGNORECASE)
+# A secret's name, as a whole word of it: HF_TOKEN, DB_PASSWORD, AWS_SECRET_ACCESS_KEY, OPENAI_API_KEY;
+# not TOKENIZERS_PARALLELISM or MAX_TOKENS, which Hugging Face images set.
+SECRET_NAME = re.compile(r"(?:^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY)(?:_|$)", re.IGNORECASE)
+# Settings, not secrets, whatever the name (PAD_TOKEN_ID=0, ..._TOKEN_LIMIT=4096, USE_AUTH_TOKEN=true).
+NOT_A_SECRET = re.compile(r"(?:[0-9.]+|true|false|yes|no|on|off|none)", re.IGNORECASE)
 
 
 def redacted(value: str) -> str:
@@ -34,6 +38,7 @@ def looks_secret(name: str, value: str) -> Iterator[tuple[str, str]]:
     """The secrets in `value`, and the value itself when `name` names a secret and it holds one (a
     reference such as ${HF_TOKEN} or {{ RUNPOD_SECRET_HF_TOKEN }} is not a value)."""
     found = list(secrets_in(value))
-    if not found and name and SECRET_NAME.search(name) and value and not value.startswith(("$", "{{")):
+    valued = value and not value.startswith(("$", "{{")) and not NOT_A_SECRET.fullmatch(value)
+    if not found and name and SECRET_NAME.search(name) and valued:
         found = [(f"a value for {name}", value)]
     yield from found
