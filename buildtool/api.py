@@ -9,27 +9,32 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from buildtool import refs, reproduce
 from buildtool.build import build as build_rendering
 from buildtool.built import BuildEvent, BuildResult
+from buildtool.deployment import DeploySpec, PushedImage, deploy_spec, pushed_images, write_spec
 from buildtool.engine import BuildxEngine
 from buildtool.errors import (
     ConfigError,
+    DeploySpecError,
     DirtyWorktreeError,
     EngineError,
+    Finding,
     Location,
     PolicyError,
     Problem,
     RegistryError,
+    SelectionError,
 )
 from buildtool.files import write_atomically
 from buildtool.localregistry import ensure_embedded_registry
 from buildtool.lock import read_lock, read_lock_file
 from buildtool.matrix import load_matrix
 from buildtool.naming import Revision, current_revision, revision_of, tag_commit
-from buildtool.oci import OciImage
+from buildtool.oci import SIZES_FILE, OciImage, registry_unpacked_size
 from buildtool.options import Options
 from buildtool.plan import CheckedPlan, make_plan
 from buildtool.policy import check_image, check_plan
@@ -40,6 +45,7 @@ from buildtool.render import render as render_in_memory
 from buildtool.rendering import Rendering
 from buildtool.report import Report, build_report, to_html, to_json, to_markdown
 from buildtool.reproduce import Reproduction
+from buildtool.runpod_api import RunPodApi
 
 
 def _check_kernels_local(options: Options) -> None:
@@ -119,13 +125,12 @@ def build(
     )
 
 
-def image_policy(checked: CheckedPlan) -> Callable[[OciImage], list[Problem]]:
+def image_policy(checked: CheckedPlan) -> Callable[[OciImage], list[Finding]]:
     """The image-scope rules, bound to the plan: what the build stage runs on each built image."""
     by_name = {cv.name: cv for cv in checked.variants}
 
-    def check(built: OciImage) -> list[Problem]:
-        findings = check_image(built, by_name[built.variant], checked.plan.matrix)
-        return [f.problem for f in findings if f.severity == "error"]
+    def check(built: OciImage) -> list[Finding]:
+        return check_image(built, by_name[built.variant], checked.plan.matrix)
 
     return check
 
@@ -163,6 +168,9 @@ def release(options: Options, tag: str) -> tuple[ReleasePlan, list[str], list[st
     client = HttpRegistry()
     try:
         plan = plan_release(tag, revision, checked, registry_address, client, options.result_paths())
+        # The deploy specs of what is promoted, made before any tag moves: a spec that cannot be
+        # made (a disk too small for the image) refuses the release.
+        specs = _release_specs(options, checked, plan, client)
         if options.dry_run:
             return plan, [], []
         moved, unchanged = promote(plan, client)
@@ -174,16 +182,41 @@ def release(options: Options, tag: str) -> tuple[ReleasePlan, list[str], list[st
             )
         ) from None
     document = release_document(plan, moved, unchanged)
+    document["deploy_specs"] = {s.variant: str(write_spec(options.build_dir / "deploy", s)) for s in specs}
     write_atomically(
         options.build_dir / "release.json", json.dumps(document, indent=2, sort_keys=True) + "\n"
     )
     return plan, moved, unchanged
 
 
+def _release_specs(
+    options: Options, checked: CheckedPlan, plan: ReleasePlan, client: HttpRegistry
+) -> list[DeploySpec]:
+    built = pushed_images(options.build_dir) if (options.build_dir / "manifest.json").is_file() else {}
+    variants = {v.name: v for v in checked.variants}
+    specs: list[DeploySpec] = []
+    problems: list[Problem] = []
+    for promotion in plan.promotions:
+        measured = built.get(promotion.variant)
+        unpacked = measured.unpacked_size if measured and measured.reference == promotion.source else None
+        if unpacked is None:
+            unpacked = _registry_unpacked_size(options, promotion.source, client)
+        image = PushedImage(promotion.variant, promotion.source, unpacked)
+        try:
+            specs.append(deploy_spec(variants[promotion.variant], checked.plan.matrix, image))
+        except DeploySpecError as exc:
+            problems += exc.problems
+    if problems:
+        raise DeploySpecError(problems)
+    return specs
+
+
 def report(options: Options, out_dir: Path) -> tuple[Report, list[Path]]:
     """The compatibility report, written as compat.md, compat.json and compat.html under out_dir."""
     checked = plan_and_check(options)
-    built = build_report(checked, options.result_paths())
+    manifest = options.build_dir / "manifest.json"
+    measured = json.loads(manifest.read_text()).get("variants", {}) if manifest.is_file() else {}
+    built = build_report(checked, options.result_paths(), measured)
     written = []
     for name, text in (
         ("compat.md", to_markdown(built)),
@@ -197,3 +230,75 @@ def report(options: Options, out_dir: Path) -> tuple[Report, list[Path]]:
         with Path(summary).open("a", encoding="utf-8") as handle:
             handle.write(to_markdown(built))
     return built, written
+
+
+def deploy_specs(options: Options, endpoint: str | None = None) -> tuple[list[DeploySpec], list[str]]:
+    """A deploy spec for every selected variant the build pushed (build/manifest.json), written to
+    build/deploy/<variant>.json; and the selected variants not built. Sizes the manifest lacks (an
+    image built earlier elsewhere) are measured from the registry's layers."""
+    checked = plan_and_check(options)
+    pushed = pushed_images(options.build_dir)
+    specs: list[DeploySpec] = []
+    problems: list[Problem] = []
+    missing: list[str] = []
+    client = HttpRegistry()
+    for variant in checked.variants:
+        image = pushed.get(variant.name)
+        if image is None:
+            missing.append(variant.name)
+            continue
+        if image.unpacked_size is None:
+            image = replace(image, unpacked_size=_registry_unpacked_size(options, image.reference, client))
+        try:
+            specs.append(deploy_spec(variant, checked.plan.matrix, image, endpoint))
+        except DeploySpecError as exc:
+            problems += exc.problems
+    if problems:
+        raise DeploySpecError(problems)
+    if not specs:
+        raise DeploySpecError(
+            Problem(
+                f"no selected variant was built: {', '.join(missing)}",
+                Location(options.build_dir / "manifest.json"),
+                hint="run buildtool build for it first",
+            )
+        )
+    for spec in specs:
+        write_spec(options.build_dir / "deploy", spec)
+    return specs, missing
+
+
+def _registry_unpacked_size(options: Options, reference: str, client: HttpRegistry) -> int | None:
+    repository = reference.rpartition("@")[0]
+    try:
+        manifest = client.manifest(reference)
+        if manifest is None:
+            return None
+        return registry_unpacked_size(client, repository, manifest, options.build_dir / "oci" / SIZES_FILE)
+    except RegistryError:
+        return None
+
+
+def deploy(
+    options: Options, endpoint: str, api_url: str, api_key: str | None
+) -> tuple[DeploySpec, list[dict[str, object]]]:
+    """Send one variant's spec to RunPod (the one --select names, else the default variant); without
+    a key, or with --dry-run, send nothing. Returns what RunPod answered to each request."""
+    checked = plan_and_check(options)
+    names = [v.name for v in checked.variants]
+    if options.select and len(names) != 1:
+        raise SelectionError(
+            Problem(
+                f"deploy sends one variant; --select matches {len(names)}: {', '.join(names)}",
+                hint="narrow --select to one variant",
+            )
+        )
+    name = names[0] if options.select else checked.plan.default_variant
+    if name is None:
+        raise SelectionError(Problem("no variant to deploy", hint="--select one, or set default_variant"))
+    specs, _ = deploy_specs(replace(options, select=(name,)), endpoint)
+    spec = specs[0]
+    if api_key is None or options.dry_run:
+        return spec, []
+    api = RunPodApi(api_key, api_url)
+    return spec, [api.send(request, spec.variant) for request in spec.requests]

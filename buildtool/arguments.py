@@ -145,6 +145,27 @@ def parser() -> argparse.ArgumentParser:
         help="print matrix.yaml's JSON Schema (editor completion); --write updates schema/matrix.schema.json",
     )
     sc.add_argument("--write", action="store_true", help="write it next to the matrix, atomically")
+    ds = sub.add_parser(
+        "deploy-spec",
+        parents=[common],
+        help="RunPod API v2 request bodies per built variant (template + endpoint or pod), by digest, "
+        "with the container disk sized from the built image: build/deploy/<variant>.json",
+    )
+    ds.add_argument(
+        "--build-dir", type=Path, help="default: build/ next to matrix.yaml (reads manifest.json)"
+    )
+    dp = sub.add_parser(
+        "deploy",
+        parents=[common],
+        help="send one variant's deploy spec to RunPod with $RUNPOD_API_KEY (without it: print what "
+        "would be sent)",
+    )
+    dp.add_argument("--endpoint", required=True, metavar="NAME", help="the endpoint's (or pod's) name")
+    dp.add_argument(
+        "--build-dir", type=Path, help="default: build/ next to matrix.yaml (reads manifest.json)"
+    )
+    dp.add_argument("--dry-run", action="store_true", help="print the requests, send nothing")
+    dp.add_argument("--api-url", help="RunPod's API (default: $RUNPOD_API_URL, else https://api.runpod.io)")
     rep = sub.add_parser(
         "report", parents=[common, results], help="smoke results -> compatibility report per GPU"
     )

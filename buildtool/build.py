@@ -27,10 +27,10 @@ from pathlib import Path
 from buildtool import refs
 from buildtool.built import BuildEvent, BuildResult, Status, VariantResult, manifest_document
 from buildtool.engine import BakeOutcome, Engine
-from buildtool.errors import Problem, RegistryError
+from buildtool.errors import Finding, Problem, RegistryError
 from buildtool.files import write_atomically
 from buildtool.lock import read_lock
-from buildtool.oci import OciImage, prune_layout, read_image
+from buildtool.oci import SIZES_FILE, OciImage, cached_unpacked_size, image_from, prune_layout, read_image
 from buildtool.options import Options
 from buildtool.registry import Registry, RemoteManifest, compressed_size
 from buildtool.render import LABEL_PREFIX
@@ -40,7 +40,7 @@ REVISION_LABEL = "org.opencontainers.image.revision"
 CREATED_LABEL = "org.opencontainers.image.created"  # the commit's time
 VARIANT_LABEL = f"{LABEL_PREFIX}.variant"
 # The image-scope policy, as the build stage sees it: a built image in, refusals out.
-ImageCheck = Callable[[OciImage], Sequence[Problem]]
+ImageCheck = Callable[[OciImage], Sequence[Finding]]  # the image-scope policy
 
 
 class _VariantFailed(Exception):
@@ -106,7 +106,7 @@ def _build_one(
                 "start it, or point --registry / $REGISTRY at one",
             ) from None
         if existing is not None and not mutable and not options.rebuild:
-            earlier = _built_earlier(v, rendering.revision.sha, existing, registry, log, emit)
+            earlier = _built_earlier(v, rendering.revision.sha, existing, registry, log, emit, layout, engine)
             if earlier is not None:
                 return earlier
 
@@ -165,8 +165,12 @@ def _build_one(
             built = read_image(layout, digest, v.name)
         except (OSError, ValueError, KeyError) as exc:
             raise _VariantFailed(f"cannot read the built image {digest} in {layout}: {exc}") from None
+        split = built.above(engine.image_layers(v.base_ref))
+        built = replace(built, base_layers=split[0]) if split else built
         if check_image is not None:
-            refusals = tuple(check_image(built))
+            findings = check_image(built)
+            refusals = tuple(f.problem for f in findings if f.severity == "error")
+            notes += [f"{f.rule}: {f.problem.message}" for f in findings if f.severity == "warning"]
             if refusals:
                 emit(BuildEvent(v.name, "refused", refusals[0].message))
                 refused = failed(refusals[0].message, refusals[0].hint)
@@ -217,6 +221,9 @@ def _build_one(
             digest=digest,
             compressed_size=size,
             unpacked_size=built.unpacked_size,
+            layers=len(built.layers),
+            base_layers=split[0] if split else None,
+            above_base_size=split[1] if split else None,
             build_seconds=round(build_seconds, 2),
             steps=len(steps),
             cached_steps=sum(s.cached for s in steps),
@@ -236,6 +243,8 @@ def _built_earlier(
     registry: Registry,
     log: Path,
     emit: Callable[[BuildEvent], None],
+    layout: Path,
+    engine: Engine,
 ) -> VariantResult | None:
     """The registry holds this commit's immutable tag, and the image's labels say it is this
     variant built from this commit: a re-run builds nothing. Anything else under the tag (None) is
@@ -252,6 +261,8 @@ def _built_earlier(
     if labels.get(REVISION_LABEL) != revision or labels.get(VARIANT_LABEL) != v.name:
         return None
     created = labels.get(CREATED_LABEL) or None
+    remote = image_from(v.name, existing.digest, existing.document, document)
+    split = remote.above(engine.image_layers(v.base_ref))
     emit(BuildEvent(v.name, "built-earlier", existing.digest))
     return VariantResult(
         v.name,
@@ -262,6 +273,11 @@ def _built_earlier(
         None,
         digest=existing.digest,
         compressed_size=size,
+        # Known when this machine measured the layers before; else deploy-spec measures it.
+        unpacked_size=cached_unpacked_size(layout.parent / SIZES_FILE, existing.document.get("layers")),
+        layers=len(remote.layers),
+        base_layers=split[0] if split else None,
+        above_base_size=split[1] if split else None,
         log=log,
         created=created,
     )

@@ -54,6 +54,9 @@ class VariantResult:
     digest: str | None = None
     compressed_size: int | None = None
     unpacked_size: int | None = None  # on the container disk, measured from the built layers
+    layers: int = 0
+    base_layers: int | None = None  # how many of its layers are its base's; None: not known
+    above_base_size: int | None = None  # compressed bytes a host that holds the base still pulls
     build_seconds: float = 0.0
     steps: int = 0
     cached_steps: int = 0
@@ -106,6 +109,9 @@ def manifest_document(result: BuildResult) -> dict[str, object]:
             "base": {"ref": r.base_ref, "digest": r.base_digest},
             "compressed_size": r.compressed_size,
             "unpacked_size": r.unpacked_size,
+            "layers": r.layers,
+            "base_layers": r.base_layers,
+            "above_base_size": r.above_base_size,
             "build_seconds": r.build_seconds,
             "steps": r.steps,
             "cached_steps": r.cached_steps,

@@ -11,6 +11,8 @@ buildtool rules    the policy rules, their scopes and options
 buildtool smoke    the smoke suite inside each built image
 buildtool report   smoke results -> compatibility report per GPU
 buildtool release  promote the tagged commit's tested digests to X.Y.Z, X.Y, X
+buildtool deploy-spec  RunPod API v2 request bodies per built variant (cli_deploy.py)
+buildtool deploy   send one variant's spec to RunPod with $RUNPOD_API_KEY
 """
 
 from __future__ import annotations
@@ -152,8 +154,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "smoke":
         return run_smoke(args, options)
-    if args.command == "release":
-        return run_release(args, options)
+    if args.command in ("release", "deploy-spec", "deploy"):
+        from buildtool import cli_deploy
+
+        return cli_deploy.run(args, options)
     if args.command == "report":
         out_dir = args.out or args.matrix.parent / "reports"
         built, written = api.report(options, out_dir)
@@ -237,42 +241,6 @@ def run_build(args: argparse.Namespace, options: Options) -> int:
     if not problems:  # only policy refusals of built images: a finding, like every policy error
         raise PolicyError(refusals)
     raise BuildError(problems + refusals)
-
-
-def run_release(args: argparse.Namespace, options: Options) -> int:
-    from buildtool import api
-
-    plan, moved, unchanged = api.release(options, args.tag)
-    table = Table(
-        title=f"release {plan.version} of {plan.revision[:12]}" + (" (dry run)" if args.dry_run else "")
-    )
-    for column in ("variant", "digest", "tags", "CUDA", "driver >=", "allowedCudaVersions"):
-        table.add_column(column, overflow="fold")
-    for p in plan.promotions:
-        tags = "\n".join(t.rsplit("/", 1)[-1] for t in p.tags)
-        table.add_row(
-            p.variant,
-            p.digest[:19],
-            tags,
-            p.floor.cuda or "-",
-            p.floor.driver or "-",
-            ",".join(p.floor.allowed_cuda_versions) or "-",
-        )
-    out.print(table)
-    if args.dry_run:
-        out.print(f"would point {sum(len(p.tags) for p in plan.promotions)} tag(s); nothing moved")
-    else:
-        out.print(f"moved {len(moved)} tag(s), {len(unchanged)} already in place")
-    if plan.refusals:
-        raise BuildError(
-            Problem(
-                f"not promoted: {r.reason}",
-                variant=r.variant,
-                hint="build it for this commit and pass its smoke suite",
-            )
-            for r in plan.refusals
-        )
-    return 0
 
 
 def run_smoke(args: argparse.Namespace, options: Options) -> int:

@@ -82,6 +82,9 @@ class Engine(Protocol):
     def pull(self, ref: str) -> str | None:
         """Pull `ref`; None on success, else the engine's error text."""
 
+    def image_layers(self, ref: str) -> tuple[str, ...] | None:
+        """The layer diff ids of `ref` in the engine's image store (its rootfs), or None."""
+
     def bake(
         self,
         bake_file: Path,
@@ -128,6 +131,18 @@ class BuildxEngine:
         # The registry's digest when it came from one; else the local image's own.
         pinned = refs.try_parse(str(repo_digests[0])) if repo_digests else None
         return pinned.digest if pinned and pinned.digest else str(image.id)
+
+    def image_layers(self, ref: str) -> tuple[str, ...] | None:
+        import docker
+        import docker.errors
+
+        if self._client is None:
+            self._client = docker.from_env()
+        try:
+            layers = self._client.images.get(ref).attrs.get("RootFS", {}).get("Layers")
+        except docker.errors.ImageNotFound:
+            return None
+        return tuple(str(layer) for layer in layers) if isinstance(layers, list) else None
 
     def pull(self, ref: str) -> str | None:
         done = self._run("pull", "--quiet", ref)

@@ -139,6 +139,18 @@ class HubError(BuildtoolError):
     exit_code = 1
 
 
+class DeploySpecError(BuildtoolError):
+    """A deployment spec cannot be made: the variant was not built, or its settings contradict."""
+
+    exit_code = 2
+
+
+class DeployError(BuildtoolError):
+    """RunPod's API refused a request, or could not be reached."""
+
+    exit_code = 1
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """'Perhaps you meant 'x'?' for the closest of `choices`, or None."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -160,6 +160,36 @@ RUNPOD_CUDA_VERSIONS: tuple[str, ...] = (
     "13.0",
 )
 
+# RunPod's serverless GPU pools and the GPU type ids in each: a v2 endpoint selects pools, minus
+# `excludedTypes`. Source: runpod/docs references/gpu-types.mdx (tables generated 2026-02-12; read
+# 2026-11-22 at commit a900806e), whose pool table names cards, mapped here to the type ids of its
+# GPU table. `GET /v2/catalog/gpus` answers `pool` per type where the API can be reached.
+SERVERLESS_POOLS: dict[str, tuple[str, ...]] = {
+    "AMPERE_16": (
+        "NVIDIA RTX A4000",
+        "NVIDIA RTX A4500",
+        "NVIDIA RTX 4000 Ada Generation",
+        "NVIDIA RTX 2000 Ada Generation",
+    ),
+    "AMPERE_24": ("NVIDIA L4", "NVIDIA RTX A5000", "NVIDIA GeForce RTX 3090"),
+    "ADA_24": ("NVIDIA GeForce RTX 4090",),
+    "AMPERE_48": ("NVIDIA RTX A6000", "NVIDIA A40"),
+    "ADA_48_PRO": ("NVIDIA L40", "NVIDIA L40S", "NVIDIA RTX 6000 Ada Generation"),
+    "AMPERE_80": ("NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB"),
+    "ADA_80_PRO": ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL"),
+    "HOPPER_141": ("NVIDIA H200",),
+}
+
+
+def serverless_pool(gpu_type_id: str) -> str | None:
+    return next((pool for pool, types in SERVERLESS_POOLS.items() if gpu_type_id in types), None)
+
+
+# Cold-pull throughput onto a RunPod host, bytes per second (low, high). Source: the seeds' serverless
+# cold-start guide (May 2026): a 15 GB image pulls in 45-60 s without FlashBoot, a 2 GB one in under
+# 10 s. A host that caches a Tier-1 base pulls only the layers above it.
+PULL_BYTES_PER_SECOND: tuple[float, float] = (250e6, 333e6)
+
 # What a base image's tag says about itself. Each pattern names the catalogue field it cross-checks.
 # runpod/pytorch old scheme: 2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04 (leading version = torch);
 # runpod/pytorch new scheme: <release>-cu1300-torch291-ubuntu2404 (leading version = RunPod release).

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from buildtool.arch import Arch, InvalidArch
 from buildtool.errors import ConfigError, Location, Problem, did_you_mean
+from buildtool.keys import SECTIONS, optional_keys, required_keys
 from buildtool.matrix_images import read_images
 from buildtool.model import (
     FLASH_ATTENTION_VERSIONS,
     SCHEMA_VERSION,
-    SECTIONS,
     TIERS,
     Base,
     Combination,
@@ -25,8 +25,6 @@ from buildtool.model import (
     MatrixAxes,
     Policy,
     Refusal,
-    optional_keys,
-    required_keys,
 )
 from buildtool.reader import Reader, kind_of, plain, read_arch_rule, read_reference
 from buildtool.yamlpos import Node, parse_yaml

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from buildtool.errors import did_you_mean
+from buildtool.keys import optional_keys, required_keys
 from buildtool.model import (
     FLASH_ATTENTION_SHORTHAND,
     IMAGE_KINDS,
@@ -17,8 +18,6 @@ from buildtool.model import (
     KernelSpec,
     Model,
     SmokeSettings,
-    optional_keys,
-    required_keys,
 )
 from buildtool.reader import Reader, plain
 from buildtool.yamlpos import Node
@@ -99,6 +98,7 @@ def _model(r: Reader, node: Node) -> Model:
         r.scalar(m["size_gb"], float, "model.size_gb"),
         volume_path,
         r.at(node),
+        r.optional(m.get("files"), str, "model.files"),
     )
 
 
@@ -148,6 +148,10 @@ def _secrets(r: Reader, node: Node) -> tuple[str, ...]:
     return names
 
 
+PORT = re.compile(r"^[0-9]{1,5}/(http|tcp|udp)$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def _deploy(r: Reader, node: Node) -> Deploy:
     m = r.mapping(node, "deploy", required_keys("deploy"), optional_keys("deploy"))
     disk = r.optional(m.get("container_disk_gb"), int, "container_disk_gb")
@@ -156,4 +160,47 @@ def _deploy(r: Reader, node: Node) -> Deploy:
     headroom = r.optional(m.get("download_headroom_gb"), float, "download_headroom_gb") or 0.0
     if headroom < 0:
         raise r.fail(m["download_headroom_gb"], "download_headroom_gb cannot be negative")
-    return Deploy(disk, headroom, r.at(node))
+    defaults = Deploy(None, 0.0, r.at(node))
+
+    def whole(key: str, low: int, high: int | None = None) -> int:
+        value = r.optional(m.get(key), int, key)
+        if value is None:
+            return int(getattr(defaults, key))
+        if value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise r.fail(m[key], f"{key} must be {span}, not {value}")
+        return value
+
+    workers_min, workers_max = whole("workers_min", 0), whole("workers_max", 0)
+    if workers_min > workers_max:
+        raise r.fail(node, f"workers_min ({workers_min}) is above workers_max ({workers_max})")
+    queue_delay = r.optional(m.get("queue_delay_s"), float, "queue_delay_s")
+    if queue_delay is not None and queue_delay < 0.5:
+        raise r.fail(
+            m["queue_delay_s"], f"queue_delay_s must be at least 0.5 (RunPod's floor), not {queue_delay:g}"
+        )
+    ports = r.strings(m["ports"], "ports") if "ports" in m else ()
+    for port, item in zip(ports, r.sequence(m["ports"], "ports") if ports else [], strict=True):
+        if not PORT.match(port):
+            raise r.fail(item, f"port '{port}' is not port/protocol", "e.g. 8888/http or 22/tcp")
+    env: list[tuple[str, str]] = []
+    if "env" in m:
+        mapping = r.mapping(m["env"], "deploy.env", (), list(m["env"].value or {}))
+        for key, value in mapping.items():
+            if not ENV_NAME.match(key):
+                raise r.fail(value, f"'{key}' is not an environment variable name")
+            env.append((key, r.scalar(value, str, f"deploy.env.{key}")))
+    return Deploy(
+        disk,
+        headroom,
+        r.at(node),
+        workers_min=workers_min,
+        workers_max=workers_max,
+        idle_timeout_s=whole("idle_timeout_s", 1, 3600),
+        queue_delay_s=defaults.queue_delay_s if queue_delay is None else queue_delay,
+        gpu_count=whole("gpu_count", 1),
+        network_volume=r.optional(m.get("network_volume"), str, "network_volume"),
+        ports=ports,
+        env=tuple(sorted(env)),
+        env_location=r.at(m["env"]) if "env" in m else None,
+    )

@@ -3,15 +3,21 @@ descriptors of an OCI image layout (what `docker buildx` wrote to build/oci/<var
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
+import io
 import json
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
+import tarfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from buildtool.files import write_atomically
+
+if TYPE_CHECKING:
+    from buildtool.registry import Registry, RemoteManifest
 
 
 @dataclass(frozen=True)
@@ -27,26 +33,28 @@ GZIP_TYPES = (
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
 )
 TAR_TYPES = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar")
+FILES_FILE = "layer-files.json"  # beside the layouts: "<layer digest> <pattern>" -> matching files
 SIZES_FILE = "unpacked-sizes.json"  # beside the layouts: blob digest -> unpacked bytes (content-addressed)
 
 
-def unpacked_size(path: Path, media_type: str) -> int | None:
+def unpacked_size(stream: BinaryIO, media_type: str) -> int | None:
     """The bytes of a layer once decompressed, by decompressing it (gzip's own size field holds only
     the size modulo 4 GiB, and CUDA layers are bigger); None for a compression it cannot read."""
-    if media_type in TAR_TYPES:
-        return path.stat().st_size
-    if media_type not in GZIP_TYPES:
+    if media_type not in (*GZIP_TYPES, *TAR_TYPES):
         return None
     total = 0
-    with gzip.open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
+    with stream:
+        readable = gzip.GzipFile(fileobj=stream, mode="rb") if media_type in GZIP_TYPES else stream
+        while chunk := readable.read(1 << 20):
             total += len(chunk)
     return total
 
 
-def unpacked_sizes(layout: Path, layers: list[dict[str, Any]]) -> dict[str, int | None]:
-    """Each layer's unpacked size, remembered beside the layouts: a base's layers are measured once."""
-    cache_path = layout.parent / SIZES_FILE
+def unpacked_sizes(
+    cache_path: Path, layers: list[dict[str, Any]], open_blob: Callable[[str], BinaryIO]
+) -> dict[str, int | None]:
+    """Each layer's unpacked size, remembered in `cache_path` (content-addressed: a base's layers are
+    measured once); `open_blob(digest)` reads a layer not measured yet, from a layout or a registry."""
     try:
         cache: dict[str, int] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     except ValueError:
@@ -55,7 +63,8 @@ def unpacked_sizes(layout: Path, layers: list[dict[str, Any]]) -> dict[str, int 
     for d in layers:
         digest = str(d["digest"])
         if digest not in cache:
-            measured = unpacked_size(blob_path(layout, digest), str(d.get("mediaType", "")))
+            media_type = str(d.get("mediaType", ""))
+            measured = unpacked_size(open_blob(digest), media_type) if media_type else None
             if measured is not None:
                 cache[digest] = measured
         sizes[digest] = cache.get(digest)
@@ -71,6 +80,42 @@ class OciImage:
     history: tuple[Mapping[str, Any], ...]  # the image config's `history`: one entry per step
     layers: tuple[Layer, ...]
     config_size: int
+    diff_ids: tuple[str, ...] = ()  # the layers' uncompressed digests (the config's rootfs)
+    base_layers: int = 0  # how many leading layers are its base's (0: not known)
+    layout: Path | None = None  # the OCI layout holding its blobs, when read from one
+
+    def files_matching(self, pattern: str) -> dict[str, int]:
+        """Regular files whose path matches `pattern` (fnmatch; `*` spans `/`) in the layers above
+        its base, as the unpacked image holds them (later layers win, whiteouts delete): path ->
+        bytes. Each layer is read once per pattern, then remembered beside the layouts."""
+        assert self.layout is not None, "files are read from the layout the build wrote"
+        cache_path = self.layout.parent / FILES_FILE
+        try:
+            cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+        except ValueError:
+            cache = {}
+        files: dict[str, int] = {}
+        for layer in self.layers[self.base_layers :]:
+            key = f"{layer.digest} {pattern}"
+            if key not in cache:
+                cache[key] = _scan_layer(blob_path(self.layout, layer.digest), layer.media_type, pattern)
+            for gone in cache[key]["deleted"]:
+                files = {p: n for p, n in files.items() if p != gone and not p.startswith(gone + "/")}
+            files.update(cache[key]["files"])
+        write_atomically(cache_path, json.dumps(cache, sort_keys=True) + "\n")
+        return files
+
+    def above(self, base_layers: tuple[str, ...] | None) -> tuple[int, int] | None:
+        """(how many of its layers are the base's, compressed bytes of the config and the layers
+        above them): what moves to a host that holds the base. None if the base is not known."""
+        if not base_layers:
+            return None
+        shared = 0
+        for mine, theirs in zip(self.diff_ids, base_layers, strict=False):
+            if mine != theirs:
+                break
+            shared += 1
+        return shared, self.config_size + sum(layer.size for layer in self.layers[shared:])
 
     @property
     def compressed_size(self) -> int:
@@ -93,6 +138,25 @@ class OciImage:
         return {str(k): str(v) for k, v in (self.config.get("Labels") or {}).items()}
 
 
+def _scan_layer(path: Path, media_type: str, pattern: str) -> dict[str, Any]:
+    """A layer's regular files matching `pattern`, and what its whiteouts delete (OCI image spec:
+    `.wh.<name>` deletes <name>; `.wh..wh..opq` empties its directory of lower layers' files)."""
+    files: dict[str, int] = {}
+    deleted: list[str] = []
+    mode = "r|gz" if media_type in GZIP_TYPES else "r|"
+    with path.open("rb") as stream, tarfile.open(fileobj=stream, mode=mode) as tar:  # type: ignore[call-overload]
+        for member in tar:
+            name = member.name.removeprefix("./").rstrip("/")
+            directory, _, base = name.rpartition("/")
+            if base == ".wh..wh..opq":
+                deleted.append(directory)
+            elif base.startswith(".wh."):
+                deleted.append(f"{directory}/{base[4:]}".lstrip("/"))
+            elif member.isreg() and fnmatch.fnmatchcase(name, pattern):
+                files[name] = member.size
+    return {"files": files, "deleted": deleted}
+
+
 def blob_path(layout: Path, digest: str) -> Path:
     algorithm, _, hexdigest = digest.partition(":")
     return layout / "blobs" / algorithm / hexdigest
@@ -102,15 +166,30 @@ def read_image(layout: Path, digest: str, variant: str) -> OciImage:
     """The image manifest `digest` of the layout, with its config. Raises OSError or ValueError
     when the layout does not hold it."""
     manifest = json.loads(blob_path(layout, digest).read_bytes())
-    config_descriptor = manifest["config"]
-    config = json.loads(blob_path(layout, str(config_descriptor["digest"])).read_bytes())
-    descriptors = manifest.get("layers", [])
-    unpacked = unpacked_sizes(layout, descriptors)
+    config = json.loads(blob_path(layout, str(manifest["config"]["digest"])).read_bytes())
+    unpacked = unpacked_sizes(
+        layout.parent / SIZES_FILE, manifest.get("layers", []), lambda d: blob_path(layout, d).open("rb")
+    )
+    return replace(image_from(variant, digest, manifest, config, unpacked), layout=layout)
+
+
+def image_from(
+    variant: str,
+    digest: str,
+    manifest: Mapping[str, Any],
+    config: Mapping[str, Any],
+    unpacked: Mapping[str, int | None] | None = None,
+) -> OciImage:
+    """An image from its manifest and config documents (a layout's, or a registry's)."""
+    unpacked = unpacked or {}
     layers = tuple(
         Layer(
-            str(d["digest"]), int(d.get("size", 0)), str(d.get("mediaType", "")), unpacked[str(d["digest"])]
+            str(d["digest"]),
+            int(d.get("size", 0)),
+            str(d.get("mediaType", "")),
+            unpacked.get(str(d["digest"])),
         )
-        for d in descriptors
+        for d in manifest.get("layers", [])
     )
     return OciImage(
         variant,
@@ -118,7 +197,8 @@ def read_image(layout: Path, digest: str, variant: str) -> OciImage:
         config.get("config") or {},
         tuple(config.get("history") or ()),
         layers,
-        int(config_descriptor.get("size", 0)),
+        int(manifest["config"].get("size", 0)),
+        tuple(str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or ()),
     )
 
 
@@ -140,3 +220,26 @@ def prune_layout(layout: Path, digest: str) -> None:
                 shutil.rmtree(blob, ignore_errors=True)
             else:
                 blob.unlink(missing_ok=True)
+
+
+def registry_unpacked_size(
+    registry: Registry, repository: str, manifest: RemoteManifest, cache_path: Path
+) -> int | None:
+    """An image's unpacked size from the registry's manifest (`repository` is host/repo): layers the
+    cache knows cost nothing, others are downloaded once and measured. None for an index."""
+    layers = manifest.document.get("layers")
+    if not isinstance(layers, list):
+        return None
+    sizes = unpacked_sizes(cache_path, layers, lambda d: io.BytesIO(registry.blob(repository, d)))
+    return None if None in sizes.values() else sum(s or 0 for s in sizes.values())
+
+
+def cached_unpacked_size(cache_path: Path, layers: object) -> int | None:
+    """An image's unpacked size if the cache knows every layer of it (nothing is downloaded)."""
+    if not isinstance(layers, list):
+        return None
+    try:
+        cache = json.loads(cache_path.read_text())
+        return sum(int(cache[str(d["digest"])]) for d in layers)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -16,21 +16,13 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from buildtool import facts, refs
+from buildtool import refs
+from buildtool.deployment import HostFloor, host_floor
 from buildtool.errors import ConfigError, Problem, ReleaseRefused
 from buildtool.naming import Revision, variant_tags
 from buildtool.plan import CheckedPlan
 from buildtool.registry import Registry
 from buildtool.results import read_results
-
-
-@dataclass(frozen=True)
-class HostFloor:
-    """What a RunPod template or endpoint must allow for the image to run."""
-
-    cuda: str | None
-    driver: str | None
-    allowed_cuda_versions: tuple[str, ...]  # RunPod's allowedCudaVersions: the host CUDA at or above
 
 
 @dataclass(frozen=True)
@@ -71,17 +63,6 @@ def version_tags(version: Version) -> tuple[str, ...]:
         return (str(version),)
     major, minor, micro = (*version.release, 0, 0)[:3]
     return (f"{major}.{minor}.{micro}", f"{major}.{minor}", f"{major}")
-
-
-def host_floor(cuda: str | None) -> HostFloor:
-    if cuda is None:
-        return HostFloor(None, None, ())
-    at_least = tuple(
-        c
-        for c in facts.RUNPOD_CUDA_VERSIONS
-        if tuple(map(int, c.split("."))) >= tuple(map(int, cuda.split(".")))
-    )
-    return HostFloor(cuda, facts.DRIVER_FLOOR_BY_CUDA.get(cuda), at_least)
 
 
 def smoke_verdicts(documents: Iterable[dict[str, Any]]) -> dict[str, list[bool]]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from buildtool import facts
 from buildtool.plan import CheckedPlan
 from buildtool.results import read_results
 
@@ -44,10 +45,54 @@ class Row:
 
 
 @dataclass(frozen=True)
+class PullEstimate:
+    """How long a cold worker takes to pull a variant's image (FlashBoot aside)."""
+
+    variant: str
+    tier: int
+    compressed_size: int
+    layers: int | None
+    above_base_size: int | None  # compressed bytes above the base's layers
+    moved: int  # what a host pulls: above the base for a Tier-1 base (cached on RunPod hosts)
+    seconds: tuple[float, float]  # at the seeds' throughput, (fast, slow)
+
+
+@dataclass(frozen=True)
 class Report:
     variants: tuple[str, ...]
     rows: tuple[Row, ...]
     sources: tuple[str, ...]
+    pulls: tuple[PullEstimate, ...] = ()
+
+
+def pull_estimates(
+    checked: CheckedPlan, measured: Mapping[str, Mapping[str, Any]]
+) -> tuple[PullEstimate, ...]:
+    """One estimate per variant the build measured (`measured`: variant -> build/manifest.json entry
+    or a result's image stamp)."""
+    out = []
+    for variant in checked.variants:
+        entry = measured.get(variant.name) or {}
+        size = entry.get("compressed_size")
+        if not isinstance(size, int):
+            continue
+        above = entry.get("above_base_size")
+        above = above if isinstance(above, int) else None
+        moved = above if variant.base.tier == 1 and above is not None else size
+        fast, slow = facts.PULL_BYTES_PER_SECOND
+        layers = entry.get("layers")
+        out.append(
+            PullEstimate(
+                variant.name,
+                variant.base.tier,
+                size,
+                layers if isinstance(layers, int) and layers else None,
+                above,
+                moved,
+                (round(moved / slow, 1), round(moved / fast, 1)),
+            )
+        )
+    return tuple(out)
 
 
 def _cell_from(document: dict[str, Any]) -> tuple[Cell, dict[str, float]]:
@@ -83,8 +128,13 @@ def _row_name(document: dict[str, Any], checked: CheckedPlan) -> str:
     return device
 
 
-def build_report(checked: CheckedPlan, result_paths: Iterable[Path]) -> Report:
+def build_report(
+    checked: CheckedPlan, result_paths: Iterable[Path], built: Mapping[str, Mapping[str, Any]] | None = None
+) -> Report:
+    """`built`: build/manifest.json's variants, when the build ran here; else the sizes the smoke
+    runner stamped into each result."""
     variants = tuple(cv.name for cv in checked.variants)
+    measured: dict[str, Mapping[str, Any]] = {}
     rows: dict[str, Row] = {}
     for gpu in checked.plan.matrix.gpus:
         cells: dict[str, Cell] = {}
@@ -109,6 +159,8 @@ def build_report(checked: CheckedPlan, result_paths: Iterable[Path]) -> Report:
             continue
         latest[key] = document.get("started", "")
         sources.append(str(path))
+        if isinstance(document.get("image"), dict) and "compressed_size" in document["image"]:
+            measured[variant] = document["image"]
         if name not in rows:
             rows[name] = Row(
                 name, document.get("host", {}).get("arch"), None, {v: Cell("not run") for v in variants}
@@ -117,7 +169,8 @@ def build_report(checked: CheckedPlan, result_paths: Iterable[Path]) -> Report:
         rows[name].cells[variant] = cell
         for backend, rate in rates.items():
             rows[name].tflops_by_backend[backend] = max(rate, rows[name].tflops_by_backend.get(backend, 0.0))
-    return Report(variants, tuple(rows.values()), tuple(sources))
+    measured.update(built or {})
+    return Report(variants, tuple(rows.values()), tuple(sources), pull_estimates(checked, measured))
 
 
 def to_json(report: Report) -> dict[str, Any]:
@@ -138,7 +191,39 @@ def to_json(report: Report) -> dict[str, Any]:
             }
             for r in report.rows
         ],
+        "pull": [asdict(p) for p in report.pulls],
     }
+
+
+PULL_HEADER = (
+    "image",
+    "base tier",
+    "compressed",
+    "layers",
+    "above the base",
+    "a cold host pulls",
+    "estimate",
+)
+
+
+def pull_cells(p: PullEstimate) -> tuple[str, ...]:
+    cached = " (base cached)" if p.tier == 1 and p.above_base_size is not None else ""
+    return (
+        p.variant,
+        str(p.tier),
+        f"{p.compressed_size / 1e9:.2f} GB",
+        str(p.layers or "-"),
+        f"{p.above_base_size / 1e9:.2f} GB" if p.above_base_size is not None else "-",
+        f"{p.moved / 1e9:.2f} GB{cached}",
+        f"{p.seconds[0]:g}-{p.seconds[1]:g} s",
+    )
+
+
+PULL_NOTE = (
+    "Estimate at {:.0f}-{:.0f} MB/s (the seeds' figures: 15 GB in 45-60 s without FlashBoot). A "
+    "Tier-1 base is cached on RunPod hosts, so only the layers above it move; Tier 2 and 3 bases "
+    "move whole (Tier 3 pulls can stall for minutes)."
+).format(*(rate / 1e6 for rate in facts.PULL_BYTES_PER_SECOND))
 
 
 def cell_text(cell: Cell, markdown: bool = True) -> str:
@@ -171,6 +256,11 @@ def to_markdown(report: Report) -> str:
         cells = [cell_text(row.cells[v]).replace("|", "\\|") for v in report.variants]
         lines.append(f"| {row.gpu} | {row.arch or '-'} | " + " | ".join(cells) + " |")
     lines += ["", f"From {len(report.sources)} smoke result(s)."]
+    if report.pulls:
+        lines += ["", "## Pull time", "", "| " + " | ".join(PULL_HEADER) + " |"]
+        lines += ["| " + " | ".join("---" for _ in PULL_HEADER) + " |"]
+        lines += ["| " + " | ".join(pull_cells(p)) + " |" for p in report.pulls]
+        lines += ["", PULL_NOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -205,6 +295,19 @@ def plot_png(report: Report) -> bytes:
     return buffer.getvalue()
 
 
+def _pull_html(report: Report) -> str:
+    if not report.pulls:
+        return ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in PULL_HEADER)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in pull_cells(p)) + "</tr>" for p in report.pulls
+    )
+    return (
+        f'<h2>Pull time</h2>\n<table id="pull"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>\n'
+        f"<p>{html.escape(PULL_NOTE)}</p>"
+    )
+
+
 def to_html(report: Report) -> str:
     """One self-contained page: the table, and the plot inlined as a data: URI."""
     head = "".join(f"<th>{html.escape(v)}</th>" for v in report.variants)
@@ -235,5 +338,6 @@ td.refused {{ background: #eee; color: #666; }} td.not-run, td.not-targeted {{ c
 <h2>Attention TFLOP/s</h2>
 <img id="plot" alt="attention TFLOP/s per GPU and backend" src="data:image/png;base64,{plot}">
 <p>From {len(report.sources)} smoke result(s).</p>
+{_pull_html(report)}
 </body></html>
 """

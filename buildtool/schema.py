@@ -1,4 +1,4 @@
-"""The JSON Schema of matrix.yaml, generated from the model's key table (model.SECTIONS) and the
+"""The JSON Schema of matrix.yaml, generated from the model's key table (keys.SECTIONS) and the
 policy rules' options, and shipped as schema/matrix.schema.json for editors: a matrix starting with
 `# yaml-language-server: $schema=schema/matrix.schema.json` gets completion and checks in any editor
 with the YAML language server. `buildtool schema` writes it; a test keeps the shipped file current.
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from buildtool.model import SECTIONS
+from buildtool.keys import SECTIONS
 
 SCHEMA_PATH = Path("schema") / "matrix.schema.json"
 _TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}

@@ -24,6 +24,8 @@ from buildtool.files import write_atomically
 
 RESULTS_IN_CONTAINER = "/tmp/smoke-results"
 SMOKE_PYTHONPATH = "/opt/smoke"
+# What the build measured of each image, stamped into its results for the report's pull-time table.
+SIZE_KEYS = ("compressed_size", "unpacked_size", "layers", "base_layers", "above_base_size")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class BuiltImage:
     variant: str
     tag: str  # the immutable tag
     digest: str
+    sizes: tuple[tuple[str, int | None], ...] = ()  # what the build measured: compressed_size, layers, ...
 
     @property
     def reference(self) -> str:
@@ -59,7 +62,9 @@ def built_images(build_dir: Path, select: tuple[str, ...] = ()) -> list[BuiltIma
     import fnmatch
 
     images = [
-        BuiltImage(name, entry["tags"]["immutable"], entry["digest"])
+        BuiltImage(
+            name, entry["tags"]["immutable"], entry["digest"], tuple((k, entry.get(k)) for k in SIZE_KEYS)
+        )
         for name, entry in sorted(manifest["variants"].items())
         if not select or any(fnmatch.fnmatchcase(name, p) for p in select)
     ]
@@ -149,7 +154,7 @@ def _collect(image: BuiltImage, stream: Any, out_dir: Path) -> SmokeOutcome:
     if result_json is None or result_xml is None:
         return SmokeOutcome(image.variant, image, False, {}, (), None, None, "the suite wrote no results")
     document = json.loads(files[result_json])
-    document["image"] = {"tag": image.tag, "digest": image.digest}
+    document["image"] = {"tag": image.tag, "digest": image.digest, **dict(image.sizes)}
     json_path, xml_path = out_dir / f"{image.variant}.json", out_dir / f"{image.variant}.xml"
     write_atomically(json_path, json.dumps(document, indent=2, sort_keys=True) + "\n")
     write_atomically(xml_path, files[result_xml].decode())

@@ -88,6 +88,9 @@ class FakeEngine:
     def local_image_digest(self, ref: str) -> str | None:
         return "sha256:" + "b" * 64 if self.base_present else None
 
+    def image_layers(self, ref: str) -> tuple[str, ...] | None:
+        return None  # a fake base has no layers to share
+
     def pull(self, ref: str) -> str | None:
         self.calls.append(f"pull {ref}")
         self.base_present = True

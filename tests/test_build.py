@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import uuid
 
 import pytest
 from conftest import Project, RegistryUnderTest, git
+from runpod_schema import request_errors
 
 from buildtool import api
 from buildtool.built import BuildEvent, BuildResult
@@ -303,3 +305,93 @@ def test_a_declared_secret_reaches_the_build_as_a_mount_and_never_the_image(
     inspect = ["docker", "buildx", "imagetools", "inspect", "--format", "{{json .Image}}", pushed]
     config = json.loads(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout)
     assert "BUILD_TOKEN" in json.dumps(config["history"]) and token not in json.dumps(config)
+
+
+def test_a_container_disk_too_small_is_refused_on_the_real_engine_before_the_push(
+    cli,  # type: ignore[no-untyped-def]
+    tiny: Project,
+    registry: RegistryUnderTest,
+) -> None:
+    """python:3.11-slim plus the app unpacks to ~0.15 GB: with 1 GB of headroom and the 20% margin it
+    needs 2 GB, so a declared 1 GB is refused after the build, with the numbers and the fix."""
+    tiny.edit(
+        "    needs_torch: false\n",
+        "    needs_torch: false\n    deploy: {container_disk_gb: 1, download_headroom_gb: 1}\n",
+    )
+    commit(tiny, "a disk too small")
+    code, output, manifest = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 2, output
+    assert "[tiny-slim] container_disk_gb 1 cannot hold this image: it unpacks to 0.1" in output
+    assert "needs 2 GB" in output and "set container_disk_gb: 2" in output
+    assert f"matrix.yaml:{tiny.line_of('container_disk_gb: 1')}" in output
+    assert manifest["failed"]["tiny-slim"]["status"] == "refused"
+    assert [t for t in registry.tags("tiny") if not t.startswith("buildcache")] == []
+
+
+def test_deploy_spec_sizes_the_disk_from_the_pushed_image_on_every_run(
+    cli,  # type: ignore[no-untyped-def]
+    tiny: Project,
+    registry: RegistryUnderTest,
+) -> None:
+    """The spec names the pushed digest and sizes the disk from the measured image: after the build,
+    after a re-run that builds nothing, and on a machine that never saw the layers (from the
+    registry's blobs)."""
+    code, output, manifest = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0, output
+    entry = manifest["variants"]["tiny-slim"]
+    spec_path = tiny.root / "build" / "deploy" / "tiny-slim.json"
+
+    def spec() -> dict:  # type: ignore[type-arg]
+        result = cli("deploy-spec", "--matrix", str(tiny.matrix), "--select", "tiny-slim")
+        assert result.code == 0, result.out + result.err
+        return json.loads(spec_path.read_text())  # type: ignore[no-any-return]
+
+    first = spec()
+    for request in first["requests"]:
+        assert request_errors(request["operation"], request["body"]) == []
+    pod = {r["operation"]: r["body"] for r in first["requests"]}["createPod"]
+    assert pod["image"] == entry["image"] == f"{registry.address}/tiny@{entry['digest']}"
+    assert first["disk"]["unpacked_bytes"] == entry["unpacked_size"]
+    assert pod["disk"] == math.ceil(entry["unpacked_size"] / 1e9 * 1.2)
+    # A re-run: built earlier, nothing built; the layers' sizes are known here.
+    code, output, again = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0 and again["variants"]["tiny-slim"]["status"] == "built-earlier", output
+    assert again["variants"]["tiny-slim"]["unpacked_size"] == entry["unpacked_size"]
+    assert spec_path.read_bytes() == json.dumps(first, indent=2, sort_keys=True).encode() + b"\n"
+    # Another machine: no measured layers; deploy-spec reads them from the registry.
+    shutil.rmtree(tiny.root / "build" / "oci")
+    code, output, elsewhere = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0 and elsewhere["variants"]["tiny-slim"]["unpacked_size"] is None, output
+    assert spec() == first
+
+
+def test_the_baked_model_is_measured_in_the_built_image(
+    cli,  # type: ignore[no-untyped-def]
+    tiny: Project,
+    registry: RegistryUnderTest,
+) -> None:
+    """model.size_gb says 0.001 GB, the image holds 3 MB of weights (and 5 MB written then deleted
+    by a later step, which the unpacked image does not hold): refused on the measured 0.003 GB."""
+    template = tiny.root / "images" / "tiny" / "Dockerfile.j2"
+    template.write_text(
+        template.read_text().replace(
+            "COPY app.py",
+            "RUN mkdir -p /opt/weights/old && head -c 3000000 /dev/urandom > /opt/weights/model.bin "
+            "&& head -c 5000000 /dev/urandom > /opt/weights/old/stale.bin\n"
+            "RUN rm -r /opt/weights/old\nCOPY app.py",
+        )
+    )
+    model = "    model: {name: w, source: baked, size_gb: 0.001, files: 'opt/weights/*'}\n"
+    tiny.edit("    needs_torch: false\n", "    needs_torch: false\n" + model)
+    tiny.edit("policy:\n", "policy:\n  max_baked_model_gb: 0.0025\n")
+    commit(tiny, "weights")
+    code, output, manifest = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 2, output
+    assert "model 'w' is 3.0 MB in the built image (1 files; size_gb says 0.001)" in output
+    assert manifest["failed"]["tiny-slim"]["status"] == "refused"
+    # Under the limit it builds, and the declared size that understates it is a warning.
+    tiny.edit("max_baked_model_gb: 0.0025", "max_baked_model_gb: 0.01")
+    commit(tiny, "a higher limit")
+    code, output, manifest = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0, output
+    assert "baked-model-size: model 'w' is 3.0 MB in the built image, but size_gb says 0.001" in output

@@ -4,6 +4,7 @@ runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel stand-in and pushed to the embedded 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, Project, RegistryUnderTest, committed_copy, docker_ok
+from runpod_schema import request_errors
 
 from buildtool.localregistry import CONTAINER, VOLUME, answers
 from buildtool.naming import EMBEDDED_REGISTRY
@@ -76,6 +78,24 @@ def test_default_worker_variant_builds_pushes_and_passes_smoke(
     statuses = {c["name"]: c["status"] for c in result["checks"]}
     assert statuses["model.load"] == statuses["model.handler"] == "pass"
     assert statuses["attention.expected-backend"] == "pass"
+    # The build measured the image against its base (in the engine): a host that caches the Tier-1
+    # base pulls only the layers above it. The smoke result carries the figures to the report.
+    assert 0 < entry["base_layers"] < entry["layers"]
+    assert 0 < entry["above_base_size"] < entry["compressed_size"] < entry["unpacked_size"]
+    assert result["image"]["above_base_size"] == entry["above_base_size"]
+
+    # The deploy spec of what was pushed: RunPod's schema holds, the image is the pushed digest,
+    # and the container disk is the measured image plus headroom and margin.
+    spec_done = buildtool(repository_copy.root, "deploy-spec", "--select", entry_name)
+    assert spec_done.returncode == 0, spec_done.stdout + spec_done.stderr
+    spec = json.loads((repository_copy.root / "build" / "deploy" / f"{entry_name}.json").read_text())
+    bodies = {r["operation"]: r["body"] for r in spec["requests"]}
+    assert set(bodies) == {"createTemplate", "createEndpoint"}
+    for operation, body in bodies.items():
+        assert request_errors(operation, body) == []
+        assert body["image"] == entry["image"] and body["image"].endswith("@" + entry["digest"])
+    headroom = spec["disk"]["download_headroom_gb"]
+    assert bodies["createEndpoint"]["disk"] == math.ceil((entry["unpacked_size"] / 1e9 + headroom) * 1.2)
 
     # The runtime image, its FlashAttention kernels baked from a local context (no Hub here): it
     # builds into the same registry (the base's layers are there already) and passes its suite.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Project, RegistryUnderTest, git
+from runpod_schema import request_errors
 
 from smoke.result import Check, SuiteResult
 
@@ -55,6 +56,11 @@ def test_promote_then_re_promote(cli, tiny: Project, registry: RegistryUnderTest
         assert registry.digest("tiny", tag) == bookworm, tag
     document = json.loads((tiny.root / "build" / "release.json").read_text())
     assert document["version"] == "1.2.3" and len(document["moved"]) == 9
+    # Each promoted digest's deploy spec, sized from its measured image.
+    for name, entry in manifest["variants"].items():
+        spec = json.loads(Path(document["deploy_specs"][name]).read_text())
+        assert spec["image"] == entry["image"] and spec["disk"]["unpacked_bytes"] == entry["unpacked_size"]
+        assert all(request_errors(r["operation"], r["body"]) == [] for r in spec["requests"])
     tags_before = registry.tags("tiny")
 
     again = release(cli, tiny, registry, "v1.2.3")

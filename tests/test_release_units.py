@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from packaging.version import Version
 
+from buildtool.deployment import host_floor
 from buildtool.errors import ConfigError
-from buildtool.release import host_floor, parse_version, version_tags
+from buildtool.release import parse_version, version_tags
 
 
 @pytest.mark.parametrize(

@@ -26,10 +26,31 @@ def assert_golden(name: str, actual: str) -> None:
     assert actual == path.read_text(), f"{name} differs from its golden file (UPDATE_GOLDEN=1 to accept)"
 
 
+# What a build measured (build/manifest.json's entries): the worker and the runtime image on the
+# Tier-1 torch 2.11 base, and the worker on the Tier-2 pytorch/pytorch base.
+MEASURED = {
+    "worker-embed-runpod-torch211-cu130": {
+        "compressed_size": 3_090_000_000,
+        "layers": 21,
+        "base_layers": 14,
+        "above_base_size": 1_240_000_000,
+    },
+    "worker-embed-pytorch-torch211-cu130": {
+        "compressed_size": 3_120_000_000,
+        "layers": 19,
+        "base_layers": 12,
+        "above_base_size": 1_250_000_000,
+    },
+}
+
+
 @pytest.fixture
 def reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    api.report(Options.for_matrix(REPO / "matrix.yaml", results=RESULTS), tmp_path)
+    build_dir = tmp_path / "build"
+    build_dir.mkdir()
+    (build_dir / "manifest.json").write_text(json.dumps({"variants": MEASURED}))
+    api.report(Options.for_matrix(REPO / "matrix.yaml", build_dir, results=RESULTS), tmp_path)
     return tmp_path
 
 
@@ -56,12 +77,41 @@ def test_every_gpu_is_a_row_with_refusals_and_not_run(reports: Path) -> None:
     assert cpu["pytorch-runtime-runpod-torch211-cu130"]["failed_checks"] == ["environment.torch-version"]
 
 
+def test_pull_time_moves_only_the_layers_above_a_tier_1_base(reports: Path) -> None:
+    pulls = {p["variant"]: p for p in json.loads((reports / "compat.json").read_text())["pull"]}
+    assert set(pulls) == set(MEASURED)  # only what a build measured
+    tier1 = pulls["worker-embed-runpod-torch211-cu130"]
+    assert tier1["tier"] == 1 and tier1["moved"] == 1_240_000_000  # the base is cached on the host
+    assert tier1["seconds"] == [round(1.24e9 / 333e6, 1), round(1.24e9 / 250e6, 1)]
+    tier2 = pulls["worker-embed-pytorch-torch211-cu130"]
+    assert tier2["tier"] == 2 and tier2["moved"] == 3_120_000_000  # the whole image moves
+    markdown = (reports / "compat.md").read_text()
+    assert (
+        "| worker-embed-runpod-torch211-cu130 | 1 | 3.09 GB | 21 | 1.24 GB | 1.24 GB (base cached) |"
+        in markdown
+    )
+
+
+def test_pull_time_comes_from_the_results_without_a_build_here(tmp_path: Path) -> None:
+    document = json.loads(RESULTS[-1].read_text())
+    document["image"] = {"digest": "sha256:" + "c" * 64, **MEASURED["worker-embed-runpod-torch211-cu130"]}
+    document["variant"] = "worker-embed-runpod-torch211-cu130"
+    stamped = tmp_path / "stamped.json"
+    stamped.write_text(json.dumps(document))
+    options = Options.for_matrix(REPO / "matrix.yaml", tmp_path / "no-build", results=(stamped,))
+    built, _ = api.report(options, tmp_path / "out")
+    assert [(p.variant, p.moved) for p in built.pulls] == [
+        ("worker-embed-runpod-torch211-cu130", 1_240_000_000)
+    ]
+
+
 def test_a_gpu_result_lands_on_its_gpu_row(tmp_path: Path) -> None:
     document = json.loads(RESULTS[-1].read_text())
     document["host"] = {**document["host"], "device": "NVIDIA H100 80GB HBM3", "arch": "sm_90"}
     moved = tmp_path / "gpu.json"
     moved.write_text(json.dumps(document))
-    built, _ = api.report(Options.for_matrix(REPO / "matrix.yaml", results=(moved,)), tmp_path / "out")
+    options = Options.for_matrix(REPO / "matrix.yaml", tmp_path / "no-build", results=(moved,))
+    built, _ = api.report(options, tmp_path / "out")
     rows = {r.gpu: r for r in built.rows}
     assert rows["H100"].cells[document["variant"]].status == "pass"
     assert rows["H200"].cells[document["variant"]].status == "not run"
@@ -71,7 +121,9 @@ def test_markdown_goes_to_the_step_summary(tmp_path: Path, monkeypatch: pytest.M
     summary = tmp_path / "summary.md"
     summary.write_text("earlier\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    api.report(Options.for_matrix(REPO / "matrix.yaml", results=RESULTS), tmp_path / "out")
+    api.report(
+        Options.for_matrix(REPO / "matrix.yaml", tmp_path / "no-build", results=RESULTS), tmp_path / "out"
+    )
     assert summary.read_text().startswith("earlier\n# Compatibility report")
 
 
@@ -93,8 +145,10 @@ def test_the_html_page_renders_its_table_and_plot_in_chromium(reports: Path, tmp
     dom = subprocess.run(
         [*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=True
     )
-    assert '<table id="compat">' in dom.stdout and dom.stdout.count("<tr>") == 1 + 7  # header, 6 GPUs, CPU
+    compat = dom.stdout.split('<table id="compat">')[1].split("</table>")[0]
+    assert compat.count("<tr>") == 1 + 7  # header, 6 GPUs, CPU
     assert 'id="plot"' in dom.stdout and "data:image/png;base64," in dom.stdout
+    assert '<table id="pull">' in dom.stdout and "1.24 GB (base cached)" in dom.stdout
     shot = tmp_path / "page.png"
     subprocess.run(
         [*flags, f"--screenshot={shot}", "--window-size=1400,1200", page],

@@ -29,6 +29,19 @@ def test_a_token_in_a_build_arg_is_refused_at_the_image(cli, project: Project) -
     assert "RUNPOD_SECRET_" in result.err and "--mount=type=secret" in result.err
 
 
+def test_a_token_in_a_deploy_setting_is_refused_and_a_secret_name_is_the_fix(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    project.edit("      workers_min: 0\n", f"      workers_min: 0\n      env: {{HF_TOKEN: {TOKEN}}}\n")
+    result = check(cli, project)
+    assert result.code == 2
+    assert f"matrix.yaml:{project.line_of('env: {HF_TOKEN')}:" in result.err
+    assert "passes a Hugging Face token as deploy.env HF_TOKEN: 'hf_Q...'" in result.err
+    assert "name it under the image's secrets: [HF_TOKEN] instead" in result.err
+    # Named as a secret, the deploy spec references it; its value stays with RunPod.
+    project.edit(f"      env: {{HF_TOKEN: {TOKEN}}}\n", "")
+    project.edit("    handler: handler.py\n", "    handler: handler.py\n    secrets: [HF_TOKEN]\n")
+    assert check(cli, project).code == 0
+
+
 def test_a_token_in_the_template_or_a_context_file_is_refused_with_its_line(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
     handler = project.root / "images" / "worker-embed" / "handler.py"
     handler.write_text(handler.read_text() + f"\nFALLBACK_TOKEN = '{TOKEN}'\n")

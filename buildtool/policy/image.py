@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from buildtool.errors import Finding, Location
 from buildtool.oci import OciImage
-from buildtool.policy.registry import Context, RuleOption, error, rule
+from buildtool.policy.registry import Context, RuleOption, error, rule, warning
 from buildtool.policy.secrets import HINT, looks_secret, redacted
 
 # A build arg as BuildKit records it in a RUN step's history: `RUN |2 A=x B=y /bin/sh -c ...`.
@@ -58,6 +58,47 @@ def image_size(image: OciImage, context: Context) -> Iterator[Finding]:
 
 
 @rule(
+    "baked-model-size",
+    "image",
+    "baked weights over the limit make every cold pull crawl; a declared size_gb can be wrong",
+)
+def baked_model_size(image: OciImage, context: Context) -> Iterator[Finding]:
+    """The baked model's files as the built image holds them (model.files), against
+    policy.max_baked_model_gb: the measured size, not only the declared one."""
+    model = context.variant.image.model if context.variant else None
+    if model is None or model.source != "baked" or model.files is None or image.layout is None:
+        return
+    files = image.files_matching(model.files)
+    if not files:
+        yield error(
+            f"model.files '{model.files}' matches no file in the built image's own layers",
+            model.location,
+            "give the pattern of the weights' paths in the image, e.g. '*-packages/<package>/*' "
+            "(fnmatch: * spans /)",
+        )
+        return
+    measured, limit = sum(files.values()), context.matrix.policy.max_baked_model_gb
+    if measured > limit * 1e9:
+        yield error(
+            f"model '{model.name}' is {_size(measured)} in the built image ({len(files)} files; "
+            f"size_gb says {model.size_gb:g}), over the {limit:g} GB limit for baked weights",
+            model.location,
+            "set source: volume and volume_path: /runpod-volume/models/<name>",
+        )
+    elif measured > 2 * model.size_gb * 1e9:
+        yield warning(
+            f"model '{model.name}' is {_size(measured)} in the built image, but size_gb says "
+            f"{model.size_gb:g}",
+            model.location,
+            f"set size_gb: {math.ceil(measured / 1e6) / 1000:g}",
+        )
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+@rule(
     "container-disk",
     "image",
     "a container disk smaller than the unpacked image (plus what the worker downloads) crash-loops the "
@@ -71,9 +112,7 @@ def container_disk(image: OciImage, context: Context) -> Iterator[Finding]:
     unpacked = image.unpacked_size
     if deploy is None or deploy.container_disk_gb is None or unpacked is None:
         return
-    required = required_disk_gb(
-        unpacked, deploy.download_headroom_gb, context.option("container_disk_margin")
-    )
+    required = deploy.required_disk_gb(unpacked, context.option("container_disk_margin"))
     if deploy.container_disk_gb < required:
         yield error(
             f"container_disk_gb {deploy.container_disk_gb} cannot hold this image: it unpacks to "
@@ -82,8 +121,3 @@ def container_disk(image: OciImage, context: Context) -> Iterator[Finding]:
             deploy.location,
             f"set container_disk_gb: {required} (or leave it out: the deploy spec then asks for {required})",
         )
-
-
-def required_disk_gb(unpacked: int, headroom_gb: float, margin: float) -> int:
-    """Whole GB of container disk for an image that unpacks to `unpacked` bytes."""
-    return math.ceil((unpacked / 1e9 + headroom_gb) * (1 + margin))

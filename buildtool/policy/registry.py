@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from buildtool.errors import Finding, Location, Problem, Severity, did_you_mean
-from buildtool.model import SECTIONS, Matrix
+from buildtool.keys import SECTIONS
+from buildtool.model import Matrix
 from buildtool.plan import Variant
 
 Scope = Literal["catalogue", "gpu", "variant", "template", "dockerfile", "image"]

@@ -33,12 +33,21 @@ def dependency_lock(image: Image, context: Context) -> Iterator[Finding]:
         yield error(p.message, p.where, p.hint)
 
 
-@rule("args-secrets", "template", "a build arg's value is recorded in the image's history for anyone to read")
+@rule(
+    "args-secrets",
+    "template",
+    "a build arg's value is recorded in the image's history for anyone to read; a deploy setting's "
+    "is stored in plain text in the RunPod template",
+)
 def args_secrets(image: Image, context: Context) -> Iterator[Finding]:
-    for name, value in image.args:
+    places = [("build arg", name, value, image.location) for name, value in image.args]
+    if image.deploy:
+        where = image.deploy.env_location or image.deploy.location
+        places += [("deploy.env", name, value, where) for name, value in image.deploy.env]
+    for place, name, value, where in places:
         for kind, secret in looks_secret(name, value):
             yield error(
-                f"image '{image.name}' passes {kind} as build arg {name}: {redacted(secret)}",
-                image.location,
-                HINT,
+                f"image '{image.name}' passes {kind} as {place} {name}: {redacted(secret)}",
+                where,
+                HINT if place == "build arg" else f"name it under the image's secrets: [{name}] instead",
             )

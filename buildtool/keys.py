@@ -1,0 +1,183 @@
+"""The shape of matrix.yaml: every mapping's keys, with the JSON Schema of each value.
+
+The loader (matrix.py, matrix_images.py) takes its allowed and required keys from here, and schema.py
+generates the shipped JSON Schema (editor completion) from the same table: a key is written down once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from buildtool.model import (
+    FLASH_ATTENTION_VERSIONS,
+    IMAGE_KINDS,
+    MODEL_SOURCES,
+    NAME,
+    SCHEMA_VERSION,
+    SECRET_NAME_PATTERN,
+    TIERS,
+)
+
+
+@dataclass(frozen=True)
+class Key:
+    schema: Mapping[str, Any]  # JSON Schema of the value; {"$ref": "<section>"} for a nested mapping
+    doc: str
+    required: bool = False
+
+
+def _string(doc: str, required: bool = False, **more: Any) -> Key:
+    return Key({"type": "string", **more}, doc, required)
+
+
+def _strings(doc: str, required: bool = False) -> Key:
+    return Key({"type": "array", "items": {"type": "string"}}, doc, required)
+
+
+def _list_of(section: str, doc: str, required: bool = False) -> Key:
+    return Key({"type": "array", "items": {"$ref": section}}, doc, required)
+
+
+_NAME = {"pattern": NAME.pattern}
+SECTIONS: dict[str, dict[str, Key]] = {
+    "matrix file": {
+        "version": Key({"const": SCHEMA_VERSION}, "the matrix format version", True),
+        "source": _string("the repository URL (the images' org.opencontainers.image.source)", True),
+        "registry": _string("where images and their build cache go (--registry and $REGISTRY win)"),
+        "default_variant": _string("what `buildtool build --default` and `nox -s build` build"),
+        "bases": _list_of("base", "the base-image catalogue", True),
+        "gpus": _list_of("gpu", "the GPUs RunPod offers, by RunPod GPU type id", True),
+        "images": _list_of("image", "the images: each a template directory", True),
+        "matrix": Key({"$ref": "axes"}, "which images build on which bases", True),
+        "policy": Key({"$ref": "policy"}, "what is refused; rule options too", True),
+    },
+    "base": {
+        "name": _string("the base's name in variant names", True, **_NAME),
+        "ref": _string("the image reference, as docker pull takes it", True),
+        "tier": Key({"enum": list(TIERS)}, "1: cached on RunPod hosts, 2: popular, 3: custom", True),
+        "python": _string("the Python the base ships, major.minor", True),
+        "cuda": _string("CUDA major.minor; absent for a CPU-only base"),
+        "cudnn": Key({"type": "integer"}, "cuDNN major version"),
+        "torch": _string("the torch wheel's version with its local tag, e.g. 2.11.0+cu130"),
+        "cuda_compat": Key(
+            {"type": "boolean"}, "ships /usr/local/cuda/compat (needs the LD_LIBRARY_PATH fix)"
+        ),
+        "built_on": _string("Tier 3: the catalogue base it overlays"),
+    },
+    "gpu": {
+        "name": _string("the GPU's short name (H100)", True),
+        "runpod_id": _string("RunPod's GPU type id (NVIDIA H100 80GB HBM3)", True),
+        "arch": _string("compute capability as sm_<major><minor>[a|f]", True),
+        "flash_attention": Key({"enum": list(FLASH_ATTENTION_VERSIONS)}, "the FlashAttention it runs"),
+    },
+    "image": {
+        "name": _string("the image's name (its repository)", True, **_NAME),
+        "template": _string("the directory with Dockerfile.j2 and the build context", True),
+        "kind": Key({"enum": list(IMAGE_KINDS)}, "a pod runtime or a serverless worker", True),
+        "version": _string("the image's own version", True),
+        "description": _string("one line, for labels and reports"),
+        "args": Key({"type": "object", "additionalProperties": {"type": "string"}}, "build args"),
+        "handler": _string("serverless workers: the handler module, relative to the template"),
+        "model": Key({"$ref": "model"}, "the model the worker loads"),
+        "smoke": Key({"$ref": "smoke"}, "what the smoke suite sends the handler and expects back"),
+        "needs_torch": Key({"type": "boolean"}, "false for images that use no torch from their base"),
+        "kernels": Key(
+            {"type": "array", "items": {"anyOf": [{"const": "flash-attention"}, {"$ref": "kernel"}]}},
+            "Hub kernels the build bakes; flash-attention: the FlashAttention each GPU target runs",
+        ),
+        "deploy": Key({"$ref": "deploy"}, "the RunPod deployment: container disk"),
+        "secrets": Key(
+            {"type": "array", "items": {"type": "string", "pattern": SECRET_NAME_PATTERN}},
+            "the secrets it needs, by name: BuildKit secret mounts at build time, RunPod secrets at run time",
+        ),
+    },
+    "model": {
+        "name": _string("the model's name", True),
+        "source": Key({"enum": list(MODEL_SOURCES)}, "baked into the image, or on a network volume", True),
+        "size_gb": Key({"type": "number"}, "the weights' size in GB", True),
+        "volume_path": _string("where the network volume holds it (/runpod-volume/...)"),
+        "files": _string(
+            "baked: its files in the image, a path pattern (fnmatch: * spans /), measured after the build"
+        ),
+    },
+    "kernel": {
+        "name": _string("the kernel's name in the image", True, **_NAME),
+        "repo_id": _string("the Hub repository (org/name)", True),
+        "revision": _string("branch, tag or commit; matrix.lock records the commit", True),
+        "function": _string("the attention function (default flash_attn_func)"),
+        "archs": _strings("GPU archs it runs on; empty: any device"),
+    },
+    "deploy": {
+        "container_disk_gb": Key(
+            {"type": "integer", "minimum": 1},
+            "the container disk to ask RunPod for; refused when the built image does not fit",
+        ),
+        "download_headroom_gb": Key(
+            {"type": "number", "minimum": 0}, "disk the worker fills at run time (downloads, caches)"
+        ),
+        "workers_min": Key({"type": "integer", "minimum": 0}, "serverless: workers kept warm (default 0)"),
+        "workers_max": Key({"type": "integer", "minimum": 0}, "serverless: the most workers (default 3)"),
+        "idle_timeout_s": Key(
+            {"type": "integer", "minimum": 1, "maximum": 3600},
+            "serverless: seconds an idle worker waits for work before it stops (default 5)",
+        ),
+        "queue_delay_s": Key(
+            {"type": "number", "minimum": 0.5},
+            "serverless: add a worker when a job has waited this long (default 4)",
+        ),
+        "gpu_count": Key({"type": "integer", "minimum": 1}, "GPUs per worker or pod (default 1)"),
+        "network_volume": _string("a RunPod network volume id, mounted where the model's volume_path is"),
+        "ports": _strings("pods: exposed ports as port/protocol (default 8888/http and 22/tcp)"),
+        "env": Key(
+            {"type": "object", "additionalProperties": {"type": "string"}},
+            "plain environment settings; secrets are named under the image's secrets:",
+        ),
+    },
+    "smoke": {
+        "input": Key({"type": "object"}, "the job input the handler gets", True),
+        "output_shape": Key({"type": "array", "items": {"type": "integer"}}, "the output's shape", True),
+    },
+    "axes": {
+        "image": _strings("images to build", True),
+        "base": _strings("bases to build each on", True),
+        "gpus": Key(
+            {"anyOf": [{"const": "all"}, {"type": "array", "items": {"type": "string"}}]}, "GPU targets"
+        ),
+        "include": _list_of("combination", "add or extend combinations (GitHub Actions semantics)"),
+        "exclude": _list_of("combination", "remove combinations"),
+    },
+    "combination": {
+        "image": _string("an image name"),
+        "base": _string("a base name"),
+        "gpus": _strings("GPU targets of this combination"),
+    },
+    "refused repository": {
+        "repository": _string("a repository never to build on (any registry alias)", True),
+        "reason": _string("why: said in every refusal", True),
+        "mirrors": _strings("other names that serve the same images"),
+    },
+    "refused arch": {
+        "arch": _string("sm_100 (one capability) or 10.x (a generation)", True),
+        "reason": _string("why: said in every refusal", True),
+    },
+    "policy": {
+        "allowed_tiers": Key(
+            {"type": "array", "items": {"enum": list(TIERS)}}, "the tiers bases may have", True
+        ),
+        "refused_repositories": _list_of("refused repository", "repositories never built on", True),
+        "refused_archs": _list_of("refused arch", "GPU archs never targeted", True),
+        "tier3_registries": _strings("where Tier-3 bases may live (default ghcr.io)"),
+        "max_baked_model_gb": Key({"type": "number"}, "bigger models go on a network volume (default 10)"),
+        "model_loaders": _strings("calls that load a model (the handler check)"),
+    },
+}
+
+
+def required_keys(section: str) -> tuple[str, ...]:
+    return tuple(k for k, key in SECTIONS[section].items() if key.required)
+
+
+def optional_keys(section: str) -> tuple[str, ...]:
+    return tuple(k for k, key in SECTIONS[section].items() if not key.required)

@@ -1,0 +1,86 @@
+"""RunPod's REST API v2, as the deploy command calls it: plain HTTPS with the user's API key.
+
+Only what a deploy sends: JSON bodies to the create operations, `Authorization: Bearer <key>`, and
+errors as RunPod answers them (`application/problem+json`: title, detail, status).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from buildtool.deployment import RUNPOD_API, ApiRequest
+from buildtool.errors import DeployError, Problem
+
+USER_AGENT = "runpod-images-buildtool"
+
+
+class RunPodApi:
+    def __init__(self, api_key: str, base_url: str = RUNPOD_API, timeout: float = 60) -> None:
+        self.api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def send(self, request: ApiRequest, variant: str) -> dict[str, Any]:
+        """The created resource, as RunPod answers it."""
+        url = self.base_url + request.path
+        http = urllib.request.Request(
+            url,
+            data=json.dumps(request.body, sort_keys=True).encode(),
+            method=request.method,
+            headers={
+                "Authorization": f"Bearer {self.api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            },
+        )
+        try:
+            with urllib.request.urlopen(http, timeout=self.timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            raise DeployError(
+                Problem(
+                    f"{request.operation} ({request.method} {url}) refused: {exc.code} {_reason(exc.read())}",
+                    variant=variant,
+                    hint=_hint(exc.code),
+                )
+            ) from None
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
+            raise DeployError(
+                Problem(
+                    f"{request.operation}: {self.base_url} cannot be reached: {getattr(exc, 'reason', exc)}",
+                    variant=variant,
+                    hint="check the network, or --api-url / $RUNPOD_API_URL",
+                )
+            ) from None
+        try:
+            answer = json.loads(body or b"{}")
+        except ValueError:
+            answer = {}
+        return answer if isinstance(answer, dict) else {"answer": answer}
+
+
+def _reason(body: bytes) -> str:
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        return body[:300].decode("utf-8", "replace")
+    if isinstance(problem, dict):
+        parts = [str(problem[k]) for k in ("title", "detail", "error", "message") if problem.get(k)]
+        errors = problem.get("errors")
+        if isinstance(errors, list):
+            parts += [json.dumps(e, sort_keys=True) for e in errors[:5]]
+        if parts:
+            return "; ".join(parts)
+    return json.dumps(problem)[:300]
+
+
+def _hint(status: int) -> str:
+    if status in (401, 403):
+        return "check RUNPOD_API_KEY: it must be a key with write access to templates and serverless"
+    if status in (400, 409, 422):
+        return "the spec does not fit the account (a template of that name, an unknown volume id?)"
+    return "try again; RunPod may be busy"
