@@ -17,7 +17,7 @@ from runpod_schema import operation, request_errors
 WORKER = "worker-embed-runpod-torch211-cu130"
 RUNTIME = "pytorch-runtime-runpod-torch211-cu130"
 DIGEST = "sha256:" + "ab" * 32
-UNPACKED = 5_150_000_000  # the worker's measured size on the torch 2.11 stand-in: 5.15 GB
+UNPACKED = 5_688_887_296  # the default worker as built on the torch 2.11 stand-in (2026-11-22): 5.69 GB
 EMBED_DEPLOY = (  # worker-embed's deploy section in matrix.yaml
     "    deploy:\n      download_headroom_gb: 1\n      workers_min: 0\n      workers_max: 3\n"
     "      idle_timeout_s: 5\n"
@@ -73,7 +73,7 @@ def test_the_default_worker_gets_a_template_and_endpoint_runpod_accepts(cli, pro
     assert endpoint["flashboot"] == "FLASHBOOT" and endpoint["type"] == "QUEUE"
     assert endpoint["scaling"] == {"type": "QUEUE_DELAY", "queueDelay": 4.0}
     assert template["serverless"] is True and template["startSsh"] is False
-    assert "5.15 GB" in result.out and f"{endpoint['disk']} GB" in result.out
+    assert "5.69 GB" in result.out and f"{endpoint['disk']} GB" in result.out
 
 
 def test_the_runtime_image_gets_a_pod_on_its_first_gpu(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
@@ -122,7 +122,7 @@ def test_a_declared_disk_below_the_measured_image_is_refused(cli, project: Proje
     write_manifest(project, {WORKER: UNPACKED})
     result = cli("deploy-spec", "--matrix", str(project.matrix), "--select", WORKER)
     assert result.code == 2
-    assert "container_disk_gb 5 cannot hold the image: it unpacks to 5.15 GB and needs 7 GB" in result.err
+    assert "container_disk_gb 5 cannot hold the image: it unpacks to 5.69 GB and needs 7 GB" in result.err
     assert "set container_disk_gb: 7" in result.err
     assert f"matrix.yaml:{project.line_of('deploy: {container_disk_gb: 5')}" in result.err
     assert not (project.root / "build" / "deploy").exists()

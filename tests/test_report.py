@@ -26,20 +26,20 @@ def assert_golden(name: str, actual: str) -> None:
     assert actual == path.read_text(), f"{name} differs from its golden file (UPDATE_GOLDEN=1 to accept)"
 
 
-# What a build measured (build/manifest.json's entries): the worker and the runtime image on the
-# Tier-1 torch 2.11 base, and the worker on the Tier-2 pytorch/pytorch base.
+# build/manifest.json entries: the default worker as built on the Tier-1 torch 2.11 stand-in
+# (2026-11-22), and the same worker on the Tier-2 pytorch/pytorch base (the same stand-in layers).
 MEASURED = {
     "worker-embed-runpod-torch211-cu130": {
-        "compressed_size": 3_090_000_000,
-        "layers": 21,
-        "base_layers": 14,
-        "above_base_size": 1_240_000_000,
+        "compressed_size": 3_091_386_781,
+        "layers": 7,
+        "base_layers": 2,
+        "above_base_size": 254_272_000,
     },
     "worker-embed-pytorch-torch211-cu130": {
-        "compressed_size": 3_120_000_000,
-        "layers": 19,
-        "base_layers": 12,
-        "above_base_size": 1_250_000_000,
+        "compressed_size": 3_091_386_781,
+        "layers": 7,
+        "base_layers": 2,
+        "above_base_size": 254_272_000,
     },
 }
 
@@ -81,13 +81,13 @@ def test_pull_time_moves_only_the_layers_above_a_tier_1_base(reports: Path) -> N
     pulls = {p["variant"]: p for p in json.loads((reports / "compat.json").read_text())["pull"]}
     assert set(pulls) == set(MEASURED)  # only what a build measured
     tier1 = pulls["worker-embed-runpod-torch211-cu130"]
-    assert tier1["tier"] == 1 and tier1["moved"] == 1_240_000_000  # the base is cached on the host
-    assert tier1["seconds"] == [round(1.24e9 / 333e6, 1), round(1.24e9 / 250e6, 1)]
+    assert tier1["tier"] == 1 and tier1["moved"] == 254_272_000  # the base is cached on the host
+    assert tier1["seconds"] == [round(254_272_000 / 333e6, 1), round(254_272_000 / 250e6, 1)]
     tier2 = pulls["worker-embed-pytorch-torch211-cu130"]
-    assert tier2["tier"] == 2 and tier2["moved"] == 3_120_000_000  # the whole image moves
+    assert tier2["tier"] == 2 and tier2["moved"] == 3_091_386_781  # the whole image moves
     markdown = (reports / "compat.md").read_text()
     assert (
-        "| worker-embed-runpod-torch211-cu130 | 1 | 3.09 GB | 21 | 1.24 GB | 1.24 GB (base cached) |"
+        "| worker-embed-runpod-torch211-cu130 | 1 | 3.09 GB | 7 | 0.25 GB | 0.25 GB (base cached) | 0.8-1 s |"
         in markdown
     )
 
@@ -101,7 +101,7 @@ def test_pull_time_comes_from_the_results_without_a_build_here(tmp_path: Path) -
     options = Options.for_matrix(REPO / "matrix.yaml", tmp_path / "no-build", results=(stamped,))
     built, _ = api.report(options, tmp_path / "out")
     assert [(p.variant, p.moved) for p in built.pulls] == [
-        ("worker-embed-runpod-torch211-cu130", 1_240_000_000)
+        ("worker-embed-runpod-torch211-cu130", 254_272_000)
     ]
 
 
@@ -148,7 +148,7 @@ def test_the_html_page_renders_its_table_and_plot_in_chromium(reports: Path, tmp
     compat = dom.stdout.split('<table id="compat">')[1].split("</table>")[0]
     assert compat.count("<tr>") == 1 + 7  # header, 6 GPUs, CPU
     assert 'id="plot"' in dom.stdout and "data:image/png;base64," in dom.stdout
-    assert '<table id="pull">' in dom.stdout and "1.24 GB (base cached)" in dom.stdout
+    assert '<table id="pull">' in dom.stdout and "0.25 GB (base cached)" in dom.stdout
     shot = tmp_path / "page.png"
     subprocess.run(
         [*flags, f"--screenshot={shot}", "--window-size=1400,1200", page],
