@@ -15,6 +15,7 @@ from buildtool.model import (
     IMAGE_KINDS,
     MODEL_SOURCES,
     NAME,
+    OUTPUT_KINDS,
     SCHEMA_VERSION,
     SECRET_NAME_PATTERN,
     TIERS,
@@ -88,6 +89,10 @@ SECTIONS: dict[str, dict[str, Key]] = {
             "Hub kernels the build bakes; flash-attention: the FlashAttention each GPU target runs",
         ),
         "deploy": Key({"$ref": "deploy"}, "the RunPod deployment: container disk"),
+        "torch": _string(
+            "the torch wheel the image installs itself (2.11.0+cu130), checked against the base's CUDA; "
+            "default: the base's"
+        ),
         "secrets": Key(
             {"type": "array", "items": {"type": "string", "pattern": SECRET_NAME_PATTERN}},
             "the secrets it needs, by name: BuildKit secret mounts at build time, RunPod secrets at run time",
@@ -137,7 +142,16 @@ SECTIONS: dict[str, dict[str, Key]] = {
     },
     "smoke": {
         "input": Key({"type": "object"}, "the job input the handler gets", True),
-        "output_shape": Key({"type": "array", "items": {"type": "integer"}}, "the output's shape", True),
+        "output_shape": Key(
+            {"type": "array", "items": {"type": "integer"}},
+            "embeddings: the output's shape; image: width and height",
+        ),
+        "output": Key(
+            {"enum": list(OUTPUT_KINDS)}, "what the worker answers (default embeddings): how smoke judges it"
+        ),
+        "model_dir": _string(
+            "volume models: a small model in the image that smoke copies onto a volume at volume_path"
+        ),
     },
     "axes": {
         "image": _strings("images to build", True),
@@ -171,6 +185,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "tier3_registries": _strings("where Tier-3 bases may live (default ghcr.io)"),
         "max_baked_model_gb": Key({"type": "number"}, "bigger models go on a network volume (default 10)"),
         "model_loaders": _strings("calls that load a model (the handler check)"),
+        "model_servers": _strings(
+            "commands of server processes that load a model (vllm serve): started at module level, a load"
+        ),
     },
 }
 

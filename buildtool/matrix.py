@@ -158,6 +158,7 @@ def _policy(r: Reader, node: Node) -> Policy:
         refused_archs=_refusals(r, m["refused_archs"], "refused_archs", "arch"),
         max_baked_model_gb=r.optional(m.get("max_baked_model_gb"), float, "max_baked_model_gb") or 10.0,
         model_loaders=r.strings(m["model_loaders"], "model_loaders") if "model_loaders" in m else (),
+        model_servers=r.strings(m["model_servers"], "model_servers") if "model_servers" in m else (),
         rule_options=rule_options,
     )
 

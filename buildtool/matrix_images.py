@@ -12,6 +12,7 @@ from buildtool.model import (
     FLASH_ATTENTION_SHORTHAND,
     IMAGE_KINDS,
     MODEL_SOURCES,
+    OUTPUT_KINDS,
     SECRET_NAME_PATTERN,
     Deploy,
     Image,
@@ -58,6 +59,15 @@ def read_images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
             )
         if handler is not None and not (template / handler).is_file():
             raise r.fail(m["handler"], f"image '{name}': handler {template / handler} does not exist")
+        model = _model(r, m["model"]) if "model" in m else None
+        smoke = _smoke(r, m["smoke"]) if "smoke" in m else None
+        if smoke and smoke.model_dir and not (model and model.volume_path):
+            raise r.fail(
+                m["smoke"],
+                f"image '{name}': smoke.model_dir is copied onto the model's volume, but the model "
+                "has no volume_path",
+                "add model.volume_path: /runpod-volume/models/<name>",
+            )
         out.append(
             Image(
                 name=name,
@@ -67,12 +77,13 @@ def read_images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
                 description=r.optional(m.get("description"), str, "description") or "",
                 args=tuple(sorted(args)),
                 handler=handler,
-                model=_model(r, m["model"]) if "model" in m else None,
-                smoke=_smoke(r, m["smoke"]) if "smoke" in m else None,
+                model=model,
+                smoke=smoke,
                 needs_torch=r.optional(m.get("needs_torch"), bool, "needs_torch") is not False,
                 kernels=_kernels(r, m["kernels"]) if "kernels" in m else (),
                 secrets=_secrets(r, m["secrets"]) if "secrets" in m else (),
                 deploy=_deploy(r, m["deploy"]) if "deploy" in m else None,
+                torch=r.optional(m.get("torch"), str, "torch"),
                 location=r.at(entry),
             )
         )
@@ -135,9 +146,19 @@ def _smoke(r: Reader, node: Node) -> SmokeSettings:
         raise r.fail(m["input"], "smoke.input must be a mapping (the job's input)")
     shape = tuple(
         r.scalar(n, int, "an entry of smoke.output_shape")
-        for n in r.sequence(m["output_shape"], "smoke.output_shape")
+        for n in (r.sequence(m["output_shape"], "smoke.output_shape") if "output_shape" in m else [])
     )
-    return SmokeSettings(json.dumps(plain(m["input"]), sort_keys=True), shape)
+    kind = r.optional(m.get("output"), str, "smoke.output") or "embeddings"
+    if kind not in OUTPUT_KINDS:
+        raise r.fail(
+            m["output"],
+            f"unknown smoke.output '{kind}'",
+            did_you_mean(kind, OUTPUT_KINDS) or f"one of: {', '.join(OUTPUT_KINDS)}",
+        )
+    if kind == "embeddings" and not shape:
+        raise r.fail(node, "smoke.output embeddings needs output_shape", "e.g. output_shape: [2, 384]")
+    model_dir = r.optional(m.get("model_dir"), str, "smoke.model_dir")
+    return SmokeSettings(json.dumps(plain(m["input"]), sort_keys=True), shape, kind, model_dir)
 
 
 def _secrets(r: Reader, node: Node) -> tuple[str, ...]:

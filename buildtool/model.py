@@ -19,6 +19,7 @@ ImageKind = Literal["runtime", "serverless-worker"]
 IMAGE_KINDS: tuple[str, ...] = ("runtime", "serverless-worker")
 ModelSource = Literal["baked", "volume"]
 MODEL_SOURCES: tuple[str, ...] = ("baked", "volume")
+OUTPUT_KINDS: tuple[str, ...] = ("embeddings", "text", "image")  # what a worker answers
 TIERS: tuple[int, ...] = (1, 2, 3)
 FLASH_ATTENTION_VERSIONS: tuple[int, ...] = (2, 3)
 
@@ -101,7 +102,9 @@ NO_DEPLOY = Deploy(None, 0.0, Location(Path("matrix.yaml")))  # an image without
 @dataclass(frozen=True)
 class SmokeSettings:
     sample_input: str  # JSON text, passed to the handler as job["input"]
-    output_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]  # embeddings: the array's shape; image: width, height; () none
+    output: str = "embeddings"  # what the answer is: one of OUTPUT_KINDS (smoke/checks/outputs.py)
+    model_dir: str | None = None  # a small model in the image that smoke copies onto the volume
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class Image:
     kernels: tuple[KernelSpec, ...]  # what the build bakes in; "flash-attention" expands per variant
     location: Location = field(compare=False)
     secrets: tuple[str, ...] = ()  # names of the secrets it needs: build-time mounts, RunPod secrets
+    torch: str | None = None  # the torch wheel the image installs itself (2.11.0+cu130); None: the base's
     deploy: Deploy | None = None
 
 
@@ -172,6 +176,7 @@ class Policy:
     refused_archs: tuple[Refusal, ...]
     max_baked_model_gb: float
     model_loaders: tuple[str, ...]  # call names that load a model (handler AST check)
+    model_servers: tuple[str, ...] = ()  # commands of processes that load a model (vllm serve)
     # Every other key of `policy:` is an option of a registered rule (key, plain value, where); the
     # policy stage checks names and types against its rules (policy/registry.py RuleOption).
     rule_options: tuple[tuple[str, Any, Location], ...] = field(default=(), compare=False)

@@ -46,6 +46,11 @@ class Variant:
     kernel_notes: tuple[str, ...] = ()  # kernels the shorthand did not offer, and why
 
     @property
+    def torch(self) -> str | None:
+        """The torch the image runs: its own declared wheel, else its base's."""
+        return self.image.torch or self.base.torch
+
+    @property
     def is_worker(self) -> bool:
         return self.image.kind == "serverless-worker"
 
@@ -90,11 +95,11 @@ class CheckedPlan:
         return tuple(f for f in self.findings if f.severity == "warning")
 
 
-def torch_build_of(base: Base) -> facts.TorchBuild | None:
-    """The facts row of the wheel the base ships; None when it ships none or facts.py lacks it."""
-    if base.torch is None or not facts.is_version(base.torch):
+def torch_build_of(torch: str | None) -> facts.TorchBuild | None:
+    """The facts row of a torch wheel (2.11.0+cu130); None for none, or one facts.py lacks."""
+    if torch is None or not facts.is_version(torch):
         return None
-    version = Version(base.torch)
+    version = Version(torch)
     return facts.find_torch_build(version.public, version.local) if version.local else None
 
 
@@ -154,8 +159,8 @@ def resolve_kernels(
 
 def resolve(variant: Variant, policy: Policy, commits: KernelCommits) -> Variant:
     """The variant with its torch build, GPU targets, refused GPUs and kernels filled in."""
-    build = torch_build_of(variant.base)
-    uses_torch = variant.base.torch is not None or variant.image.needs_torch
+    build = torch_build_of(variant.torch)
+    uses_torch = variant.torch is not None or variant.image.needs_torch
     targets: list[Gpu] = []
     refused: list[RefusedGpu] = []
     if build is not None or not uses_torch:

@@ -52,7 +52,7 @@ def smoke_env(cv: Variant, pins: tuple[facts.KernelPin, ...]) -> dict[str, str]:
     image, base = cv.image, cv.base
     env = {
         "SMOKE_VARIANT": cv.name,
-        "SMOKE_TORCH": base.torch or "",
+        "SMOKE_TORCH": cv.torch or "",
         "SMOKE_CUDA": base.cuda or "",
         "SMOKE_CUDNN": (cv.torch_build.cudnn if cv.torch_build else None) or "",
         "SMOKE_FLASH_ATTENTION": ",".join(map(str, cv.baked_flash_attention)),
@@ -62,7 +62,12 @@ def smoke_env(cv: Variant, pins: tuple[facts.KernelPin, ...]) -> dict[str, str]:
         env["SMOKE_KERNELS_LOCK"] = KERNELS_LOCK_IN_IMAGE
     if image.smoke is not None:
         env["SMOKE_INPUT"] = image.smoke.sample_input
-        env["SMOKE_OUTPUT_SHAPE"] = ",".join(map(str, image.smoke.output_shape))
+        env["SMOKE_OUTPUT"] = image.smoke.output
+        if image.smoke.model_dir and image.model and image.model.volume_path:
+            env["SMOKE_MODEL_DIR"] = image.smoke.model_dir
+            env["SMOKE_MODEL_VOLUME"] = image.model.volume_path
+        if image.smoke.output_shape:
+            env["SMOKE_OUTPUT_SHAPE"] = ",".join(map(str, image.smoke.output_shape))
     return env
 
 
@@ -77,7 +82,7 @@ def variant_labels(cv: Variant) -> dict[str, str]:
     return {
         f"{LABEL_PREFIX}.variant": cv.name,
         f"{LABEL_PREFIX}.image": cv.image.name,
-        f"{LABEL_PREFIX}.torch": base.torch or "",
+        f"{LABEL_PREFIX}.torch": cv.torch or "",
         f"{LABEL_PREFIX}.cuda": base.cuda or "",
         f"{LABEL_PREFIX}.cudnn": (cv.torch_build.cudnn if cv.torch_build else None) or "",
         f"{LABEL_PREFIX}.python": base.python,
@@ -101,6 +106,7 @@ def _template_context(cv: Variant) -> dict[str, Any]:
             "torch_cuda_arch_list": ";".join(Arch.parse(a).torch_entry for a in cv.archs),
             "flash_attention": cv.flash_attention,
             "gpus": [g.name for g in cv.targets],
+            "torch": cv.torch,  # the image's own wheel when it declares one, else the base's
         },
         "base": {
             "name": v.base.name,

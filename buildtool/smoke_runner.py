@@ -8,11 +8,13 @@ the image's digest, so that a release can tell which digest passed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
 import tarfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from buildtool.files import write_atomically
 
 RESULTS_IN_CONTAINER = "/tmp/smoke-results"
 SMOKE_PYTHONPATH = "/opt/smoke"
+RUNPOD_VOLUME = "/runpod-volume"  # where RunPod mounts a serverless worker's network volume
 # What the build measured of each image, stamped into its results for the report's pull-time table.
 SIZE_KEYS = ("compressed_size", "unpacked_size", "layers", "base_layers", "above_base_size")
 
@@ -79,6 +82,47 @@ def built_images(build_dir: Path, select: tuple[str, ...] = ()) -> list[BuiltIma
     return images
 
 
+def model_volume(image: BuiltImage) -> str | None:
+    """A Docker volume, as RunPod's network volume would be, holding the image's smoke model
+    (SMOKE_MODEL_DIR) at the model's volume path (SMOKE_MODEL_VOLUME) with the `.models_provisioned`
+    sentinel, so the worker reuses it; None for an image that loads no model from a volume."""
+    import docker
+    import docker.errors
+
+    client = docker.from_env()
+    try:
+        attrs = client.images.get(image.reference).attrs
+    except docker.errors.ImageNotFound:
+        attrs = client.images.pull(image.reference).attrs
+    env = dict(str(item).partition("=")[::2] for item in (attrs.get("Config") or {}).get("Env") or ())
+    source, target = env.get("SMOKE_MODEL_DIR"), env.get("SMOKE_MODEL_VOLUME")
+    if not source or not target:
+        return None
+    name = f"smoke-{image.variant}-{uuid.uuid4().hex[:8]}"
+    client.volumes.create(name, labels={"org.runpod-images.role": "smoke"})
+    fill = 'mkdir -p "$1" && cp -a "$2"/. "$1"/ && touch "$1/.models_provisioned"'
+    try:
+        client.containers.run(
+            image.reference,
+            ["sh", "-c", fill, "sh", target, source],
+            entrypoint=[],
+            volumes={name: {"bind": RUNPOD_VOLUME, "mode": "rw"}},
+            remove=True,
+        )
+    except docker.errors.DockerException:
+        _remove_volume(name)
+        raise
+    return name
+
+
+def _remove_volume(name: str) -> None:
+    import docker
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.DockerException):  # gone already
+        docker.from_env().volumes.get(name).remove(force=True)
+
+
 def host_has_gpu() -> bool:
     return Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None
 
@@ -105,6 +149,14 @@ def run_in_image(
     )
     for key, value in (env or {}).items():
         container = container.with_env(key, value)
+    try:
+        volume = model_volume(image)
+    except docker.errors.DockerException as exc:
+        return SmokeOutcome(
+            image.variant, image, False, {}, (), None, None, f"cannot fill the model volume: {exc}"
+        )
+    if volume is not None:
+        container = container.with_volume_mapping(volume, RUNPOD_VOLUME, "rw")
     kwargs: dict[str, Any] = {"labels": {"org.runpod-images.role": "smoke"}}
     if gpu:
         kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
@@ -139,6 +191,8 @@ def run_in_image(
         return _collect(image, stream, out_dir)
     finally:
         container.stop()
+        if volume is not None:
+            _remove_volume(volume)
 
 
 def _collect(image: BuiltImage, stream: Any, out_dir: Path) -> SmokeOutcome:

@@ -22,6 +22,8 @@ class Expectations:
     handler: Path | None = None
     sample_input: dict[str, Any] | None = None
     output_shape: tuple[int, ...] | None = None
+    output_kind: str | None = None  # embeddings, text, image (smoke/checks/outputs.py)
+    model_volume: str | None = None  # where the runner mounted the model's volume: load from there
     kernels_lock: Path | None = None
 
     @classmethod
@@ -43,5 +45,7 @@ class Expectations:
             handler=Path(handler) if handler else None,
             sample_input=json.loads(sample) if sample else None,
             output_shape=ints(shape) if shape else None,
+            output_kind=get("OUTPUT"),
+            model_volume=get("MODEL_VOLUME"),
             kernels_lock=Path(lock) if lock else None,
         )

@@ -51,13 +51,15 @@ def run_suite(
     expect: Expectations, *, model: bool = True, attention: bool = True, quick: bool = False
 ) -> SuiteResult:
     from smoke.checks import attention as attention_checks
-    from smoke.checks import environment
+    from smoke.checks import environment, serve
     from smoke.checks import model as model_checks
 
     started = datetime.now(UTC).isoformat(timespec="seconds")
     began = time.perf_counter()
     checks = _guarded("environment", lambda: environment.checks(expect))
     if model:
+        # The real entry first, in its own process (which it frees): then the in-process checks.
+        checks += _guarded("model", lambda: serve.checks(expect))
         checks += _guarded("model", lambda: model_checks.checks(expect))
     if attention:
         checks += _guarded("attention", lambda: attention_checks.checks(expect, quick))

@@ -113,7 +113,11 @@ def test_select_by_pattern() -> None:
     result = run_module("plan", "--json", "--select", "worker-*cu130*")
     assert result.code == 0, result.err
     names = [e["variant"] for e in json.loads(result.out)["include"]]
-    assert names == ["worker-embed-pytorch-torch211-cu130", "worker-embed-runpod-torch211-cu130"]
+    assert names == [
+        "worker-diffusion-runpod-torch211-cu130",
+        "worker-embed-pytorch-torch211-cu130",
+        "worker-embed-runpod-torch211-cu130",
+    ]
 
 
 def test_select_matching_nothing_exits_2_with_a_suggestion() -> None:

@@ -16,7 +16,7 @@ WORKER = Path("images") / "worker-embed"
 
 def test_every_image_of_the_repository_installs_a_hash_locked_set() -> None:
     jobs = deplock.lock_jobs(make_plan(load_matrix(REPO / "matrix.yaml")))
-    assert {job.image for job in jobs} == {"pytorch-runtime", "worker-embed"}
+    assert {job.image for job in jobs} == {"pytorch-runtime", "worker-embed", "worker-diffusion"}
     for job in jobs:
         assert deplock.lock_problems(job.directory, job.image) == []
         pins = deplock.parse_lock(job.lock.read_text())

@@ -119,3 +119,80 @@ def test_default_worker_variant_builds_pushes_and_passes_smoke(
         "math"
     }
     assert checks["attention.expected-backend"]["status"] == "pass"
+
+
+# In the diffusion image: a Hub (the stand-in) serving the image's tiny pipeline as org/tiny-sd, an
+# empty volume, and the worker imported twice: the first provisions, the second reuses.
+PROVISION = r"""
+set -euo pipefail
+python /t/hub_standin.py --repo org/tiny-sd=/opt/smoke-model/pipeline --branch main \
+    --port-file /tmp/port --log /tmp/hub.log &
+for _ in $(seq 100); do [ -s /tmp/port ] && break; sleep 0.1; done
+export HF_ENDPOINT="http://127.0.0.1:$(cat /tmp/port)" MODEL_ID=org/tiny-sd HF_HUB_DISABLE_TELEMETRY=1
+export MODEL_VOLUME_PATH=/runpod-volume/models/tiny-sd
+job='{"id": "p", "input": {"prompt": "a lighthouse", "width": 32, "height": 32, "num_inference_steps": 2}}'
+run='import json, sys; sys.path.insert(0, "/app"); import handler
+print(len(handler.handler(json.loads(sys.argv[1]))["images"]), "image(s)")'
+python -c "$run" "$job"
+echo "sentinel: $(cat $MODEL_VOLUME_PATH/.models_provisioned)"
+cat /tmp/hub.log; : > /tmp/hub.log
+echo "--- again ---"
+python -c "$run" "$job"
+cat /tmp/hub.log
+"""
+
+
+def test_the_diffusion_worker_serves_images_from_its_volume(
+    repository_copy: Project, embedded_registry: RegistryUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """worker-diffusion on the torch stand-in: smoke mounts a volume the runner filled with the
+    image's tiny pipeline (with the `.models_provisioned` sentinel), the worker loads from it, and
+    answers through its real entry (`--rp_serve_api`: /runsync, /run + /status) with a PNG in
+    worker-comfyui's shape."""
+    monkeypatch.delenv("REGISTRY", raising=False)
+    variant = "worker-diffusion-runpod-torch211-cu130"
+    built = buildtool(repository_copy.root, "build", "--select", variant)
+    assert built.returncode == 0, built.stdout + built.stderr
+    user_env = {k: v for k, v in os.environ.items() if not k.startswith("TESTCONTAINERS_")}
+    smoked = buildtool(repository_copy.root, "smoke", "--select", variant, env=user_env)
+    assert smoked.returncode == 0, smoked.stdout + smoked.stderr
+    result = json.loads((repository_copy.root / "build" / "smoke" / f"{variant}.json").read_text())
+    checks = {c["name"]: c for c in result["checks"]}
+    volume = "/runpod-volume/models/stable-diffusion-v1-5/"
+    assert checks["model.load"]["status"] == "pass" and "from the volume" in checks["model.load"]["message"]
+    assert all(p.startswith(volume) for p in checks["model.load"]["data"]["opened_from_volume"])
+    assert f"{volume}unet/config.json" in checks["model.load"]["data"]["opened_from_volume"]
+    serve = checks["model.serve"]
+    assert serve["status"] == "pass" and "1 PNG image(s) 32x32, not constant" in serve["message"]
+    assert serve["data"]["async_route"] == "status"
+    assert checks["model.handler"]["data"]["sizes"] == [[32, 32]]
+    # The runner's volume is gone afterwards.
+    volumes = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", "label=org.runpod-images.role=smoke"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert not [v for v in volumes.stdout.split() if v.startswith(f"smoke-{variant}-")]
+    # An empty volume: the first worker downloads the model there (from a Hub: the stand-in, through
+    # huggingface_hub's own code) and writes the sentinel last; the next finds it and asks nothing.
+    image = json.loads((repository_copy.root / "build" / "manifest.json").read_text())["variants"][variant][
+        "image"
+    ]
+    provisioned = subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{REPO / 'tests'}:/t:ro", image, "bash", "-c", PROVISION],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert provisioned.returncode == 0, provisioned.stdout[-3000:] + provisioned.stderr[-3000:]
+    first, second = provisioned.stdout.split("--- again ---")
+    assert "GET /api/models/org/tiny-sd/revision/main" in first and "resolve/" in first
+    assert "sentinel: org/tiny-sd" in first and "1 image(s)" in first
+    assert "GET " not in second and "1 image(s)" in second  # reused: not one request to the Hub
+    # Its deploy spec mounts nothing it was not told to: the volume id is the user's to give.
+    spec_done = buildtool(repository_copy.root, "deploy-spec", "--select", variant)
+    assert spec_done.returncode == 0, spec_done.stdout + spec_done.stderr
+    spec = json.loads((repository_copy.root / "build" / "deploy" / f"{variant}.json").read_text())
+    assert any("deploy.network_volume names none" in note for note in spec["notes"])
+    assert all(request_errors(r["operation"], r["body"]) == [] for r in spec["requests"])

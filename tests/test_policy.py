@@ -26,7 +26,7 @@ def messages(findings: tuple[Finding, ...], rule: str) -> list[str]:
 def test_repository_matrix_has_no_errors(project: Project) -> None:
     result = checked(project)
     assert result.errors == ()
-    assert len(result.variants) == 6
+    assert len(result.variants) == 7
 
 
 # --- tiers ---
@@ -423,3 +423,103 @@ def test_buildtool_rules_lists_each_rule_with_its_scope_and_options(cli) -> None
     assert "image-size" in result.out and "max_image_gb (float)" in result.out
     scopes = [line.split("│")[2].strip() for line in result.out.splitlines() if line.count("│") == 5]
     assert scopes.index("image") > scopes.index("catalogue")  # listed in pipeline order
+
+
+SERVERS = ("vllm serve", "vllm.entrypoints.openai.api_server")
+
+
+def test_a_server_process_started_at_module_level_is_a_module_level_load(tmp_path: Path) -> None:
+    """The OpenAI-proxy design: `vllm serve` started (and waited for) at module level, an async
+    generator handler that forwards each job to it."""
+    path = write_handler(
+        tmp_path,
+        """
+        import os, subprocess, time, urllib.request
+        import httpx, runpod
+        MODEL = os.environ.get("MODEL_PATH", "/runpod-volume/models/llm")
+        COMMAND = ["vllm", "serve", MODEL, "--host", "127.0.0.1", "--port", "8000"]
+        SERVER = subprocess.Popen(COMMAND)
+        def wait_until_ready():
+            while True:
+                try:
+                    urllib.request.urlopen("http://127.0.0.1:8000/health")
+                    return
+                except OSError:
+                    time.sleep(1)
+        wait_until_ready()
+        URL = "http://127.0.0.1:8000/v1/chat/completions"
+        async def handler(job):
+            async with httpx.AsyncClient() as client:
+                async with client.stream("POST", URL, json=job["input"]) as r:
+                    async for line in r.aiter_lines():
+                        yield line
+        if __name__ == "__main__":
+            runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
+    """,
+    )
+    assert check_handler(path, LOADERS, servers=SERVERS) == []
+    # Without model_servers in the policy, the same worker loads nothing the rule knows.
+    assert "start a model server" not in check_handler(path, LOADERS)[0].problem.hint  # type: ignore[operator]
+    assert "loads no model at module level" in check_handler(path, LOADERS)[0].problem.message
+
+
+def test_a_server_process_started_per_request_is_refused(tmp_path: Path) -> None:
+    path = write_handler(
+        tmp_path,
+        """
+        import asyncio, runpod
+        from sentence_transformers import SentenceTransformer
+        WARM = SentenceTransformer("/models/x")
+        async def start_server(model):
+            return await asyncio.create_subprocess_exec(
+                "python", "-m", "vllm.entrypoints.openai.api_server", "--model", model
+            )
+        async def handler(job):
+            server = await start_server(job["input"]["model"])
+            yield {"pid": server.pid}
+        runpod.serverless.start({"handler": handler})
+    """,
+    )
+    findings = check_handler(path, LOADERS, servers=SERVERS)
+    assert len(findings) == 1
+    message = findings[0].problem.message
+    assert "the handler 'handler' loads its model per request" in message
+    assert "a 'vllm.entrypoints.openai.api_server' server process" in message
+    assert findings[0].problem.location and findings[0].problem.location.line == 6
+
+
+def test_a_process_that_is_not_a_model_server_loads_nothing(tmp_path: Path) -> None:
+    path = write_handler(
+        tmp_path,
+        """
+        import subprocess, runpod
+        LOGGER = subprocess.Popen(["tail", "-f", "/var/log/worker.log"])
+        def handler(job):
+            return job
+        runpod.serverless.start({"handler": handler})
+    """,
+    )
+    findings = check_handler(path, LOADERS, servers=SERVERS)
+    assert len(findings) == 1 and "loads no model at module level" in findings[0].problem.message
+    assert "or start a model server (vllm serve, " in (findings[0].problem.hint or "")
+
+
+def test_an_image_that_installs_its_own_torch_is_checked_against_each_base(project: Project) -> None:
+    """vLLM-style images pin their own torch: it must match each base's CUDA, and becomes what the
+    smoke suite expects."""
+    kernels = "    kernels: [flash-attention]\n"
+    project.edit(kernels, kernels + "    torch: 2.11.0+cu130\n")
+    result = checked(project)
+    refused = messages(result.errors, "image-torch")
+    # The runtime image is built on the CUDA 12.4 base too: a +cu130 wheel there is refused.
+    assert refused == [
+        f"{project.matrix}:{project.line_of('name: pytorch-runtime')}: "
+        "[pytorch-runtime-runpod-torch240-cu124] image 'pytorch-runtime' installs torch 2.11.0+cu130 "
+        "(built for CUDA 13.0) on base "
+        "'runpod-torch240-cu124' with CUDA 12.4: CUDA mismatch at run time\n"
+        "  fix: exclude this base for the image, or install torch 2.11.0+cu124"
+    ]
+    # Where it matches, the variant runs that torch: its facts, and what smoke expects.
+    noble = next(v for v in result.variants if v.name == "pytorch-runtime-runpod-torch291-cu130-noble")
+    assert noble.torch == "2.11.0+cu130" and noble.torch_build is not None
+    assert noble.torch_build.torch == "2.11.0"

@@ -169,7 +169,12 @@ def test_release_promotes_the_tested_digest(rehearsed: CiRun, registry_module: R
         for tag in (f"runpod-torch211-cu130-{version}", version):
             assert registry_module.digest(f"{OWNER}/worker-embed", tag) == digest, tag
     assets = sorted(p.name for p in (rehearsal.releases / "v0.0.1").iterdir())
-    assert assets == ["NOTES", "compat.html", "compat.json", "compat.md", "release.json"]
+    assert assets == ["NOTES", "compat.html", "compat.json", "compat.md", "release.json", f"{VARIANT}.json"]
+    # The deploy spec of the promoted digest: the release job has no build here, so the container
+    # disk comes from the pushed image's layers in the registry.
+    spec = json.loads((rehearsal.releases / "v0.0.1" / f"{VARIANT}.json").read_text())
+    assert spec["image"].endswith("@" + digest)
+    assert spec["disk"]["unpacked_bytes"] == manifest["variants"][VARIANT]["unpacked_size"]
     # A re-run of the release job: the tags are in place, the assets replaced, not an error.
     assert_ok(rehearsal.job(release, "release", TAG))
 

@@ -172,3 +172,17 @@ def test_buildx_bake_accepts_the_bake_file(rendered: Path) -> None:
         f"type=registry,ref={REGISTRY}/worker-embed:buildcache-runpod-torch211-cu130,mode=max"
     ]
     assert target["labels"]["org.opencontainers.image.revision"] == COMMIT
+
+
+def test_an_image_torch_is_what_its_smoke_suite_and_labels_expect(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    """The noble base ships torch 2.9.1; a runtime image that installs 2.11.0 itself expects 2.11.0."""
+    kernels = "    kernels: [flash-attention]\n"
+    project.edit(kernels, kernels + "    torch: 2.11.0+cu130\n")
+    project.edit("base: [runpod-torch211-cu130, runpod-torch240-cu124,", "base: [runpod-torch211-cu130,")
+    select = "pytorch-runtime-runpod-torch291-cu130-noble"
+    args = ("--matrix", str(project.matrix), "--commit", COMMIT, "--registry", REGISTRY, "--select", select)
+    result = cli("render", *args)
+    assert result.code == 0, result.err
+    dockerfile = (project.root / "build" / select / "Dockerfile").read_text()
+    assert 'SMOKE_TORCH="2.11.0+cu130"' in dockerfile
+    assert 'org.runpod-images.torch="2.11.0+cu130"' in dockerfile

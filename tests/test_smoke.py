@@ -73,6 +73,7 @@ def test_every_check_passes_on_a_good_image(probe: Probe, tmp_path: Path) -> Non
         "environment.torch-version",
         "environment.cuda-version",
         "environment.cudnn-version",
+        "model.serve",
         "model.load",
         "model.handler",
         "attention.sdpa.math",
@@ -90,6 +91,9 @@ def test_every_check_passes_on_a_good_image(probe: Probe, tmp_path: Path) -> Non
     assert statuses["environment.device-arch"] == "skipped"  # no GPU here: skipped, with the reason
     assert check(document, "environment.device-arch")["message"] == "no CUDA device"
     assert check(document, "model.load")["data"]["load_seconds"] > 0
+    # The worker's real entry: `python handler.py --rp_serve_api`, /runsync and /run + /status.
+    serve = check(document, "model.serve")["data"]
+    assert serve["async_route"] == "status" and serve["startup_seconds"] > 0
     junit = ET.parse(outcome.xml_path).getroot().find("testsuite")
     assert junit is not None and int(junit.get("tests", 0)) == len(document["checks"])
     assert junit.get("failures") == "0"
@@ -278,7 +282,7 @@ def test_the_suite_runs_as_a_runpod_worker(probe: Probe) -> None:
             "environment.cudnn-version",
             "built with cuDNN 9.19, the image declares 9.1",
         ),
-        ({"SMOKE_OUTPUT_SHAPE": "2,4"}, "model.handler", "output shape (2, 3), expected (2, 4)"),
+        ({"SMOKE_OUTPUT_SHAPE": "2,4"}, "model.serve", "/runsync: output shape (2, 3), expected (2, 4)"),
     ],
     ids=["cuda", "cudnn", "output-shape"],
 )
@@ -286,7 +290,8 @@ def test_declarations_the_image_does_not_meet_fail(
     probe: Probe, tmp_path: Path, env: dict[str, str], failing: str, words: str
 ) -> None:
     outcome, document = run(probe, tmp_path, **env)
-    assert outcome.failed_checks == (failing,)
+    # The output shape fails both ways the worker is called: its real entry, and in-process.
+    assert outcome.failed_checks == ((failing, "model.handler") if failing == "model.serve" else (failing,))
     assert words in check(document, failing)["message"]
 
 

@@ -87,14 +87,16 @@ def check_image(built: OciImage, variant: Variant, matrix: Matrix) -> list[Findi
     return run("image", built, Context(matrix, variant))
 
 
-def check_handler(path: Path, loaders: tuple[str, ...], variant: str | None = None) -> list[Finding]:
+def check_handler(
+    path: Path, loaders: tuple[str, ...], variant: str | None = None, servers: tuple[str, ...] = ()
+) -> list[Finding]:
     """The handler rule on one module, outside a matrix (tests, editors)."""
     from buildtool import handlers
     from buildtool.errors import Problem
 
     return [
         Finding("handler", "error", Problem(p.message, p.where, variant, p.hint))
-        for p in handlers.analyse(path, loaders)
+        for p in handlers.analyse(path, handlers.Loaders(loaders, servers))
     ]
 
 

@@ -21,7 +21,9 @@ def handler(image: Image, context: Context) -> Iterator[Finding]:
     """The handler module loads its model at module level, never inside the handler function."""
     if image.handler is None:
         return
-    for p in handlers.analyse(image.template / image.handler, context.matrix.policy.model_loaders):
+    policy = context.matrix.policy
+    loaders = handlers.Loaders(policy.model_loaders, policy.model_servers)
+    for p in handlers.analyse(image.template / image.handler, loaders):
         yield error(p.message, p.where, p.hint)
 
 

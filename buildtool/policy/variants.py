@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from packaging.version import InvalidVersion, Version
+
 from buildtool import facts
 from buildtool.errors import Finding, did_you_mean
 from buildtool.plan import Variant
@@ -51,7 +53,7 @@ def tier(variant: Variant, context: Context) -> Iterator[Finding]:
 @rule("torch", "variant", "an image that needs torch on a base without it, or a wheel without facts")
 def torch_known(variant: Variant, context: Context) -> Iterator[Finding]:
     base = variant.base
-    if base.torch is None:
+    if variant.torch is None:
         if variant.image.needs_torch:
             yield error(
                 f"base '{base.name}' ships no torch, which image '{variant.image.name}' needs",
@@ -59,15 +61,60 @@ def torch_known(variant: Variant, context: Context) -> Iterator[Finding]:
                 "build it on a runpod/pytorch base",
             )
         return
-    if isinstance(parse_torch(base), Finding):
+    if variant.image.torch is None and isinstance(parse_torch(base), Finding):
         return  # the catalogue rule torch-cuda says why, once
     if variant.torch_build is None:
         known = [f"{b.torch}+{b.local}" for b in facts.TORCH_BUILDS]
+        where = variant.image.location if variant.image.torch else base.where("torch")
         yield error(
-            f"no facts for torch {base.torch}: its arch list is unknown",
-            base.where("torch"),
-            (did_you_mean(base.torch, known) or "")
+            f"no facts for torch {variant.torch}: its arch list is unknown",
+            where,
+            (did_you_mean(variant.torch, known) or "")
             + " Add a row to buildtool/facts.py TORCH_BUILDS, with its source.",
+        )
+
+
+@rule(
+    "image-torch", "variant", "a torch the image installs itself must match its base's CUDA, like any wheel"
+)
+def image_torch(variant: Variant, context: Context) -> Iterator[Finding]:
+    """An image's own `torch:` (vLLM images pin theirs) is checked as the catalogue checks a base's:
+    a version with a local tag, whose CUDA is the base's, and a wheel facts.py knows."""
+    wheel, base = variant.image.torch, variant.base
+    if wheel is None:
+        return
+    where = variant.image.location
+    try:
+        version = Version(wheel)
+    except InvalidVersion:
+        yield error(
+            f"image '{variant.image.name}': torch '{wheel}' is not a version", where, "e.g. 2.11.0+cu130"
+        )
+        return
+    if version.local is None:
+        cuda = f"+cu{(base.cuda or '').replace('.', '')}" if base.cuda else "+cpu"
+        yield error(
+            f"image '{variant.image.name}': torch '{wheel}' has no local tag: the CUDA it needs is unknown",
+            where,
+            f"write {wheel}{cuda}",
+        )
+        return
+    try:
+        wheel_cuda = facts.cuda_of_local_tag(version.local)
+    except ValueError as exc:
+        yield error(f"image '{variant.image.name}': {exc}", where)
+        return
+    if wheel_cuda != base.cuda:
+        has = f"CUDA {base.cuda}" if base.cuda else "no CUDA"
+        wants = f"CUDA {wheel_cuda}" if wheel_cuda else "no CUDA"
+        yield error(
+            f"image '{variant.image.name}' installs torch {wheel} (built for {wants}) on base "
+            f"'{base.name}' with {has}: CUDA mismatch at run time",
+            where,
+            f"exclude this base for the image, or install torch {version.public}+cu"
+            f"{(base.cuda or '').replace('.', '')}"
+            if base.cuda
+            else "use a +cpu wheel",
         )
 
 

@@ -3,7 +3,9 @@ load runs), call the handler with the image's sample input, and check what comes
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import inspect
 import sys
 import threading
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from smoke.checks import outputs
 from smoke.expect import Expectations
 from smoke.result import Check
 
@@ -59,19 +62,23 @@ def import_handler(path: Path) -> ModuleType:
     return module
 
 
-def find_array(output: Any, ndim: int) -> Any:
-    """The first value of the handler's output that is a numeric array of `ndim` dimensions."""
-    import numpy as np
+def collect(handler: Callable[[dict[str, Any]], Any], job: dict[str, Any]) -> tuple[Any, int | None]:
+    """Call the handler as the RunPod SDK does: a function's return value; a generator's or an
+    async generator's yields, as a list (with their count); a coroutine's result."""
+    if inspect.isasyncgenfunction(handler):
 
-    values = output.values() if isinstance(output, dict) else [output]
-    for value in values:
-        try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            continue
-        if array.ndim == ndim:
-            return array
-    return None
+        async def drain() -> list[Any]:
+            return [item async for item in handler(job)]
+
+        items = asyncio.run(drain())
+        return items, len(items)
+    if inspect.isgeneratorfunction(handler):
+        items = list(handler(job))
+        return items, len(items)
+    output = handler(job)
+    if inspect.iscoroutine(output):
+        output = asyncio.run(output)
+    return output, None
 
 
 def checks(expect: Expectations) -> list[Check]:
@@ -80,7 +87,8 @@ def checks(expect: Expectations) -> list[Check]:
         return [Check("model.load", "skipped", skipped), Check("model.handler", "skipped", skipped)]
     start = time.perf_counter()
     try:
-        module = import_handler(expect.handler)
+        with _OpenWatcher() as opened_at_load:
+            module = import_handler(expect.handler)
     except Exception as exc:  # the worker would crash the same way at start
         return [
             Check(
@@ -92,22 +100,35 @@ def checks(expect: Expectations) -> list[Check]:
             Check("model.handler", "skipped", "the handler module did not load"),
         ]
     load_seconds = time.perf_counter() - start
-    results = [
-        Check(
-            "model.load",
-            "pass",
-            f"{expect.handler} imported (model loaded) in {load_seconds:.2f} s",
-            load_seconds,
-            {"load_seconds": round(load_seconds, 3)},
-        )
-    ]
+    results = [loaded(expect, load_seconds, opened_at_load)]
     results.append(call_handler(getattr(module, "handler", None), expect))
     return results
 
 
-def call_handler(handler: Callable[[dict[str, Any]], Any] | None, expect: Expectations) -> Check:
-    import numpy as np
+def loaded(expect: Expectations, seconds: float, opened: list[str]) -> Check:
+    """model.load: the import loaded the model; with a volume mounted, from the volume."""
+    data: dict[str, Any] = {"load_seconds": round(seconds, 3)}
+    said = f"{expect.handler} imported (model loaded) in {seconds:.2f} s"
+    if expect.model_volume is None:
+        return Check("model.load", "pass", said, seconds, data)
+    volume = expect.model_volume.rstrip("/") + "/"
+    from_volume = sorted({path for path in opened if path.startswith(volume)})
+    data["opened_from_volume"] = from_volume[:20]
+    if not from_volume:
+        elsewhere = f" (it opened {opened[0]})" if opened else ""
+        return Check(
+            "model.load",
+            "fail",
+            f"the worker did not load its model from the volume at {volume}{elsewhere}",
+            seconds,
+            data,
+        )
+    return Check(
+        "model.load", "pass", f"{said}, from the volume: {len(from_volume)} model files", seconds, data
+    )
 
+
+def call_handler(handler: Callable[[dict[str, Any]], Any] | None, expect: Expectations) -> Check:
     name = "model.handler"
     if not callable(handler):
         return Check(name, "fail", "the handler module defines no handler(job) function")
@@ -116,7 +137,7 @@ def call_handler(handler: Callable[[dict[str, Any]], Any] | None, expect: Expect
     start = time.perf_counter()
     try:
         with watcher as opened:
-            output = handler(job)
+            output, yielded = collect(handler, job)
     except Exception as exc:
         return Check(name, "fail", f"handler raised {type(exc).__name__}: {exc}", time.perf_counter() - start)
     seconds = time.perf_counter() - start
@@ -130,22 +151,10 @@ def call_handler(handler: Callable[[dict[str, Any]], Any] | None, expect: Expect
             seconds,
             {**data, "opened": opened[:10]},
         )
-    if isinstance(output, dict) and output.get("error"):
-        return Check(name, "fail", f"the handler answered an error: {output['error']}", seconds, data)
-    if expect.output_shape is None:
-        return Check(name, "pass", "the handler answered (no output shape declared)", seconds, data)
-    array = find_array(output, len(expect.output_shape))
-    if array is None:
-        return Check(
-            name, "fail", f"no {len(expect.output_shape)}-D numeric array in the output", seconds, data
-        )
-    data["shape"] = list(array.shape)
-    if tuple(array.shape) != expect.output_shape:
-        return Check(
-            name, "fail", f"output shape {tuple(array.shape)}, expected {expect.output_shape}", seconds, data
-        )
-    if not np.isfinite(array).all():
-        return Check(name, "fail", "the output holds NaN or infinity", seconds, data)
-    return Check(
-        name, "pass", f"output {tuple(array.shape)}, finite, in {seconds * 1000:.0f} ms", seconds, data
-    )
+    if yielded == 0:
+        return Check(name, "fail", "the handler is a generator that yielded nothing", seconds, data)
+    passed, message, more = outputs.judge(output, expect)
+    data.update(more)
+    if yielded is not None:
+        data["yielded"] = yielded
+    return Check(name, "pass" if passed else "fail", f"{message}, in {seconds * 1000:.0f} ms", seconds, data)

@@ -40,6 +40,7 @@ ENV SMOKE_HANDLER="/app/handler.py" \
     SMOKE_DRIVER_FLOOR="580.65" \
     SMOKE_FLASH_ATTENTION="" \
     SMOKE_INPUT="{\"texts\": [\"RunPod serverless worker\", \"hello world\"]}" \
+    SMOKE_OUTPUT="embeddings" \
     SMOKE_OUTPUT_SHAPE="2,384" \
     SMOKE_TORCH="2.11.0+cu130" \
     SMOKE_VARIANT="worker-embed-runpod-torch211-cu130"

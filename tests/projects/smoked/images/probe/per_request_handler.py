@@ -1,5 +1,6 @@
 """The seeds' pitfall: the model loads inside the handler, on every request."""
 
+import runpod
 import torch
 
 
@@ -8,3 +9,7 @@ def handler(job):
     model.load_state_dict(torch.load("/app/model.pt"))
     with torch.no_grad():
         return {"outputs": model(torch.tensor(job["input"]["x"])).tolist()}
+
+
+if __name__ == "__main__":
+    runpod.serverless.start({"handler": handler})

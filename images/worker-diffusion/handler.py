@@ -1,0 +1,97 @@
+"""RunPod serverless worker: text to image with diffusers, answered in worker-comfyui's shape
+({"images": [{"filename", "type": "base64", "data"}], "errors": []}), so clients can switch.
+
+The pipeline loads once, at module level, from the network volume (MODEL_VOLUME_PATH, under
+/runpod-volume). A volume without the `.models_provisioned` sentinel is provisioned first: the
+first worker downloads MODEL_ID there from the Hugging Face Hub (HF_TOKEN, a RunPod secret, for
+gated models) and writes the sentinel last; every later worker finds it and reuses the volume.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import runpod
+import torch
+from diffusers import AutoPipelineForText2Image
+
+VOLUME_PATH = Path(os.environ.get("MODEL_VOLUME_PATH", "/runpod-volume/models/stable-diffusion-v1-5"))
+MODEL_ID = os.environ.get("MODEL_ID", "stable-diffusion-v1-5/stable-diffusion-v1-5")
+SENTINEL = ".models_provisioned"
+LIMITS = {"width": (8, 2048), "height": (8, 2048), "num_inference_steps": (1, 150), "num_images": (1, 8)}
+
+
+def provision(path: Path) -> Path:
+    """The model on the volume: downloaded once, by the first worker that finds no sentinel."""
+    if not (path / SENTINEL).is_file():
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(MODEL_ID, local_dir=path, token=os.environ.get("HF_TOKEN") or None)
+        (path / SENTINEL).write_text(MODEL_ID + "\n")
+    return path
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+PIPELINE = AutoPipelineForText2Image.from_pretrained(
+    str(provision(VOLUME_PATH)), dtype=torch.float16 if DEVICE == "cuda" else torch.float32
+).to(DEVICE)
+
+
+def settings(job_input: dict[str, Any]) -> dict[str, Any]:
+    """The job's settings, checked; ValueError says what is wrong."""
+    prompt = job_input.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("input.prompt must be a non-empty string")
+    chosen: dict[str, Any] = {
+        "width": 512,
+        "height": 512,
+        "num_inference_steps": 25,
+        "num_images": 1,
+        **{k: job_input[k] for k in LIMITS if k in job_input},
+    }
+    for key, (low, high) in LIMITS.items():
+        value = chosen[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ValueError(f"input.{key} must be an integer from {low} to {high}, not {value!r}")
+    if chosen["width"] % 8 or chosen["height"] % 8:
+        raise ValueError("input.width and input.height must be multiples of 8")
+    chosen["prompt"] = prompt
+    chosen["negative_prompt"] = job_input.get("negative_prompt")
+    chosen["guidance_scale"] = float(job_input.get("guidance_scale", 7.5))
+    chosen["seed"] = int(job_input.get("seed", 0))
+    return chosen
+
+
+def handler(job: dict[str, Any]) -> dict[str, Any]:
+    try:
+        wanted = settings(job.get("input") or {})
+    except (ValueError, TypeError) as exc:
+        return {"error": str(exc)}
+    generator = torch.Generator(device=DEVICE).manual_seed(wanted["seed"])
+    result = PIPELINE(
+        wanted["prompt"],
+        negative_prompt=wanted["negative_prompt"],
+        width=wanted["width"],
+        height=wanted["height"],
+        num_inference_steps=wanted["num_inference_steps"],
+        guidance_scale=wanted["guidance_scale"],
+        num_images_per_prompt=wanted["num_images"],
+        generator=generator,
+    )
+    images = []
+    for number, picture in enumerate(result.images, start=1):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        images.append(
+            {"filename": f"{job.get('id', 'job')}_{number:05d}.png", "type": "base64", "data": data}
+        )
+    return {"images": images, "errors": []}
+
+
+if __name__ == "__main__":
+    runpod.serverless.start({"handler": handler})

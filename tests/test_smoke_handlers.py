@@ -1,0 +1,187 @@
+"""model.handler on every handler shape the RunPod SDK runs (function, coroutine, generator, async
+generator), and the output judges per kind (embeddings, text, image)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from smoke.checks import outputs
+from smoke.checks.model import checks
+from smoke.expect import Expectations
+
+COMPLETION = (
+    '{"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there"}}], '
+    '"usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}'
+)
+
+
+def run(tmp_path: Path, source: str, **expect: object) -> dict[str, object]:
+    handler = tmp_path / "handler.py"
+    handler.write_text(textwrap.dedent(source))
+    found = {c.name: c for c in checks(Expectations(handler=handler, sample_input={"x": 1}, **expect))}  # type: ignore[arg-type]
+    return {"status": found["model.handler"].status, "message": found["model.handler"].message}
+
+
+def test_an_async_generator_that_yields_nothing_fails(tmp_path: Path) -> None:
+    source = """
+        async def handler(job):
+            if False:
+                yield {}
+    """
+    result = run(tmp_path, source, output_kind="text")
+    assert result == {"status": "fail", "message": "the handler is a generator that yielded nothing"}
+
+
+def test_an_async_generator_streaming_openai_chunks_passes_as_text(tmp_path: Path) -> None:
+    source = """
+        async def handler(job):
+            for word in ("Hel", "lo"):
+                yield {"choices": [{"index": 0, "delta": {"content": word}}]}
+            yield {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+    """
+    result = run(tmp_path, source, output_kind="text")
+    assert result["status"] == "pass", result
+    assert "5 characters of text in 3 chunk(s)" in str(result["message"])
+
+
+def test_a_coroutine_handler_is_awaited_and_judged(tmp_path: Path) -> None:
+    source = """
+        async def handler(job):
+            return {"embeddings": [[0.1, 0.2, 0.3]] * 2}
+    """
+    assert run(tmp_path, source, output_shape=(2, 3))["status"] == "pass"
+    assert run(tmp_path, source, output_shape=(2, 4))["message"].startswith(
+        "output shape (2, 3), expected (2, 4)"
+    )  # type: ignore[union-attr]
+
+
+def test_a_sync_generator_and_an_error_answer(tmp_path: Path) -> None:
+    source = f"""
+        def handler(job):
+            yield {COMPLETION}
+    """
+    assert run(tmp_path, source, output_kind="text")["status"] == "pass"
+    error = """
+        def handler(job):
+            return {"error": "model not ready"}
+    """
+    result = run(tmp_path, error, output_kind="text")
+    assert result["status"] == "fail" and "model not ready" in str(result["message"])
+
+
+def png(pixels: np.ndarray, kind: str = "PNG") -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format=kind)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def images(data: str) -> dict[str, object]:
+    return {"images": [{"filename": "out_00001_.png", "type": "base64", "data": data}], "errors": []}
+
+
+def test_the_image_judge_decodes_sizes_and_refuses_constant_pictures() -> None:
+    expect = Expectations(output_kind="image", output_shape=(32, 24))
+    noise = np.random.default_rng(0).integers(0, 255, (24, 32, 3))
+    passed, message, data = outputs.judge(images(png(noise)), expect)
+    assert passed and data == {"sizes": [[32, 24]]}, message
+    assert not outputs.judge(images(png(np.full((24, 32, 3), 7))), expect)[0]
+    assert "is JPEG, not PNG" in outputs.judge(images(png(noise, "JPEG")), expect)[1]
+    assert "does not decode" in outputs.judge(images("bm90IGFuIGltYWdl"), expect)[1]
+    assert (
+        "expected [16, 16]"
+        in outputs.judge(images(png(noise)), Expectations(output_kind="image", output_shape=(16, 16)))[1]
+    )
+    assert "no images" in outputs.judge({"images": [], "errors": []}, expect)[1]
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"choices": [{"message": {"content": " "}}], "usage": {"completion_tokens": 1}}, "holds no text"),
+        ({"choices": [{"message": {"content": "hi"}}]}, "has no usage"),
+        ({"choices": [{"text": "hi"}], "usage": {"completion_tokens": 0}}, "no completion tokens"),
+        ({"output": "hi"}, "not an OpenAI completion"),
+    ],
+)
+def test_the_text_judge_wants_text_and_token_counts(answer: object, message: str) -> None:
+    passed, said, _ = outputs.judge(answer, Expectations(output_kind="text"))
+    assert not passed and message in said
+
+
+# --- model.serve: the worker's real entry, the RunPod SDK's local API (runpod 1.12.0, as the images) ---
+
+WORKER = """
+import runpod
+
+{handler}
+
+if __name__ == "__main__":
+    runpod.serverless.start({{"handler": handler{extra}}})
+"""
+
+
+def serve(tmp_path: Path, handler: str, extra: str = "", **expect: object) -> object:
+    from smoke.checks import serve
+
+    path = tmp_path / "handler.py"
+    path.write_text(WORKER.format(handler=textwrap.dedent(handler), extra=extra))
+    return serve.check(Expectations(handler=path, sample_input={"texts": ["a", "b"]}, **expect))  # type: ignore[arg-type]
+
+
+def test_a_sync_worker_answers_runsync_and_run_status(tmp_path: Path) -> None:
+    handler = """
+        def handler(job):
+            return {"embeddings": [[0.5, 0.25]] * len(job["input"]["texts"])}
+    """
+    result = serve(tmp_path, handler, output_shape=(2, 2))
+    assert result.status == "pass", result.message  # type: ignore[attr-defined]
+    assert result.data["async_route"] == "status" and result.data["startup_seconds"] > 0  # type: ignore[attr-defined]
+
+
+def test_an_async_generator_worker_streams(tmp_path: Path) -> None:
+    handler = f"""
+        async def handler(job):
+            yield {COMPLETION}
+    """
+    result = serve(tmp_path, handler, ', "return_aggregate_stream": True', output_kind="text")
+    assert result.status == "pass", result.message  # type: ignore[attr-defined]
+    assert result.data["async_route"] == "stream"  # type: ignore[attr-defined]
+
+
+def test_an_async_generator_that_yields_nothing_fails_through_the_api(tmp_path: Path) -> None:
+    handler = """
+        async def handler(job):
+            if False:
+                yield {}
+    """
+    result = serve(tmp_path, handler, output_kind="text")
+    assert result.status == "fail"  # type: ignore[attr-defined]
+    assert "/runsync answered COMPLETED with no output" in result.message  # type: ignore[attr-defined]
+
+
+def test_a_worker_that_crashes_at_start_fails_with_its_last_words(tmp_path: Path) -> None:
+    handler = """
+        raise RuntimeError("CUDA driver initialization failed")
+        def handler(job):
+            return {}
+    """
+    result = serve(tmp_path, handler)
+    assert result.status == "fail"  # type: ignore[attr-defined]
+    assert "the worker exited with 1 before serving" in result.message  # type: ignore[attr-defined]
+    assert "RuntimeError: CUDA driver initialization failed" in result.message  # type: ignore[attr-defined]
+
+
+def test_an_error_answer_fails_through_the_api(tmp_path: Path) -> None:
+    handler = """
+        def handler(job):
+            return {"error": "input.prompt is required"}
+    """
+    result = serve(tmp_path, handler, output_kind="text")
+    assert result.status == "fail" and "/runsync answered FAILED: input.prompt is required" in result.message  # type: ignore[attr-defined]
