@@ -152,6 +152,10 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "model_dir": _string(
             "volume models: a small model in the image that smoke copies onto a volume at volume_path"
         ),
+        "requires_gpu": Key(
+            {"type": "boolean"}, "the worker cannot serve on a CPU: there, smoke reports where it stopped"
+        ),
+        "imports": _strings("modules the image must import, checked on any device (model.imports)"),
     },
     "axes": {
         "image": _strings("images to build", True),

@@ -158,7 +158,14 @@ def _smoke(r: Reader, node: Node) -> SmokeSettings:
     if kind == "embeddings" and not shape:
         raise r.fail(node, "smoke.output embeddings needs output_shape", "e.g. output_shape: [2, 384]")
     model_dir = r.optional(m.get("model_dir"), str, "smoke.model_dir")
-    return SmokeSettings(json.dumps(plain(m["input"]), sort_keys=True), shape, kind, model_dir)
+    return SmokeSettings(
+        json.dumps(plain(m["input"]), sort_keys=True),
+        shape,
+        kind,
+        model_dir,
+        requires_gpu=r.optional(m.get("requires_gpu"), bool, "smoke.requires_gpu") is True,
+        imports=r.strings(m["imports"], "smoke.imports") if "imports" in m else (),
+    )
 
 
 def _secrets(r: Reader, node: Node) -> tuple[str, ...]:

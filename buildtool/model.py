@@ -105,6 +105,8 @@ class SmokeSettings:
     output_shape: tuple[int, ...]  # embeddings: the array's shape; image: width, height; () none
     output: str = "embeddings"  # what the answer is: one of OUTPUT_KINDS (smoke/checks/outputs.py)
     model_dir: str | None = None  # a small model in the image that smoke copies onto the volume
+    requires_gpu: bool = False  # the worker cannot serve on a CPU (vLLM): there, smoke stops at that
+    imports: tuple[str, ...] = ()  # modules the image must import (checked on any device)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,10 @@ def smoke_env(cv: Variant, pins: tuple[facts.KernelPin, ...]) -> dict[str, str]:
     if image.smoke is not None:
         env["SMOKE_INPUT"] = image.smoke.sample_input
         env["SMOKE_OUTPUT"] = image.smoke.output
+        if image.smoke.requires_gpu:
+            env["SMOKE_REQUIRES_GPU"] = "1"
+        if image.smoke.imports:
+            env["SMOKE_IMPORTS"] = ",".join(image.smoke.imports)
         if image.smoke.model_dir and image.model and image.model.volume_path:
             env["SMOKE_MODEL_DIR"] = image.smoke.model_dir
             env["SMOKE_MODEL_VOLUME"] = image.model.volume_path

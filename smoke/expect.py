@@ -24,6 +24,8 @@ class Expectations:
     output_shape: tuple[int, ...] | None = None
     output_kind: str | None = None  # embeddings, text, image (smoke/checks/outputs.py)
     model_volume: str | None = None  # where the runner mounted the model's volume: load from there
+    requires_gpu: bool = False  # the worker cannot serve on a CPU (vLLM)
+    imports: tuple[str, ...] = ()  # modules the image must import
     kernels_lock: Path | None = None
 
     @classmethod
@@ -47,5 +49,7 @@ class Expectations:
             output_shape=ints(shape) if shape else None,
             output_kind=get("OUTPUT"),
             model_volume=get("MODEL_VOLUME"),
+            requires_gpu=get("REQUIRES_GPU") == "1",
+            imports=tuple(p.strip() for p in (get("IMPORTS") or "").split(",") if p.strip()),
             kernels_lock=Path(lock) if lock else None,
         )

@@ -59,6 +59,7 @@ def run_suite(
     checks = _guarded("environment", lambda: environment.checks(expect))
     if model:
         # The real entry first, in its own process (which it frees): then the in-process checks.
+        checks += _guarded("model", lambda: model_checks.imports(expect))
         checks += _guarded("model", lambda: serve.checks(expect))
         checks += _guarded("model", lambda: model_checks.checks(expect))
     if attention:

@@ -85,15 +85,23 @@ def run_module(*args: str, cwd: Path | None = None, env: dict[str, str] | None =
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="also run the slow end-to-end tests (CI does)")
+    parser.addoption(
+        "--run-vllm",
+        action="store_true",
+        help="also build and smoke the vLLM worker (about 4 GB more; the scheduled vllm workflow does)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--run-slow"):
-        return
-    skip = pytest.mark.skip(reason="slow end-to-end test: run with --run-slow (nox -s tests and CI do)")
+    slow = pytest.mark.skip(reason="slow end-to-end test: run with --run-slow (nox -s tests and CI do)")
+    vllm = pytest.mark.skip(
+        reason="builds the vLLM worker: run with --run-slow --run-vllm (the scheduled vllm workflow does)"
+    )
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        if "slow" in item.keywords and not config.getoption("--run-slow"):
+            item.add_marker(slow)
+        elif "vllm" in item.keywords and not config.getoption("--run-vllm"):
+            item.add_marker(vllm)
 
 
 # --- container fixtures: the real engine and a real registry:2 --------------------------------

@@ -117,6 +117,7 @@ def test_select_by_pattern() -> None:
         "worker-diffusion-runpod-torch211-cu130",
         "worker-embed-pytorch-torch211-cu130",
         "worker-embed-runpod-torch211-cu130",
+        "worker-vllm-runpod-torch211-cu130",
     ]
 
 

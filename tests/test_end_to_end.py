@@ -196,3 +196,31 @@ def test_the_diffusion_worker_serves_images_from_its_volume(
     spec = json.loads((repository_copy.root / "build" / "deploy" / f"{variant}.json").read_text())
     assert any("deploy.network_volume names none" in note for note in spec["notes"])
     assert all(request_errors(r["operation"], r["body"]) == [] for r in spec["requests"])
+
+
+@pytest.mark.vllm
+def test_the_vllm_worker_builds_and_goes_as_far_as_a_cpu_can(
+    repository_copy: Project, embedded_registry: RegistryUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """worker-vllm on the torch stand-in: vllm 0.26.0 and its locked set install on the base's
+    torch; on this CPU the suite proves the imports, starts the worker (`vllm serve` from the
+    volume holding the image's tiny Llama), and reports the serving checks skipped where vLLM needs
+    the GPU. On a GPU host the same run serves the model and judges the OpenAI answer."""
+    monkeypatch.delenv("REGISTRY", raising=False)
+    variant = "worker-vllm-runpod-torch211-cu130"
+    built = buildtool(repository_copy.root, "build", "--select", variant)
+    assert built.returncode == 0, built.stdout + built.stderr
+    user_env = {k: v for k, v in os.environ.items() if not k.startswith("TESTCONTAINERS_")}
+    smoked = buildtool(repository_copy.root, "smoke", "--select", variant, env=user_env)
+    assert smoked.returncode == 0, smoked.stdout + smoked.stderr
+    result = json.loads((repository_copy.root / "build" / "smoke" / f"{variant}.json").read_text())
+    checks = {c["name"]: c for c in result["checks"]}
+    assert checks["environment.torch-version"]["status"] == "pass"  # the image's torch: the base's
+    assert checks["model.imports"]["status"] == "pass"
+    assert set(checks["model.imports"]["data"]["seconds"]) == {"vllm", "httpx", "runpod"}
+    for name in ("model.serve", "model.load", "model.handler"):
+        assert checks[name]["status"] == "skipped", (name, checks[name]["message"])
+        assert checks[name]["message"].startswith("needs a GPU (smoke.requires_gpu)"), checks[name]
+    # The worker got as far as the server: it started `vllm serve` on the volume's model.
+    tail = checks["model.serve"]["data"]["log_tail"]
+    assert "starting: vllm serve /runpod-volume/models/llm" in tail

@@ -26,7 +26,7 @@ def messages(findings: tuple[Finding, ...], rule: str) -> list[str]:
 def test_repository_matrix_has_no_errors(project: Project) -> None:
     result = checked(project)
     assert result.errors == ()
-    assert len(result.variants) == 7
+    assert len(result.variants) == 8
 
 
 # --- tiers ---

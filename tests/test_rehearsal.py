@@ -40,7 +40,7 @@ def repository_at_one_commit(destination: Path) -> Project:
             shutil.copy2(source, destination / name)
     project = Project(destination)
     project.edit(
-        "  image: [pytorch-runtime, worker-embed]\n"
+        "  image: [pytorch-runtime, worker-embed, worker-diffusion, worker-vllm]\n"
         "  base: [runpod-torch211-cu130, runpod-torch240-cu124, runpod-torch291-cu130-noble, "
         "pytorch-torch211-cu130]\n"
         "  gpus: all\n",

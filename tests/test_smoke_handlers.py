@@ -185,3 +185,40 @@ def test_an_error_answer_fails_through_the_api(tmp_path: Path) -> None:
     """
     result = serve(tmp_path, handler, output_kind="text")
     assert result.status == "fail" and "/runsync answered FAILED: input.prompt is required" in result.message  # type: ignore[attr-defined]
+
+
+def test_a_gpu_only_worker_on_a_cpu_is_skipped_where_it_stopped(tmp_path: Path) -> None:
+    """vLLM on a CPU: the server process starts and stops where it needs the GPU; the check says
+    so, skipped. The same worker broken by a missing module fails on any device."""
+    handler = """
+        STOPPED = "vllm serve exited with 1 before serving: RuntimeError: Failed to infer device type"
+        raise RuntimeError(STOPPED)
+        def handler(job):
+            return {}
+    """
+    result = serve(tmp_path, handler, requires_gpu=True)
+    assert result.status == "skipped"  # type: ignore[attr-defined]
+    in_process = {c.name: c for c in checks(Expectations(handler=tmp_path / "handler.py", requires_gpu=True))}
+    assert in_process["model.load"].status == in_process["model.handler"].status == "skipped"
+    assert "Failed to infer device type" in in_process["model.load"].message
+    assert result.message.startswith("needs a GPU (smoke.requires_gpu); on this CPU the worker stopped at:")  # type: ignore[attr-defined]
+    assert "Failed to infer device type" in result.message  # type: ignore[attr-defined]
+    broken = """
+        import vllm_that_is_not_installed
+        def handler(job):
+            return {}
+    """
+    assert serve(tmp_path, broken, requires_gpu=True).status == "fail"  # type: ignore[attr-defined]
+    found = {c.name: c for c in checks(Expectations(handler=tmp_path / "handler.py", requires_gpu=True))}
+    assert found["model.load"].status == "fail" and "ModuleNotFoundError" in found["model.load"].message
+
+
+def test_declared_imports_are_checked_in_a_fresh_interpreter() -> None:
+    from smoke.checks.model import imports
+
+    assert imports(Expectations()) == []
+    [passed] = imports(Expectations(imports=("json", "runpod")))
+    assert passed.status == "pass" and set(passed.data["seconds"]) == {"json", "runpod"}
+    [failed] = imports(Expectations(imports=("json", "vllm_that_is_not_installed")))
+    assert failed.status == "fail"
+    assert "vllm_that_is_not_installed: ModuleNotFoundError: No module named" in failed.message

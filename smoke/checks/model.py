@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import inspect
+import subprocess
 import sys
 import threading
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from smoke.checks import outputs
+from smoke.checks import outputs, serve
 from smoke.expect import Expectations
 from smoke.result import Check
 
@@ -81,6 +82,28 @@ def collect(handler: Callable[[dict[str, Any]], Any], job: dict[str, Any]) -> tu
     return output, None
 
 
+def imports(expect: Expectations) -> list[Check]:
+    """model.imports: each module the image declares imports, in a fresh interpreter (on any device:
+    a CPU can still prove the install)."""
+    if not expect.imports:
+        return []
+    started, failed, seconds = time.perf_counter(), [], {}
+    for name in expect.imports:
+        began = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=600
+        )
+        seconds[name] = round(time.perf_counter() - began, 2)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            failed.append(f"{name}: {last}")
+    took = time.perf_counter() - started
+    if failed:
+        return [Check("model.imports", "fail", "; ".join(failed), took, {"seconds": seconds})]
+    said = ", ".join(f"{n} ({s:g} s)" for n, s in seconds.items())
+    return [Check("model.imports", "pass", f"imported {said}", took, {"seconds": seconds})]
+
+
 def checks(expect: Expectations) -> list[Check]:
     if expect.handler is None:
         skipped = "the image declares no handler (SMOKE_HANDLER): not a serverless worker"
@@ -90,6 +113,13 @@ def checks(expect: Expectations) -> list[Check]:
         with _OpenWatcher() as opened_at_load:
             module = import_handler(expect.handler)
     except Exception as exc:  # the worker would crash the same way at start
+        said = f"{type(exc).__name__}: {exc}"
+        if serve.needs_gpu_here(expect, said):
+            reason = serve.gpu_reason(said)
+            return [
+                Check("model.load", "skipped", reason, time.perf_counter() - start),
+                Check("model.handler", "skipped", reason),
+            ]
         return [
             Check(
                 "model.load",
@@ -114,6 +144,8 @@ def loaded(expect: Expectations, seconds: float, opened: list[str]) -> Check:
     volume = expect.model_volume.rstrip("/") + "/"
     from_volume = sorted({path for path in opened if path.startswith(volume)})
     data["opened_from_volume"] = from_volume[:20]
+    if not opened:  # a server process loads it (vLLM): model.serve proves it answers from there
+        return Check("model.load", "pass", f"{said}; no model file opened in this process", seconds, data)
     if not from_volume:
         elsewhere = f" (it opened {opened[0]})" if opened else ""
         return Check(

@@ -80,6 +80,28 @@ def judged(output: Any, route: str, expect: Expectations) -> tuple[bool, str]:
     return passed, f"{route}: {message}"
 
 
+# A worker that fails like this is broken on any device: never "needs a GPU".
+BROKEN = ("ModuleNotFoundError", "ImportError", "SyntaxError", "FileNotFoundError", "NameError")
+
+
+def has_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:  # a host without torch has no GPU torch can use
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def needs_gpu_here(expect: Expectations, failure: str) -> bool:
+    """A worker that declares it cannot serve on a CPU, on a CPU, stopped by something other than
+    a broken install (its imports, its files, its code)."""
+    return expect.requires_gpu and not has_gpu() and not any(word in failure for word in BROKEN)
+
+
+def gpu_reason(last: str) -> str:
+    return f"needs a GPU (smoke.requires_gpu); on this CPU the worker stopped at: {last}"
+
+
 def check(expect: Expectations) -> Check:
     handler = expect.handler
     if handler is None:
@@ -121,6 +143,8 @@ def check(expect: Expectations) -> Check:
             tail = log.read()[-3000:].decode("utf-8", "replace")
             data["log_tail"] = tail
             last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
+            if isinstance(exc, WorkerExited) and needs_gpu_here(expect, tail):
+                return Check(NAME, "skipped", gpu_reason(last), time.perf_counter() - start, data)
             return Check(NAME, "fail", f"{exc}; its last line: {last}", time.perf_counter() - start, data)
         finally:
             process.terminate()
