@@ -127,19 +127,27 @@ def _compile(uv: str, requirements: str, python: str, extra: Iterable[str] = ())
     return done.stdout.replace(str(source), INPUT_NAME)
 
 
-def provided_by_torch(uv: str, torch: str, python: str) -> set[str]:
-    """torch and everything it installs, as the base image ships them."""
-    return {pin.name for pin in parse_lock(_compile(uv, f"torch=={torch}\n", python, ["--no-annotate"]))}
+def provided_by_torch(uv: str, torch: str, python: str) -> dict[str, str]:
+    """torch and everything it installs, as the base image ships them: name -> version."""
+    text = _compile(uv, f"torch=={torch}\n", python, ["--no-annotate"])
+    return {pin.name: pin.version for pin in parse_lock(text)}
 
 
 def generate(job: LockJob, uv: str | None = None) -> str:
     """The lock text for `job` (deterministic for a given index state)."""
     uv = uv or uv_command()
-    provided: set[str] = set()
+    shipped: dict[str, str] = {}
     for torch in job.base_torch:
-        provided |= provided_by_torch(uv, torch, job.python)
+        shipped |= provided_by_torch(uv, torch, job.python)
     requirements = job.input.read_text(encoding="utf-8")
     constraints = "".join(f"torch=={t}\n" for t in job.base_torch[:1]) if len(job.base_torch) == 1 else ""
+    provided = set(shipped)
+    if shipped:
+        # A package of the base's torch that the image needs at another version (vLLM's cuda-python
+        # pins cuda-bindings~=13.4 where torch takes any 13.x) is locked: pip installs that one.
+        resolved = parse_lock(_compile(uv, requirements + constraints, job.python, []))
+        wanted = {pin.name: pin.version for pin in resolved}
+        provided = {name for name in shipped if wanted.get(name, shipped[name]) == shipped[name]}
     extra = ["--generate-hashes"]
     for name in sorted(provided):
         extra += ["--no-emit-package", name]
