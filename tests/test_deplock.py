@@ -111,3 +111,16 @@ def test_lock_deps_names_an_unknown_image(cli, project: Project) -> None:  # typ
 )
 def test_parse_lock(text: str, expected: list[tuple[str, str, int]]) -> None:
     assert [(p.name, p.version, p.hashes) for p in deplock.parse_lock(text)] == expected
+
+
+def test_a_package_of_the_base_the_image_needs_at_another_version_is_locked(tmp_path: Path) -> None:
+    """torch 2.11.0 takes any cuda-bindings 13.x (the base ships the newest, 13.5.0); cuda-python
+    13.4.4 pins cuda-bindings~=13.4.4. Left to the base, the hash-mode install fails (the vLLM
+    image did): the lock holds cuda-bindings 13.4.4, and still leaves torch and its libraries out."""
+    (tmp_path / deplock.INPUT_NAME).write_text("cuda-python==13.4.4\n")
+    text = deplock.generate(deplock.LockJob("probe", tmp_path, "3.11", ("2.11.0",)))
+    pins = {pin.name: pin.version for pin in deplock.parse_lock(text)}
+    assert pins["cuda-python"] == "13.4.4" and pins["cuda-bindings"] == "13.4.4"
+    provided = deplock.provided_by_base(text)
+    assert "cuda-bindings" not in provided and {"torch", "nvidia-cudnn-cu13", "triton"} <= provided
+    assert not set(pins) & provided
