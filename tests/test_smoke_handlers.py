@@ -222,3 +222,54 @@ def test_declared_imports_are_checked_in_a_fresh_interpreter() -> None:
     [failed] = imports(Expectations(imports=("json", "vllm_that_is_not_installed")))
     assert failed.status == "fail"
     assert "vllm_that_is_not_installed: ModuleNotFoundError: No module named" in failed.message
+
+
+# vLLM's own lines, as its H100 and A100 logs print them.
+VLLM_LOG = (
+    "(EngineCore pid=101) INFO 03-28 00:34:16 [cuda.py:317] Using FLASH_ATTN attention backend out of "
+    "potential backends: ['FLASH_ATTN', 'FLASHINFER', 'TRITON_ATTN', 'FLEX_ATTENTION'].\n"
+    "(EngineCore pid=101) INFO 03-28 00:34:16 [flash_attn.py:598] Using FlashAttention version {version}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("capability", "version", "status"),
+    [
+        ((9, 0), 3, "pass"),
+        ((9, 0), 2, "fail"),
+        ((8, 0), 2, "pass"),
+        ((8, 9), 3, "fail"),
+        ((12, 0), 2, "pass"),
+    ],
+)
+def test_vllm_attention_is_read_from_its_log_on_a_gpu(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], version: int, status: str
+) -> None:
+    from smoke.checks import serve
+    from smoke.result import Check
+
+    found = serve.server_attention(VLLM_LOG.format(version=version))
+    assert found == {
+        "backend": "FLASH_ATTN",
+        "candidates": ["FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION"],
+        "flash_attention": version,
+    }
+    served = Check("model.serve", "pass", data={"server_attention": found})
+    expect = Expectations(requires_gpu=True)
+    monkeypatch.setattr(serve, "has_gpu", lambda: True)
+    monkeypatch.setattr(serve, "device_capability", lambda: capability)
+    result = serve.attention_check(expect, served)
+    assert result is not None and result.status == status, result
+    # A server that served but logged no choice fails; one that never served says why it skipped.
+    assert serve.attention_check(expect, Check("model.serve", "pass")).status == "fail"  # type: ignore[union-attr]
+    assert serve.attention_check(expect, Check("model.serve", "fail")).status == "skipped"  # type: ignore[union-attr]
+
+
+def test_vllm_attention_is_a_gpu_check() -> None:
+    from smoke.checks import serve
+    from smoke.result import Check
+
+    served = Check("model.serve", "skipped")
+    assert serve.attention_check(Expectations(), served) is None  # not a model server
+    skipped = serve.attention_check(Expectations(requires_gpu=True), served)
+    assert skipped is not None and skipped.status == "skipped" and "runs on a GPU" in skipped.message

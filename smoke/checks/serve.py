@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -153,10 +154,67 @@ def check(expect: Expectations) -> Check:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            log.seek(0)
+            found = server_attention(log.read().decode("utf-8", "replace"))
+            if found:
+                data["server_attention"] = found
+
+
+# What vLLM logs when it chooses (vllm/platforms/cuda.py, v1/attention/backends/flash_attn.py):
+#   Using FLASH_ATTN attention backend out of potential backends: ['FLASH_ATTN', 'FLASHINFER', ...].
+#   Using FlashAttention version 3
+BACKEND_LINE = re.compile(r"Using (\w+) attention backend out of potential backends: ?([^\n]*)")
+FLASH_VERSION_LINE = re.compile(r"Using FlashAttention version (\d+)")
+ATTENTION = "model.attention-backend"
+
+
+def server_attention(log: str) -> dict[str, Any]:
+    """The attention backend a model server says it chose, and its FlashAttention version."""
+    found: dict[str, Any] = {}
+    if chosen := BACKEND_LINE.search(log):
+        found["backend"] = chosen[1]
+        found["candidates"] = re.findall(r"'(\w+)'", chosen[2])
+    if version := FLASH_VERSION_LINE.search(log):
+        found["flash_attention"] = int(version[1])
+    return found
+
+
+def device_capability() -> tuple[int, int]:
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return int(major), int(minor)
+
+
+def attention_check(expect: Expectations, served: Check) -> Check | None:
+    """GPU only, for a model server (requires_gpu): it ran FlashAttention, FA3 on sm_90 and FA2 on
+    sm_80/86/89, as its log says (vLLM's own lines)."""
+    if not expect.requires_gpu:
+        return None
+    if not has_gpu():
+        return Check(ATTENTION, "skipped", "runs on a GPU: vLLM chooses its attention backend there")
+    found = served.data.get("server_attention") or {}
+    if "backend" not in found:
+        said = "the server's log names no attention backend"
+        if served.status != "pass":
+            return Check(ATTENTION, "skipped", f"{said}: it did not serve", data=found)
+        return Check(ATTENTION, "fail", said, data=found)
+    capability = device_capability()
+    wanted = 3 if capability == (9, 0) else 2 if capability in ((8, 0), (8, 6), (8, 9)) else None
+    arch = f"sm_{capability[0]}{capability[1]}"
+    of = ", ".join(found["candidates"])
+    said = f"{found['backend']} (of {of}), FlashAttention {found.get('flash_attention')}"
+    if wanted is None:
+        return Check(ATTENTION, "pass", f"{said} on {arch}: no FlashAttention expectation there", data=found)
+    if found["backend"] != "FLASH_ATTN" or found.get("flash_attention") != wanted:
+        return Check(ATTENTION, "fail", f"{said} on {arch}; expected FLASH_ATTN with FA{wanted}", data=found)
+    return Check(ATTENTION, "pass", f"{said} on {arch}", data=found)
 
 
 def checks(expect: Expectations) -> list[Check]:
-    return [check(expect)]
+    served = check(expect)
+    attention = attention_check(expect, served)
+    return [served] if attention is None else [served, attention]
 
 
 if __name__ == "__main__":  # python -m smoke.checks.serve: this check alone, from SMOKE_* variables
