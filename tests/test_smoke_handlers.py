@@ -273,3 +273,31 @@ def test_vllm_attention_is_a_gpu_check() -> None:
     assert serve.attention_check(Expectations(), served) is None  # not a model server
     skipped = serve.attention_check(Expectations(requires_gpu=True), served)
     assert skipped is not None and skipped.status == "skipped" and "runs on a GPU" in skipped.message
+
+
+@pytest.mark.parametrize(
+    ("peak", "requires_gpu", "status"),
+    [(0, False, "fail"), (52_000_000, False, "pass"), (0, True, "skipped")],
+)
+def test_model_cuda_on_a_gpu_host_wants_the_model_on_the_gpu(
+    monkeypatch: pytest.MonkeyPatch, peak: int, requires_gpu: bool, status: str
+) -> None:
+    """What torch's allocator saw after the in-process load and request: nothing means the worker
+    served from the CPU on a GPU host (a diffusion worker whose DEVICE stayed "cpu")."""
+    import sys
+    import types
+
+    from smoke.checks.model import ran_on_cuda
+    from smoke.result import Check
+
+    cuda = types.SimpleNamespace(
+        is_available=lambda: True,
+        max_memory_allocated=lambda: peak,
+        get_device_name=lambda: "NVIDIA H100 80GB HBM3",
+    )
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    result = ran_on_cuda(Expectations(requires_gpu=requires_gpu), Check("model.handler", "pass"))
+    assert result.status == status, result.message
+    if status == "fail":
+        assert "its model ran on the CPU" in result.message
+    assert ran_on_cuda(Expectations(), Check("model.handler", "fail")).status == "skipped"

@@ -132,7 +132,32 @@ def checks(expect: Expectations) -> list[Check]:
     load_seconds = time.perf_counter() - start
     results = [loaded(expect, load_seconds, opened_at_load)]
     results.append(call_handler(getattr(module, "handler", None), expect))
+    results.append(ran_on_cuda(expect, results[-1]))
     return results
+
+
+def ran_on_cuda(expect: Expectations, answered: Check) -> Check:
+    """model.cuda (GPU only): where a GPU is, the worker's model ran on it. The in-process load and
+    request must have put tensors on the GPU (torch's allocator saw them), or the worker quietly
+    served from the CPU (a DEVICE that stayed "cpu", a model never moved)."""
+    name = "model.cuda"
+    try:
+        import torch
+    except ImportError:
+        return Check(name, "skipped", "no torch here: nothing can run on CUDA")
+    if not torch.cuda.is_available():
+        return Check(name, "skipped", "no CUDA device: runs where a GPU is")
+    if answered.status != "pass":
+        return Check(name, "skipped", "the handler did not answer")
+    if expect.requires_gpu:
+        return Check(name, "skipped", "a model server runs the model in its own process (model.serve)")
+    peak = int(torch.cuda.max_memory_allocated())
+    data = {"peak_cuda_bytes": peak, "device": torch.cuda.get_device_name()}
+    if peak == 0:
+        said = "the worker answered without allocating CUDA memory: its model ran on the CPU"
+        return Check(name, "fail", said, data=data)
+    said = f"the model ran on {data['device']}: {peak / 1e6:.1f} MB of CUDA memory at peak"
+    return Check(name, "pass", said, data=data)
 
 
 def loaded(expect: Expectations, seconds: float, opened: list[str]) -> Check:
