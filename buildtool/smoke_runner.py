@@ -82,6 +82,10 @@ def built_images(build_dir: Path, select: tuple[str, ...] = ()) -> list[BuiltIma
     return images
 
 
+class VolumeError(Exception):
+    """The smoke model could not be copied onto its volume."""
+
+
 def model_volume(image: BuiltImage) -> str | None:
     """A Docker volume, as RunPod's network volume would be, holding the image's smoke model
     (SMOKE_MODEL_DIR) at the model's volume path (SMOKE_MODEL_VOLUME) with the `.models_provisioned`
@@ -109,9 +113,9 @@ def model_volume(image: BuiltImage) -> str | None:
             volumes={name: {"bind": RUNPOD_VOLUME, "mode": "rw"}},
             remove=True,
         )
-    except docker.errors.DockerException:
+    except docker.errors.DockerException as exc:
         _remove_volume(name)
-        raise
+        raise VolumeError(f"cannot fill the model volume of {image.reference}: {exc}") from None
     return name
 
 
@@ -151,9 +155,11 @@ def run_in_image(
         container = container.with_env(key, value)
     try:
         volume = model_volume(image)
-    except docker.errors.DockerException as exc:
+    except VolumeError as exc:
+        return SmokeOutcome(image.variant, image, False, {}, (), None, None, str(exc))
+    except docker.errors.DockerException as exc:  # the image itself: not there, not pullable
         return SmokeOutcome(
-            image.variant, image, False, {}, (), None, None, f"cannot fill the model volume: {exc}"
+            image.variant, image, False, {}, (), None, None, f"cannot start {image.reference}: {exc}"
         )
     if volume is not None:
         container = container.with_volume_mapping(volume, RUNPOD_VOLUME, "rw")
