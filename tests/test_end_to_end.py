@@ -49,6 +49,18 @@ def buildtool(root: Path, *args: str, env: dict[str, str] | None = None) -> subp
     )
 
 
+def built_and_smoked(project: Project, variant: str) -> dict[str, dict]:  # type: ignore[type-arg]
+    """`buildtool build` then `buildtool smoke` for one variant, as a user runs them (none of the
+    test process's TESTCONTAINERS_* settings); its smoke checks by name."""
+    built = buildtool(project.root, "build", "--select", variant)
+    assert built.returncode == 0, built.stdout + built.stderr
+    user_env = {k: v for k, v in os.environ.items() if not k.startswith("TESTCONTAINERS_")}
+    smoked = buildtool(project.root, "smoke", "--select", variant, env=user_env)
+    assert smoked.returncode == 0, smoked.stdout + smoked.stderr
+    result = json.loads((project.root / "build" / "smoke" / f"{variant}.json").read_text())
+    return {c["name"]: c for c in result["checks"]}
+
+
 def test_default_worker_variant_builds_pushes_and_passes_smoke(
     repository_copy: Project, embedded_registry: RegistryUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,13 +163,7 @@ def test_the_diffusion_worker_serves_images_from_its_volume(
     worker-comfyui's shape."""
     monkeypatch.delenv("REGISTRY", raising=False)
     variant = "worker-diffusion-runpod-torch211-cu130"
-    built = buildtool(repository_copy.root, "build", "--select", variant)
-    assert built.returncode == 0, built.stdout + built.stderr
-    user_env = {k: v for k, v in os.environ.items() if not k.startswith("TESTCONTAINERS_")}
-    smoked = buildtool(repository_copy.root, "smoke", "--select", variant, env=user_env)
-    assert smoked.returncode == 0, smoked.stdout + smoked.stderr
-    result = json.loads((repository_copy.root / "build" / "smoke" / f"{variant}.json").read_text())
-    checks = {c["name"]: c for c in result["checks"]}
+    checks = built_and_smoked(repository_copy, variant)
     volume = "/runpod-volume/models/stable-diffusion-v1-5/"
     assert checks["model.load"]["status"] == "pass" and "from the volume" in checks["model.load"]["message"]
     assert all(p.startswith(volume) for p in checks["model.load"]["data"]["opened_from_volume"])
@@ -208,13 +214,7 @@ def test_the_vllm_worker_builds_and_goes_as_far_as_a_cpu_can(
     the GPU. On a GPU host the same run serves the model and judges the OpenAI answer."""
     monkeypatch.delenv("REGISTRY", raising=False)
     variant = "worker-vllm-runpod-torch211-cu130"
-    built = buildtool(repository_copy.root, "build", "--select", variant)
-    assert built.returncode == 0, built.stdout + built.stderr
-    user_env = {k: v for k, v in os.environ.items() if not k.startswith("TESTCONTAINERS_")}
-    smoked = buildtool(repository_copy.root, "smoke", "--select", variant, env=user_env)
-    assert smoked.returncode == 0, smoked.stdout + smoked.stderr
-    result = json.loads((repository_copy.root / "build" / "smoke" / f"{variant}.json").read_text())
-    checks = {c["name"]: c for c in result["checks"]}
+    checks = built_and_smoked(repository_copy, variant)
     assert checks["environment.torch-version"]["status"] == "pass"  # the image's torch: the base's
     assert checks["model.imports"]["status"] == "pass"
     assert set(checks["model.imports"]["data"]["seconds"]) == {"vllm", "httpx", "runpod"}
