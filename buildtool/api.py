@@ -248,7 +248,19 @@ def deploy_specs(options: Options, endpoint: str | None = None) -> tuple[list[De
             missing.append(variant.name)
             continue
         if image.unpacked_size is None:
-            image = replace(image, unpacked_size=_registry_unpacked_size(options, image.reference, client))
+            try:
+                unpacked = _registry_unpacked_size(options, image.reference, client)
+            except RegistryError as exc:
+                raise EngineError(
+                    Problem(
+                        f"cannot measure {image.reference} (build/manifest.json has no unpacked size "
+                        f"for it): {exc}",
+                        variant=variant.name,
+                        hint="check that the registry is up and `docker login` to it, or run buildtool "
+                        "build here, which measures the image",
+                    )
+                ) from None
+            image = replace(image, unpacked_size=unpacked)
         try:
             specs.append(deploy_spec(variant, checked.plan.matrix, image, endpoint))
         except DeploySpecError as exc:
@@ -269,14 +281,13 @@ def deploy_specs(options: Options, endpoint: str | None = None) -> tuple[list[De
 
 
 def _registry_unpacked_size(options: Options, reference: str, client: HttpRegistry) -> int | None:
-    repository = reference.rpartition("@")[0]
-    try:
-        manifest = client.manifest(reference)
-        if manifest is None:
-            return None
-        return registry_unpacked_size(client, repository, manifest, options.build_dir / "oci" / SIZES_FILE)
-    except RegistryError:
+    """Measured from the registry's layers; a registry that cannot answer is its own error (exit 1),
+    not an unknown size."""
+    manifest = client.manifest(reference)
+    if manifest is None:
         return None
+    repository = reference.rpartition("@")[0]
+    return registry_unpacked_size(client, repository, manifest, options.build_dir / "oci" / SIZES_FILE)
 
 
 def deploy(

@@ -248,3 +248,17 @@ def test_deploy_takes_one_variant(cli, project: Project, monkeypatch) -> None:  
     write_manifest(project, {WORKER: UNPACKED, RUNTIME: 1})
     result = cli("deploy", "--matrix", str(project.matrix), "--endpoint", "x", "--select", "*cu130")
     assert result.code == 2 and "deploy sends one variant" in result.err
+
+
+def test_an_unreachable_registry_is_said_as_such_not_as_an_unknown_size(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    """A manifest without the unpacked size (built earlier elsewhere) sends deploy-spec to the
+    registry; when that cannot answer, the error names the registry, and nothing is written."""
+    path = project.root / "build" / "manifest.json"
+    path.parent.mkdir(parents=True)
+    image = f"127.0.0.1:1/worker-embed@{DIGEST}"
+    path.write_text(json.dumps({"variants": {WORKER: {"image": image, "unpacked_size": None}}}))
+    result = cli("deploy-spec", "--matrix", str(project.matrix), "--select", WORKER)
+    assert result.code == 1, result.err
+    assert f"cannot measure {image} (build/manifest.json has no unpacked size for it)" in result.err
+    assert "Connection refused" in result.err and "docker login" in result.err
+    assert "Traceback" not in result.err and not (project.root / "build" / "deploy").exists()
