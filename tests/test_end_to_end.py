@@ -150,7 +150,19 @@ echo "sentinel: $(cat $MODEL_VOLUME_PATH/.models_provisioned)"
 cat /tmp/hub.log; : > /tmp/hub.log
 echo "--- again ---"
 python -c "$run" "$job"
-cat /tmp/hub.log
+cat /tmp/hub.log; : > /tmp/hub.log
+echo "--- three at once ---"
+export MODEL_VOLUME_PATH=/runpod-volume/models/together
+for i in 1 2 3; do python -c "$run" "$job" > /tmp/worker$i.out 2>&1 & done
+wait
+cat /tmp/worker*.out; cat /tmp/hub.log; : > /tmp/hub.log
+echo "--- a dead worker's claim ---"
+export MODEL_VOLUME_PATH=/runpod-volume/models/orphaned PROVISION_STALE_SECONDS=4
+mkdir -p "$MODEL_VOLUME_PATH" && echo by-hand > "$MODEL_VOLUME_PATH/notes.txt"
+echo "dead-host 1" > /runpod-volume/models/.orphaned.provisioning
+touch -d '1 hour ago' /runpod-volume/models/.orphaned.provisioning
+python -c "$run" "$job"
+echo "left on the volume:"; ls -A /runpod-volume/models /runpod-volume/models/.orphaned.without-sentinel-*
 """
 
 
@@ -192,10 +204,21 @@ def test_the_diffusion_worker_serves_images_from_its_volume(
         timeout=900,
     )
     assert provisioned.returncode == 0, provisioned.stdout[-3000:] + provisioned.stderr[-3000:]
-    first, second = provisioned.stdout.split("--- again ---")
+    first, rest = provisioned.stdout.split("--- again ---")
+    second, rest = rest.split("--- three at once ---")
+    together, orphaned = rest.split("--- a dead worker's claim ---")
     assert "GET /api/models/org/tiny-sd/revision/main" in first and "resolve/" in first
     assert "sentinel: org/tiny-sd" in first and "1 image(s)" in first
     assert "GET " not in second and "1 image(s)" in second  # reused: not one request to the Hub
+    # Three workers on one empty volume: one downloads (each file fetched once), all three load it.
+    assert together.count("1 image(s)") == 3, together[-3000:]
+    fetched = [line for line in together.splitlines() if "GET " in line and "/resolve/" in line]
+    assert len([line for line in fetched if line.rstrip().endswith("unet/config.json")]) == 1, fetched
+    # A claim whose worker died is taken over; what was there without a sentinel is kept aside.
+    assert "is stale" in orphaned and "1 image(s)" in orphaned, orphaned[-3000:]
+    volume_listing = orphaned.split("left on the volume:")[1]
+    assert ".provisioning" not in volume_listing and ".partial-" not in volume_listing
+    assert "notes.txt" in volume_listing
     # Its deploy spec mounts nothing it was not told to: the volume id is the user's to give.
     spec_done = buildtool(repository_copy.root, "deploy-spec", "--select", variant)
     assert spec_done.returncode == 0, spec_done.stdout + spec_done.stderr

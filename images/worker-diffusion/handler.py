@@ -5,6 +5,12 @@ The pipeline loads once, at module level, from the network volume (MODEL_VOLUME_
 /runpod-volume). A volume without the `.models_provisioned` sentinel is provisioned first: the
 first worker downloads MODEL_ID there from the Hugging Face Hub (HF_TOKEN, a RunPod secret, for
 gated models) and writes the sentinel last; every later worker finds it and reuses the volume.
+
+An endpoint scales out several workers at once onto one empty volume. One of them claims the
+download (`.<name>.provisioning`, created exclusively beside the model, its mtime kept fresh while it
+downloads); the others wait for the sentinel. The download goes to a staging directory renamed into
+place whole, so no worker ever loads a half-written model. A claim not refreshed for
+PROVISION_STALE_SECONDS (its worker died) is taken over.
 """
 
 from __future__ import annotations
@@ -12,6 +18,10 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +32,76 @@ from diffusers import AutoPipelineForText2Image
 VOLUME_PATH = Path(os.environ.get("MODEL_VOLUME_PATH", "/runpod-volume/models/stable-diffusion-v1-5"))
 MODEL_ID = os.environ.get("MODEL_ID", "stable-diffusion-v1-5/stable-diffusion-v1-5")
 SENTINEL = ".models_provisioned"
+PROVISION_STALE_SECONDS = float(os.environ.get("PROVISION_STALE_SECONDS", "120"))
+PROVISION_WAIT_SECONDS = float(os.environ.get("PROVISION_WAIT_SECONDS", "3600"))
 LIMITS = {"width": (8, 2048), "height": (8, 2048), "num_inference_steps": (1, 150), "num_images": (1, 8)}
 
 
 def provision(path: Path) -> Path:
-    """The model on the volume: downloaded once, by the first worker that finds no sentinel."""
-    if not (path / SENTINEL).is_file():
-        from huggingface_hub import snapshot_download
-
-        snapshot_download(MODEL_ID, local_dir=path, token=os.environ.get("HF_TOKEN") or None)
-        (path / SENTINEL).write_text(MODEL_ID + "\n")
+    """The model on the volume: downloaded once, by the one worker that claims it."""
+    claim = path.with_name(f".{path.name}.provisioning")
+    deadline = time.monotonic() + PROVISION_WAIT_SECONDS
+    while not (path / SENTINEL).is_file():
+        try:
+            descriptor = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
+        except FileExistsError:
+            if _stale(claim):
+                print(f"provision: {claim} is stale (its worker died?); taking it over", flush=True)
+                claim.unlink(missing_ok=True)
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{path}: another worker has been provisioning it for over "
+                    f"{PROVISION_WAIT_SECONDS:.0f} s (claim {claim}); raise PROVISION_WAIT_SECONDS "
+                    "or remove the claim if no worker is downloading"
+                ) from None
+            time.sleep(2)
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+        try:
+            if not (path / SENTINEL).is_file():  # another worker may have finished meanwhile
+                _download(path, claim)
+        finally:
+            claim.unlink(missing_ok=True)
     return path
+
+
+def _stale(claim: Path) -> bool:
+    try:
+        return time.time() - claim.stat().st_mtime > PROVISION_STALE_SECONDS
+    except FileNotFoundError:
+        return False
+
+
+def _download(path: Path, claim: Path) -> None:
+    """MODEL_ID into a staging directory, the sentinel into it, then renamed into place whole."""
+    from huggingface_hub import snapshot_download
+
+    staging = path.with_name(f".{path.name}.partial-{socket.gethostname()}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    done = threading.Event()
+
+    def heartbeat() -> None:  # keeps the claim fresh, so that waiting workers do not take it over
+        while not done.wait(PROVISION_STALE_SECONDS / 4):
+            os.utime(claim)
+
+    beating = threading.Thread(target=heartbeat, daemon=True)
+    beating.start()
+    try:
+        snapshot_download(MODEL_ID, local_dir=staging, token=os.environ.get("HF_TOKEN") or None)
+        (staging / SENTINEL).write_text(MODEL_ID + "\n")
+        if path.exists():  # no sentinel: an interrupted copy, or files put there by hand; kept aside
+            aside = path.with_name(f".{path.name}.without-sentinel-{int(time.time())}")
+            path.rename(aside)
+            print(f"provision: {path} had no {SENTINEL}; moved it to {aside}", flush=True)
+        staging.rename(path)
+    finally:
+        done.set()
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
