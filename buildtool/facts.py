@@ -268,3 +268,49 @@ SECRET_PATTERNS: tuple[tuple[str, str], ...] = (
     ("an API key (sk-...)", r"\bsk-[A-Za-z0-9_-]{32,}\b"),
     ("a private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
 )
+
+
+@dataclass(frozen=True)
+class BenchFloor:
+    """A line the attention benchmark must clear on a GPU (`python -m smoke --bench`): `backend`'s
+    TFLOP/s at least `minimum` times the paper's figure (`versus` "paper") or another backend's at the
+    same shape, at every measured shape from `from_seqlen` on (shorter ones are launch-bound)."""
+
+    gpus: tuple[str, ...]  # matrix.yaml GPU names
+    backend: str  # as the result names it: kernel.flash-attn3, sdpa.flash, ...
+    minimum: float
+    versus: str  # "paper" (smoke/published.py) or a backend
+    why: str
+    from_seqlen: int = 2048
+
+    def describe(self) -> str:
+        target = "the paper's figure" if self.versus == "paper" else self.versus
+        amount = f"{self.minimum:.0%} of" if self.versus == "paper" else f"{self.minimum:g}x"
+        return f"{self.backend} >= {amount} {target} (seqlen >= {self.from_seqlen})"
+
+
+# The FA3 paper (Shah et al. 2024): FP16 forward reaches 1.5-2.0x FlashAttention-2 on an H100 SXM5;
+# the H200 has the same SMs and clocks (more memory bandwidth), so the H100's figures hold as floors.
+BENCH_FLOORS: tuple[BenchFloor, ...] = (
+    BenchFloor(
+        ("H100", "H200"),
+        "kernel.flash-attn3",
+        0.90,
+        "paper",
+        "the paper's FA3 figures are an H100 SXM5's; under 90% points at clocks, power or the kernel build",
+    ),
+    BenchFloor(
+        ("H100", "H200"),
+        "kernel.flash-attn3",
+        1.5,
+        "sdpa.flash",
+        "FA3's reason to be on Hopper: the paper's 1.5-2.0x over FlashAttention-2 (torch's flash backend)",
+    ),
+    BenchFloor(
+        ("A100", "A40", "RTX4090"),
+        "kernel.flash-attn2",
+        0.9,
+        "sdpa.flash",
+        "the same FlashAttention-2 algorithm as torch's flash backend: a slower build is a regression",
+    ),
+)

@@ -1,26 +1,47 @@
 """The report stage: smoke results -> a compatibility report per GPU (Markdown, JSON, HTML).
 
 Rows are every GPU of matrix.yaml's table (refused ones with the reason, GPUs with no result as
-"not run"), then the CPU and any other device a result came from; columns are the variants.
+"not run"), then the CPU and any other device a result came from; columns are the variants (and
+"host" when a result came from `python -m smoke` on a bare host). Each cell names where it came from
+(the image digest, the commit, the date and the machine) and lists its checks. The attention
+benchmark (`--bench` results) follows per GPU: buildtool/benchmark.py.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from buildtool import facts
+from buildtool import benchmark, benchmark_render, pulltime
 from buildtool.plan import CheckedPlan
+from buildtool.pulltime import PULL_HEADER, PULL_NOTE, PullEstimate, pull_cells, pull_estimates
 from buildtool.results import read_results
 
 REPORT_SCHEMA = "runpod-images/compat-report"
 REPORT_SCHEMA_VERSION = 1
 CellStatus = Literal["pass", "fail", "refused", "not run", "not targeted"]
+HOST_COLUMN = "host"  # results of `python -m smoke` on a bare host (no image, no variant)
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    name: str
+    status: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a cell's result came from."""
+
+    source: str  # the result file
+    started: str
+    machine: str  # hostname and device
+    digest: str | None = None  # the image the suite ran in (None on a bare host)
+    commit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -30,9 +51,10 @@ class Cell:
     torch: str | None = None
     cuda: str | None = None
     backend: str | None = None  # the attention backend the device got (expected-backend check)
-    best_tflops: float | None = None
     load_seconds: float | None = None
     failed_checks: tuple[str, ...] = ()
+    provenance: Provenance | None = None
+    checks: tuple[CheckLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -41,20 +63,6 @@ class Row:
     arch: str | None
     runpod_id: str | None
     cells: dict[str, Cell] = field(default_factory=dict)
-    tflops_by_backend: dict[str, float] = field(default_factory=dict)  # for the plot
-
-
-@dataclass(frozen=True)
-class PullEstimate:
-    """How long a cold worker takes to pull a variant's image (FlashBoot aside)."""
-
-    variant: str
-    tier: int
-    compressed_size: int
-    layers: int | None
-    above_base_size: int | None  # compressed bytes above the base's layers
-    moved: int  # what a host pulls: above the base for a Tier-1 base (cached on RunPod hosts)
-    seconds: tuple[float, float]  # at the seeds' throughput, (fast, slow)
 
 
 @dataclass(frozen=True)
@@ -63,58 +71,45 @@ class Report:
     rows: tuple[Row, ...]
     sources: tuple[str, ...]
     pulls: tuple[PullEstimate, ...] = ()
+    benchmarks: tuple[benchmark.BenchRun, ...] = ()
+    floors: tuple[benchmark.FloorVerdict, ...] = ()
+
+    def refusals(self) -> tuple[str, ...]:
+        """Each distinct refusal reason once, in row order: cells point at them by number."""
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            for variant in self.variants:
+                reason = row.cells[variant].reason
+                if row.cells[variant].status == "refused" and reason:
+                    seen.setdefault(reason, None)
+        return tuple(seen)
 
 
-def pull_estimates(
-    checked: CheckedPlan, measured: Mapping[str, Mapping[str, Any]]
-) -> tuple[PullEstimate, ...]:
-    """One estimate per variant the build measured (`measured`: variant -> build/manifest.json entry
-    or a result's image stamp)."""
-    out = []
-    for variant in checked.variants:
-        entry = measured.get(variant.name) or {}
-        size = entry.get("compressed_size")
-        if not isinstance(size, int):
-            continue
-        above = entry.get("above_base_size")
-        above = above if isinstance(above, int) else None
-        moved = above if variant.base.tier == 1 and above is not None else size
-        fast, slow = facts.PULL_BYTES_PER_SECOND
-        layers = entry.get("layers")
-        out.append(
-            PullEstimate(
-                variant.name,
-                variant.base.tier,
-                size,
-                layers if isinstance(layers, int) and layers else None,
-                above,
-                moved,
-                (round(moved / slow, 1), round(moved / fast, 1)),
-            )
-        )
-    return tuple(out)
-
-
-def _cell_from(document: dict[str, Any]) -> tuple[Cell, dict[str, float]]:
+def _cell_from(source: str, document: dict[str, Any]) -> Cell:
     checks = {c["name"]: c for c in document.get("checks", [])}
     expected = checks.get("attention.expected-backend", {}).get("data", {}).get("expected")
-    rates = {
-        name.removeprefix("attention."): c["data"]["best_tflops"]
-        for name, c in checks.items()
-        if name.startswith("attention.") and isinstance(c.get("data", {}).get("best_tflops"), int | float)
-    }
     load = checks.get("model.load", {}).get("data", {}).get("load_seconds")
     host = document.get("host", {})
-    cell = Cell(
+    image: Mapping[str, Any] = document["image"] if isinstance(document.get("image"), dict) else {}
+    return Cell(
         status="pass" if document.get("passed") else "fail",
         torch=host.get("torch"),
         cuda=host.get("cuda"),
         backend=expected.removeprefix("attention.") if isinstance(expected, str) else None,
-        best_tflops=round(max(rates.values()), 3) if rates else None,
         load_seconds=round(load, 3) if isinstance(load, int | float) else None,
         failed_checks=tuple(sorted(n for n, c in checks.items() if c.get("status") == "fail")),
+        provenance=Provenance(
+            source=source,
+            started=str(document.get("started", "")),
+            machine=f"{host.get('hostname', '?')} ({host.get('device', 'cpu')})",
+            digest=image.get("digest"),
+            commit=image.get("revision") or host.get("commit"),
+        ),
+        checks=tuple(
+            CheckLine(str(c["name"]), str(c.get("status")), str(c.get("message", "")))
+            for c in document.get("checks", [])
+        ),
     )
-    return cell, {k: round(v, 3) for k, v in rates.items()}
 
 
 def _row_name(document: dict[str, Any], checked: CheckedPlan) -> str:
@@ -133,7 +128,10 @@ def build_report(
 ) -> Report:
     """`built`: build/manifest.json's variants, when the build ran here; else the sizes the smoke
     runner stamped into each result."""
+    documents = read_results(sorted(result_paths))
     variants = tuple(cv.name for cv in checked.variants)
+    if any(_column(d) == HOST_COLUMN for _, d in documents):
+        variants += (HOST_COLUMN,)
     measured: dict[str, Mapping[str, Any]] = {}
     rows: dict[str, Row] = {}
     for gpu in checked.plan.matrix.gpus:
@@ -146,11 +144,14 @@ def build_report(
                 cells[cv.name] = Cell("not targeted")
             else:
                 cells[cv.name] = Cell("not run")
+        if HOST_COLUMN in variants:
+            cells[HOST_COLUMN] = Cell("not run")
         rows[gpu.name] = Row(gpu.name, gpu.arch, gpu.runpod_id, cells)
     latest: dict[tuple[str, str], str] = {}
+    latest_bench: dict[str, tuple[str, benchmark.BenchRun]] = {}
     sources = []
-    for path, document in read_results(sorted(result_paths)):
-        variant = document.get("variant")
+    for path, document in documents:
+        variant = _column(document)
         if variant not in variants:
             continue
         name = _row_name(document, checked)
@@ -165,12 +166,35 @@ def build_report(
             rows[name] = Row(
                 name, document.get("host", {}).get("arch"), None, {v: Cell("not run") for v in variants}
             )
-        cell, rates = _cell_from(document)
-        rows[name].cells[variant] = cell
-        for backend, rate in rates.items():
-            rows[name].tflops_by_backend[backend] = max(rate, rows[name].tflops_by_backend.get(backend, 0.0))
+        shown = _shown(path, checked.plan.matrix.path.parent)
+        rows[name].cells[variant] = _cell_from(shown, document)
+        run = benchmark.bench_run(name, shown, document)
+        if run is not None and run.started >= latest_bench.get(name, ("", run))[0]:
+            latest_bench[name] = (run.started, run)
     measured.update(built or {})
-    return Report(variants, tuple(rows.values()), tuple(sources), pull_estimates(checked, measured))
+    order = list(rows)
+    runs = tuple(run for _, run in sorted(latest_bench.values(), key=lambda item: order.index(item[1].gpu)))
+    return Report(
+        variants,
+        tuple(rows.values()),
+        tuple(sources),
+        pull_estimates(checked, measured),
+        runs,
+        benchmark.floor_verdicts(runs),
+    )
+
+
+def _shown(path: Path, root: Path) -> str:
+    """A result file as the report names it: relative to the matrix's directory when under it, so
+    that the same results render the same report on any machine."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _column(document: dict[str, Any]) -> str:
+    return str(document.get("variant") or HOST_COLUMN)
 
 
 def to_json(report: Report) -> dict[str, Any]:
@@ -183,52 +207,25 @@ def to_json(report: Report) -> dict[str, Any]:
                 "gpu": r.gpu,
                 "arch": r.arch,
                 "runpod_id": r.runpod_id,
-                "cells": {
-                    v: {k: val for k, val in asdict(c).items() if val not in (None, ())}
-                    for v, c in r.cells.items()
-                },
-                "tflops_by_backend": r.tflops_by_backend,
+                "cells": {v: _cell_json(c) for v, c in r.cells.items()},
             }
             for r in report.rows
         ],
         "pull": [asdict(p) for p in report.pulls],
+        "benchmark": benchmark.to_json(report.benchmarks, report.floors),
     }
 
 
-PULL_HEADER = (
-    "image",
-    "base tier",
-    "compressed",
-    "layers",
-    "above the base",
-    "a cold host pulls",
-    "estimate",
-)
+def _cell_json(cell: Cell) -> dict[str, Any]:
+    out = {k: v for k, v in asdict(cell).items() if v not in (None, (), [])}
+    if cell.provenance is not None:
+        out["provenance"] = {k: v for k, v in asdict(cell.provenance).items() if v is not None}
+    return out
 
 
-def pull_cells(p: PullEstimate) -> tuple[str, ...]:
-    cached = " (base cached)" if p.tier == 1 and p.above_base_size is not None else ""
-    return (
-        p.variant,
-        str(p.tier),
-        f"{p.compressed_size / 1e9:.2f} GB",
-        str(p.layers or "-"),
-        f"{p.above_base_size / 1e9:.2f} GB" if p.above_base_size is not None else "-",
-        f"{p.moved / 1e9:.2f} GB{cached}",
-        f"{p.seconds[0]:g}-{p.seconds[1]:g} s",
-    )
-
-
-PULL_NOTE = (
-    "Estimate at {:.0f}-{:.0f} MB/s (the seeds' figures: 15 GB in 45-60 s without FlashBoot). A "
-    "Tier-1 base is cached on RunPod hosts, so only the layers above it move; Tier 2 and 3 bases "
-    "move whole (Tier 3 pulls can stall for minutes)."
-).format(*(rate / 1e6 for rate in facts.PULL_BYTES_PER_SECOND))
-
-
-def cell_text(cell: Cell, markdown: bool = True) -> str:
+def cell_text(cell: Cell, refusals: tuple[str, ...], markdown: bool = True) -> str:
     if cell.status == "refused":
-        return f"refused: {cell.reason}"
+        return f"refused [{refusals.index(cell.reason or '') + 1}]"
     if cell.status in ("not run", "not targeted"):
         return cell.status
     parts = ["pass" if cell.status == "pass" else ("**FAIL**" if markdown else "FAIL")]
@@ -236,8 +233,6 @@ def cell_text(cell: Cell, markdown: bool = True) -> str:
         parts.append(f"torch {cell.torch} / CUDA {cell.cuda}")
     if cell.backend:
         parts.append(cell.backend)
-    if cell.best_tflops is not None:
-        parts.append(f"{cell.best_tflops:g} TFLOP/s")
     if cell.load_seconds is not None:
         parts.append(f"load {cell.load_seconds:g} s")
     if cell.failed_checks:
@@ -245,7 +240,16 @@ def cell_text(cell: Cell, markdown: bool = True) -> str:
     return " · ".join(parts)
 
 
+def provenance_text(p: Provenance) -> str:
+    parts = [f"image {p.digest[:19]}" if p.digest else "bare host"]
+    if p.commit:
+        parts.append(f"commit {p.commit[:12]}")
+    parts += [p.started, p.machine]
+    return ", ".join(parts)
+
+
 def to_markdown(report: Report) -> str:
+    refusals = report.refusals()
     lines = [
         "# Compatibility report",
         "",
@@ -253,9 +257,17 @@ def to_markdown(report: Report) -> str:
         "| --- | --- | " + " | ".join("---" for _ in report.variants) + " |",
     ]
     for row in report.rows:
-        cells = [cell_text(row.cells[v]).replace("|", "\\|") for v in report.variants]
+        cells = []
+        for v in report.variants:
+            cell = row.cells[v]
+            text = cell_text(cell, refusals)
+            if cell.provenance is not None:
+                text += f" ({provenance_text(cell.provenance)})"
+            cells.append(text.replace("|", "\\|"))
         lines.append(f"| {row.gpu} | {row.arch or '-'} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"[{n}] refused: {reason}" for n, reason in enumerate(refusals, start=1)]
     lines += ["", f"From {len(report.sources)} smoke result(s)."]
+    lines += benchmark_render.to_markdown(report.benchmarks, report.floors)
     if report.pulls:
         lines += ["", "## Pull time", "", "| " + " | ".join(PULL_HEADER) + " |"]
         lines += ["| " + " | ".join("---" for _ in PULL_HEADER) + " |"]
@@ -264,62 +276,56 @@ def to_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_png(report: Report) -> bytes:
-    """Attention TFLOP/s per GPU and backend, as a PNG (matplotlib, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    measured = [r for r in report.rows if r.tflops_by_backend]
-    backends = sorted({b for r in measured for b in r.tflops_by_backend})
-    figure, axes = plt.subplots(figsize=(8, 4), dpi=100)
-    if not measured:
-        axes.text(0.5, 0.5, "no attention timings yet", ha="center", va="center")
-        axes.set_axis_off()
-    else:
-        width = 0.8 / max(1, len(backends))
-        for i, backend in enumerate(backends):
-            xs = [j + i * width for j in range(len(measured))]
-            axes.bar(xs, [r.tflops_by_backend.get(backend, 0.0) for r in measured], width, label=backend)
-        axes.set_xticks(
-            [j + width * (len(backends) - 1) / 2 for j in range(len(measured))], [r.gpu for r in measured]
-        )
-        axes.set_ylabel("best TFLOP/s")
-        axes.set_title("Attention throughput per GPU and backend")
-        axes.legend(fontsize="small")
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def _pull_html(report: Report) -> str:
-    if not report.pulls:
-        return ""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in PULL_HEADER)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in pull_cells(p)) + "</tr>" for p in report.pulls
+def _cell_html(cell: Cell, refusals: tuple[str, ...]) -> str:
+    css = cell.status.replace(" ", "-")
+    text = html.escape(cell_text(cell, refusals, markdown=False))
+    if cell.status == "refused":
+        text = f'<a href="#refusal-{refusals.index(cell.reason or "") + 1}">{text}</a>'
+    if cell.provenance is None:
+        return f'<td class="{css}">{text}</td>'
+    checks = "".join(
+        f'<tr class="{html.escape(c.status)}"><td>{html.escape(c.name)}</td><td>{html.escape(c.status)}</td>'
+        f"<td>{html.escape(c.message)}</td></tr>"
+        for c in cell.checks
     )
     return (
-        f'<h2>Pull time</h2>\n<table id="pull"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>\n'
-        f"<p>{html.escape(PULL_NOTE)}</p>"
+        f'<td class="{css}"><details><summary>{text}</summary>'
+        f'<p class="provenance">{html.escape(provenance_text(cell.provenance))}; '
+        f"from {html.escape(cell.provenance.source)}</p>"
+        '<table class="checks"><thead><tr><th>check</th><th>status</th>'
+        f"<th>reason and figures</th></tr></thead><tbody>{checks}</tbody></table></details></td>"
     )
 
 
 def to_html(report: Report) -> str:
-    """One self-contained page: the table, and the plot inlined as a data: URI."""
+    """One self-contained page: the table (each cell opens to its checks), the benchmark with its
+    plots inlined as data: URIs, the pull-time table."""
+    refusals = report.refusals()
     head = "".join(f"<th>{html.escape(v)}</th>" for v in report.variants)
     body = []
     for row in report.rows:
-        cells = "".join(
-            f'<td class="{row.cells[v].status.replace(" ", "-")}">'
-            f"{html.escape(cell_text(row.cells[v], markdown=False))}</td>"
-            for v in report.variants
+        row_cells = ""
+        cells = [row.cells[v] for v in report.variants]
+        while cells:  # adjacent cells refused for one reason: one cell spanning them
+            span = 1
+            while (
+                cells[0].status == "refused"
+                and span < len(cells)
+                and (cells[span].status, cells[span].reason) == (cells[0].status, cells[0].reason)
+            ):
+                span += 1
+            cell_html = _cell_html(cells[0], refusals)
+            if span > 1:
+                cell_html = cell_html.replace("<td ", f'<td colspan="{span}" ', 1)
+            row_cells += cell_html
+            cells = cells[span:]
+        body.append(
+            f"<tr><th>{html.escape(row.gpu)}</th><td>{html.escape(row.arch or '-')}</td>{row_cells}</tr>"
         )
-        body.append(f"<tr><th>{html.escape(row.gpu)}</th><td>{html.escape(row.arch or '-')}</td>{cells}</tr>")
-    plot = base64.b64encode(plot_png(report)).decode()
+    notes = "".join(
+        f'<li id="refusal-{n}">[{n}] refused: {html.escape(reason)}</li>'
+        for n, reason in enumerate(refusals, start=1)
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Compatibility report</title>
 <style>
@@ -328,6 +334,8 @@ table {{ border-collapse: collapse; }}
 th, td {{ border: 1px solid #bbb; padding: 4px 8px; font-size: 13px; vertical-align: top; }}
 td.pass {{ background: #dff5df; }} td.fail {{ background: #f8d7d7; }}
 td.refused {{ background: #eee; color: #666; }} td.not-run, td.not-targeted {{ color: #888; }}
+table.checks td, table.checks th {{ font-size: 11px; }} tr.fail td {{ color: #a00; }}
+p.provenance {{ font-size: 11px; color: #555; }} li.fail {{ color: #a00; }} li.pass {{ color: #070; }}
 </style></head>
 <body>
 <h1>Compatibility report</h1>
@@ -335,9 +343,9 @@ td.refused {{ background: #eee; color: #666; }} td.not-run, td.not-targeted {{ c
 <tbody>
 {chr(10).join(body)}
 </tbody></table>
-<h2>Attention TFLOP/s</h2>
-<img id="plot" alt="attention TFLOP/s per GPU and backend" src="data:image/png;base64,{plot}">
+<ul id="refusals">{notes}</ul>
 <p>From {len(report.sources)} smoke result(s).</p>
-{_pull_html(report)}
+{benchmark_render.to_html(report.benchmarks, report.floors)}
+{pulltime.pull_html(report.pulls)}
 </body></html>
 """

@@ -37,6 +37,7 @@ class BuiltImage:
     tag: str  # the immutable tag
     digest: str
     sizes: tuple[tuple[str, int | None], ...] = ()  # what the build measured: compressed_size, layers, ...
+    revision: str | None = None  # the commit it was built from (build/manifest.json)
 
     @property
     def reference(self) -> str:
@@ -66,7 +67,11 @@ def built_images(build_dir: Path, select: tuple[str, ...] = ()) -> list[BuiltIma
 
     images = [
         BuiltImage(
-            name, entry["tags"]["immutable"], entry["digest"], tuple((k, entry.get(k)) for k in SIZE_KEYS)
+            name,
+            entry["tags"]["immutable"],
+            entry["digest"],
+            tuple((k, entry.get(k)) for k in SIZE_KEYS),
+            manifest.get("revision"),
         )
         for name, entry in sorted(manifest["variants"].items())
         if not select or any(fnmatch.fnmatchcase(name, p) for p in select)
@@ -215,6 +220,8 @@ def _collect(image: BuiltImage, stream: Any, out_dir: Path) -> SmokeOutcome:
         return SmokeOutcome(image.variant, image, False, {}, (), None, None, "the suite wrote no results")
     document = json.loads(files[result_json])
     document["image"] = {"tag": image.tag, "digest": image.digest, **dict(image.sizes)}
+    if image.revision:
+        document["image"]["revision"] = image.revision
     json_path, xml_path = out_dir / f"{image.variant}.json", out_dir / f"{image.variant}.xml"
     write_atomically(json_path, json.dumps(document, indent=2, sort_keys=True) + "\n")
     write_atomically(xml_path, files[result_xml].decode())
@@ -229,13 +236,13 @@ def smoke(
     select: tuple[str, ...] = (),
     *,
     quick: bool = False,
+    bench: bool = False,
     on_start: Callable[[BuiltImage], None] = lambda _: None,
 ) -> list[SmokeOutcome]:
     gpu = host_has_gpu()
+    extra_args = (("--quick",) if quick else ()) + (("--bench",) if bench else ())
     outcomes = []
     for image in built_images(build_dir, select):
         on_start(image)
-        outcomes.append(
-            run_in_image(image, build_dir / "smoke", gpu=gpu, extra_args=("--quick",) if quick else ())
-        )
+        outcomes.append(run_in_image(image, build_dir / "smoke", gpu=gpu, extra_args=extra_args))
     return outcomes

@@ -33,6 +33,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--skip-attention", action="store_true")
     parser.add_argument("--quick", action="store_true", help="one sequence length and dtype per shape")
+    parser.add_argument(
+        "--bench",
+        action="store_true",
+        help="then benchmark forward attention at the FlashAttention-3 paper's shapes (with --quick: "
+        "small shapes, for a CPU)",
+    )
     return parser.parse_args(argv)
 
 
@@ -61,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: bad option: {exc}", file=sys.stderr)
         return 2
-    result = run_suite(expect, model=not args.skip_model, attention=not args.skip_attention, quick=args.quick)
+    result = run_suite(
+        expect,
+        model=not args.skip_model,
+        attention=not args.skip_attention,
+        quick=args.quick,
+        bench=args.bench,
+    )
     json_path, xml_path = result.write(args.out, expect.variant or "host")
     for check in result.checks:
         print(f"{check.status:7} {check.name:36} {check.message}")

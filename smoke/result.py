@@ -34,6 +34,7 @@ class SuiteResult:
     started: str  # ISO 8601, UTC
     seconds: float
     checks: tuple[Check, ...]
+    benchmark: dict[str, Any] | None = None  # --bench: the machine, the grid, the published source
 
     @property
     def passed(self) -> bool:
@@ -53,6 +54,7 @@ class SuiteResult:
             "started": self.started,
             "seconds": round(self.seconds, 3),
             "checks": [asdict(c) for c in self.checks],
+            **({"benchmark": self.benchmark} if self.benchmark is not None else {}),
         }
 
     def to_junit(self) -> str:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import shutil
+import subprocess
 import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from smoke.expect import Expectations
@@ -25,12 +29,60 @@ def host_info() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "device": "cpu",
     }
+    commit = smoke_commit()
+    if commit:
+        info["commit"] = commit
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
         info.update(
             device=torch.cuda.get_device_name(), arch=f"sm_{major}{minor}", driver=host_driver_version()
         )
     return info
+
+
+def smoke_commit() -> str | None:
+    """The commit the suite ran from: $SMOKE_COMMIT, else the git checkout it lives in (a bare GPU
+    host runs it from a clone; in an image the runner stamps the build's commit instead). With git,
+    "-dirty" marks uncommitted changes; without it (a bare Python image), HEAD is read from .git."""
+    if os.environ.get("SMOKE_COMMIT"):
+        return os.environ["SMOKE_COMMIT"]
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").is_dir():
+        return None
+    if shutil.which("git") is not None:
+        git = ["git", "-c", "safe.directory=*", "-C", str(root)]
+        try:
+            head = subprocess.run(
+                [*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+            )
+            dirty = subprocess.run(
+                [*git, "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return _head_from_files(root / ".git")
+
+
+def _head_from_files(git_dir: Path) -> str | None:
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head or None
+        ref = head.removeprefix("ref: ")
+        if (git_dir / ref).is_file():
+            return (git_dir / ref).read_text().strip()
+        packed = git_dir / "packed-refs"
+        for line in packed.read_text().splitlines() if packed.is_file() else []:
+            if line.endswith(f" {ref}"):
+                return line.split()[0]
+    except OSError:
+        return None
+    return None
 
 
 def _guarded(group: str, run: Callable[[], list[Check]]) -> list[Check]:
@@ -48,7 +100,12 @@ def _guarded(group: str, run: Callable[[], list[Check]]) -> list[Check]:
 
 
 def run_suite(
-    expect: Expectations, *, model: bool = True, attention: bool = True, quick: bool = False
+    expect: Expectations,
+    *,
+    model: bool = True,
+    attention: bool = True,
+    quick: bool = False,
+    bench: bool = False,
 ) -> SuiteResult:
     from smoke.checks import attention as attention_checks
     from smoke.checks import environment, serve
@@ -64,4 +121,12 @@ def run_suite(
         checks += _guarded("model", lambda: model_checks.checks(expect))
     if attention:
         checks += _guarded("attention", lambda: attention_checks.checks(expect, quick))
-    return SuiteResult(expect.variant, host_info(), started, time.perf_counter() - began, tuple(checks))
+    benchmark = None
+    if bench:
+        from smoke import bench as benchmark_checks
+
+        checks += _guarded("bench", lambda: benchmark_checks.checks(expect, quick))
+        benchmark = benchmark_checks.section(quick)
+    return SuiteResult(
+        expect.variant, host_info(), started, time.perf_counter() - began, tuple(checks), benchmark
+    )

@@ -1,7 +1,10 @@
 """The smoke suite as a RunPod serverless worker: a job runs the suite and returns its result.
 
     python -m smoke.worker --rp_serve_api --rp_api_host 0.0.0.0      (the SDK's local test server)
-    POST /runsync {"input": {"quick": true, "attention": true, "model": true}}
+    POST /runsync {"input": {"quick": true, "attention": true, "model": true, "bench": false}}
+
+With "bench": true the job also runs the attention benchmark (smoke/bench.py) on the worker's GPU:
+a way to get a RunPod GPU type's row without a pod.
 
 The worker's own model is loaded once, at module level, as a production worker would: a handler
 check then exercises the already-loaded model.
@@ -26,6 +29,7 @@ def handler(job: dict[str, Any]) -> dict[str, Any]:
         model=bool(options.get("model", True)),
         attention=bool(options.get("attention", True)),
         quick=bool(options.get("quick", False)),
+        bench=bool(options.get("bench", False)),
     )
     return result.to_dict()
 

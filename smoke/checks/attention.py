@@ -261,9 +261,9 @@ def run_one(spec: dict[str, Any], quick: bool) -> Check:
     return exercise(f"attention.sdpa.{backend or 'default'}", sdpa(backend), device, quick)
 
 
-def isolated(name: str, spec: dict[str, Any], quick: bool) -> Check:
-    """`run_one` in a child process: a crash, abort or hang fails this check only."""
-    args = [sys.executable, "-m", "smoke.checks.attention", json.dumps(spec)] + (["--quick"] if quick else [])
+def isolated(name: str, spec: dict[str, Any], quick: bool, module: str = "smoke.checks.attention") -> Check:
+    """`module`'s `run_one` in a child process: a crash, abort or hang fails this check only."""
+    args = [sys.executable, "-m", module, json.dumps(spec)] + (["--quick"] if quick else [])
     began = time.perf_counter()
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False)
@@ -303,11 +303,12 @@ def checks(expect: Expectations, quick: bool = False) -> list[Check]:
     return results
 
 
-def main(argv: list[str]) -> int:
-    check = run_one(json.loads(argv[0]), "--quick" in argv[1:])
+def child_main(run: Callable[[dict[str, Any], bool], Check], argv: list[str]) -> int:
+    """The child process of `isolated`: one check from its SPEC, printed as the JSON line it reads."""
+    check = run(json.loads(argv[0]), "--quick" in argv[1:])
     print(json.dumps(asdict(check)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(child_main(run_one, sys.argv[1:]))

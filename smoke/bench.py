@@ -1,0 +1,451 @@
+"""`python -m smoke --bench`: forward attention at the FlashAttention-3 paper's shapes, for every
+backend the image has (each forced torch SDPA backend, the FlashAttention kernels of its lock).
+
+Shapes: bf16 and fp16, head dim 64/128/256, sequence length 512 to 16k with batch x seqlen = 16k
+tokens and hidden 2048 (heads = 2048 / head dim), causal and not. `--quick` runs the same code path at
+shapes a CPU finishes in seconds. FLOPs are counted as the paper counts them (4 * batch * heads *
+seqlen^2 * head dim, halved under a causal mask). Each case is timed after warm-up over repetitions
+lasting at least MIN_TIMED_SECONDS (CUDA events on a GPU, one pair per call, read after one
+synchronisation); the median and the spread are reported, and each median as a percentage of the
+paper's figure (smoke/published.py). Correctness is judged per configuration at a small shape (the
+fp32 reference at 16k does not fit), and each case's memory is estimated first, so that a shape that
+cannot fit is skipped with the estimate instead of running the process out of memory.
+
+Each backend runs in a process of its own (`python -m smoke.bench SPEC`): a kernel that faults
+fails its own check only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from smoke import published
+from smoke.checks.attention import (
+    SDPA_BACKENDS,
+    UNSUPPORTED_MARKS,
+    Attention,
+    child_main,
+    is_out_of_memory,
+    isolated,
+    kernel_attention,
+    sdpa,
+)
+from smoke.checks.kernels import KernelEntry, load_kernel, read_lock
+from smoke.checks.numerics import attention_math, judge
+from smoke.expect import Expectations
+from smoke.result import Check
+
+
+@dataclass(frozen=True)
+class Grid:
+    tokens: int  # batch x seqlen
+    hidden: int  # heads x head dim
+    seqlens: tuple[int, ...]
+    head_dims: tuple[int, ...]
+
+
+PAPER = Grid(16384, 2048, published.SEQLENS, (64, 128, 256))
+QUICK = Grid(512, 256, (128, 256), (64, 128))
+DTYPES = ("bfloat16", "float16")
+MIN_TIMED_SECONDS = 0.1
+MIN_REPETITIONS = 5
+MAX_REPETITIONS = 10_000
+WARMUP_CALLS = 2
+MEMORY_HEADROOM = 0.85  # of what is free: allocator slack, the CUDA context, fragmentation
+CORRECTNESS_SEQLEN = 512  # the judged shape: batch 1, 2 heads; the fp32 reference fits anywhere
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch: int
+    heads: int
+    seqlen: int
+    head_dim: int
+    causal: bool
+    dtype: str
+
+    @property
+    def flops(self) -> float:
+        total = 4.0 * self.batch * self.heads * self.seqlen**2 * self.head_dim
+        return total / 2 if self.causal else total
+
+    def label(self) -> str:
+        mask = "causal" if self.causal else "full"
+        return f"b{self.batch}-h{self.heads}-s{self.seqlen}-d{self.head_dim}-{mask}-{self.dtype}"
+
+
+def shapes(quick: bool) -> list[Shape]:
+    grid = QUICK if quick else PAPER
+    dtypes = DTYPES[:1] if quick else DTYPES
+    return [
+        Shape(grid.tokens // seqlen, grid.hidden // head_dim, seqlen, head_dim, causal, dtype)
+        for dtype in dtypes
+        for head_dim in grid.head_dims
+        for causal in (False, True)
+        for seqlen in grid.seqlens
+    ]
+
+
+def element_size(dtype: str) -> int:
+    return {"float32": 4, "bfloat16": 2, "float16": 2}[dtype]
+
+
+def memory_needed(shape: Shape, materialises_scores: bool) -> int:
+    """Bytes a case needs: q, k, v and the output, plus, for the math backend, the score matrix and
+    its softmax in float32 (torch computes half-precision math attention in float32:
+    allow_fp16_bf16_reduction_math_sdp is off by default) and the cast back to the input's dtype."""
+    size = element_size(shape.dtype)
+    tensors = 4 * shape.batch * shape.heads * shape.seqlen * shape.head_dim * size
+    scores = shape.batch * shape.heads * shape.seqlen**2 * (2 * 4 + size) if materialises_scores else 0
+    return tensors + scores
+
+
+def memory_free(device: str) -> int | None:
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def timed(run: Callable[[], Any], on_gpu: bool) -> dict[str, Any]:
+    """Per-call seconds after warm-up, over repetitions lasting at least MIN_TIMED_SECONDS."""
+    import torch
+
+    for _ in range(WARMUP_CALLS):
+        run()
+    if on_gpu:
+        torch.cuda.synchronize()
+    began = time.perf_counter()
+    run()
+    if on_gpu:
+        torch.cuda.synchronize()
+    estimate = max(time.perf_counter() - began, 1e-6)
+    seconds: list[float] = []
+    while sum(seconds) < MIN_TIMED_SECONDS and len(seconds) < MAX_REPETITIONS:
+        wanted = (MIN_TIMED_SECONDS - sum(seconds)) / estimate
+        count = min(MAX_REPETITIONS - len(seconds), max(MIN_REPETITIONS, math.ceil(wanted * 1.1)))
+        if on_gpu:
+            events = [
+                (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                for _ in range(count)
+            ]
+            for start, end in events:
+                start.record()
+                run()
+                end.record()
+            torch.cuda.synchronize()
+            seconds += [start.elapsed_time(end) / 1000 for start, end in events]
+        else:
+            for _ in range(count):
+                began = time.perf_counter()
+                run()
+                seconds.append(time.perf_counter() - began)
+        estimate = max(statistics.median(seconds), 1e-6)
+    ordered = sorted(seconds)
+    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [ordered[0]] * 3
+    return {
+        "repetitions": len(seconds),
+        "timed_seconds": round(sum(seconds), 6),
+        "median": statistics.median(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "p25": quartiles[0],
+        "p75": quartiles[2],
+    }
+
+
+def inputs(shape: Shape, device: str) -> tuple[Any, Any, Any]:
+    import torch
+
+    dtype = getattr(torch, shape.dtype)
+    size = (shape.batch, shape.heads, shape.seqlen, shape.head_dim)
+    q, k, v = (torch.randn(size, device=device, dtype=dtype) for _ in range(3))
+    return q, k, v
+
+
+def correctness(attention: Attention, shape: Shape, device: str) -> dict[str, Any]:
+    """The configuration (dtype, head dim, mask) judged at a small shape against an fp32/fp64 reference."""
+    import torch
+
+    small = Shape(1, 2, min(CORRECTNESS_SEQLEN, shape.seqlen), shape.head_dim, shape.causal, shape.dtype)
+    q, k, v = inputs(small, device)
+    out = attention(q, k, v, small.causal)
+    verdict = judge(
+        out,
+        attention_math(q, k, v, small.causal),
+        attention_math(q, k, v, small.causal, getattr(torch, small.dtype)),
+        small.seqlen,
+    )
+    return {
+        "shape": small.label(),
+        "passed": verdict.passed,
+        "max_error": verdict.max_error,
+        "bound": verdict.bound,
+        "why": verdict.why,
+    }
+
+
+def significant(value: float) -> float:
+    """Four significant digits: a CPU's 0.0004 TFLOP/s and a GPU's 612.3 alike."""
+    return float(f"{value:.4g}")
+
+
+def unsupported(exc: BaseException) -> bool:
+    return isinstance(exc, (RuntimeError, ValueError, TypeError, NotImplementedError)) and any(
+        mark in str(exc) for mark in UNSUPPORTED_MARKS
+    )
+
+
+def first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+
+
+def run_backend(
+    name: str, attention: Attention, device: str, quick: bool, series: str | None, materialises_scores: bool
+) -> Check:
+    """Every shape through one backend: correctness per configuration, then the timing."""
+    import torch
+
+    on_gpu = device == "cuda"
+    began = time.perf_counter()
+    cases: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    failures: list[str] = []
+    judged: dict[tuple[int, bool, str], dict[str, Any]] = {}
+    for shape in shapes(quick):
+        config = (shape.head_dim, shape.causal, shape.dtype)
+        try:
+            if config not in judged:
+                judged[config] = correctness(attention, shape, device)
+                if not judged[config]["passed"]:
+                    failures.append(f"{judged[config]['shape']}: {judged[config]['why']}")
+            if not judged[config]["passed"]:
+                continue
+            needed, free = memory_needed(shape, materialises_scores), memory_free(device)
+            if free is not None and needed > free * MEMORY_HEADROOM:
+                skipped.append(
+                    {
+                        "case": shape.label(),
+                        "why": f"needs about {needed / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free",
+                    }
+                )
+                continue
+            q, k, v = inputs(shape, device)
+
+            def call(q: Any = q, k: Any = k, v: Any = v, causal: bool = shape.causal) -> Any:
+                return attention(q, k, v, causal)
+
+            timing = timed(call, on_gpu)
+        except Exception as exc:
+            if is_out_of_memory(exc) or unsupported(exc):
+                skipped.append({"case": shape.label(), "why": first_line(exc)})
+                if on_gpu:
+                    torch.cuda.empty_cache()
+                continue
+            failures.append(f"{shape.label()}: {first_line(exc)}")
+            continue
+        finally:
+            q = k = v = None  # free the inputs before the next shape's
+        tflops = shape.flops / timing["median"] / 1e12
+        paper = published.published(series, shape.head_dim, shape.causal, shape.seqlen)
+        cases.append(
+            {
+                **asdict(shape),
+                "flops": shape.flops,
+                "seconds": timing,
+                "tflops": significant(tflops),
+                # The spread, as throughput: from the slowest and the fastest call.
+                "tflops_range": [
+                    significant(shape.flops / timing["max"] / 1e12),
+                    significant(shape.flops / timing["min"] / 1e12),
+                ],
+                "paper_tflops": paper,
+                "percent_of_paper": round(100 * tflops / paper, 1) if paper else None,
+                "memory_estimate": needed,
+            }
+        )
+    data: dict[str, Any] = {
+        "backend": name.removeprefix("bench."),
+        "device": device,
+        "paper_series": series,
+        "cases": cases,
+        "skipped": skipped,
+        "correctness": list(judged.values()),
+    }
+    seconds = time.perf_counter() - began
+    if failures:
+        message = f"{len(failures)} failed: {failures[0]}"
+        return Check(name, "fail", message, seconds, {**data, "failures": failures})
+    if not cases:
+        why = skipped[0]["why"] if skipped else "no shape ran"
+        return Check(name, "skipped", f"not available on {device}: {why}", seconds, data)
+    best = max(cases, key=lambda c: c["tflops"])
+    versus = [c["percent_of_paper"] for c in cases if c["percent_of_paper"] is not None]
+    paper_part = f"; {min(versus):g}-{max(versus):g}% of the paper's {series}" if versus else ""
+    skipped_part = f"; {len(skipped)} shapes skipped" if skipped else ""
+    message = (
+        f"{len(cases)} shapes, best {best['tflops']:.3g} TFLOP/s at s{best['seqlen']}-d{best['head_dim']}"
+        f"{'-causal' if best['causal'] else ''}-{best['dtype']}{paper_part}{skipped_part}"
+    )
+    return Check(name, "pass", message, seconds, data)
+
+
+def run_one(spec: dict[str, Any], quick: bool) -> Check:
+    """One backend in this process: {"sdpa": backend} or {"kernel": KernelEntry fields}."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if "kernel" in spec:
+        fields = spec["kernel"]
+        entry = KernelEntry(**{**fields, "archs": tuple(fields["archs"])})
+        name = f"bench.kernel.{entry.name}"
+        arch = None
+        if device == "cuda":
+            major, minor = torch.cuda.get_device_capability()
+            arch = f"sm_{major}{minor}"
+        if entry.archs and arch not in entry.archs:
+            why = f"{entry.repo_id} runs on {', '.join(entry.archs)}; this device is {arch or 'a CPU'}"
+            return Check(name, "skipped", why, data={"kernel": asdict(entry)})
+        try:
+            module = load_kernel(entry)
+        except Exception as exc:
+            return Check(
+                name,
+                "skipped",
+                f"{entry.repo_id}@{entry.revision} cannot load here: {first_line(exc)}",
+                data={"kernel": asdict(entry)},
+            )
+        series = published.series_for(name, entry.flash_attention)
+        check = run_backend(name, kernel_attention(module, entry.function), device, quick, series, False)
+        return Check(
+            check.name, check.status, check.message, check.seconds, {**check.data, "kernel": asdict(entry)}
+        )
+    backend = spec["sdpa"]
+    name = f"bench.sdpa.{backend}"
+    series = published.series_for(f"sdpa.{backend}")
+    return run_backend(name, sdpa(backend), device, quick, series, backend == "math")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import torch
+
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        major, minor = torch.cuda.get_device_capability()
+        info.update(
+            gpu=props.name,
+            arch=f"sm_{major}{minor}",
+            sm_count=props.multi_processor_count,
+            memory_bytes=props.total_memory,
+            **nvidia_smi(),
+        )
+    return info
+
+
+NVIDIA_SMI_FIELDS = {
+    "driver_version": "driver",
+    "clocks.sm": "sm_clock_mhz",
+    "clocks.max.sm": "sm_clock_max_mhz",
+    "clocks.mem": "memory_clock_mhz",
+    "clocks.max.mem": "memory_clock_max_mhz",
+    "power.limit": "power_limit_w",
+    "power.max_limit": "power_max_limit_w",
+    "pstate": "pstate",
+    "temperature.gpu": "temperature_c",
+}
+
+
+def nvidia_smi() -> dict[str, Any]:
+    """Clocks, power limit and driver of GPU 0 (nvidia-smi ships with the driver)."""
+    binary = shutil.which("nvidia-smi")
+    if binary is None:
+        return {"nvidia_smi": "not found"}
+    query = ",".join(NVIDIA_SMI_FIELDS)
+    try:
+        done = subprocess.run(
+            [binary, f"--query-gpu={query}", "--format=csv,noheader,nounits", "--id=0"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"nvidia_smi": first_line(exc)}
+    return parse_nvidia_smi(done.stdout)
+
+
+def parse_nvidia_smi(text: str) -> dict[str, Any]:
+    values = [v.strip() for v in text.strip().splitlines()[0].split(",")] if text.strip() else []
+    out: dict[str, Any] = {}
+    for (_, key), value in zip(NVIDIA_SMI_FIELDS.items(), values, strict=False):
+        if value in ("", "[N/A]", "N/A", "[Not Supported]"):
+            continue
+        try:
+            out[key] = float(value) if key not in ("driver", "pstate") else value
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _cpu_model() -> str | None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
+def checks(expect: Expectations, quick: bool = False) -> list[Check]:
+    results = [isolated(f"bench.sdpa.{b}", {"sdpa": b}, quick, module="smoke.bench") for b in SDPA_BACKENDS]
+    for entry in read_lock(expect.kernels_lock):
+        results.append(
+            isolated(f"bench.kernel.{entry.name}", {"kernel": asdict(entry)}, quick, module="smoke.bench")
+        )
+    return results
+
+
+def section(quick: bool) -> dict[str, Any]:
+    """The result's `benchmark` section: the machine, the grid, and where the paper's figures are from."""
+    return {
+        "machine": machine(),
+        "quick": quick,
+        "grid": {**asdict(QUICK if quick else PAPER), "dtypes": list(DTYPES[:1] if quick else DTYPES)},
+        "timing": {
+            "warmup_calls": WARMUP_CALLS,
+            "min_timed_seconds": MIN_TIMED_SECONDS,
+            "min_repetitions": MIN_REPETITIONS,
+        },
+        "published": published.SOURCE,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(run_one, sys.argv[1:]))

@@ -1,0 +1,244 @@
+"""The attention benchmark (`python -m smoke --bench`): the paper's shapes and FLOP count, the
+memory estimate, the published figures, the floors; and, on the torch stand-in, the bare-host runner
+end to end: a checkout, torch, no image and no Docker inside, its JSON rendered by the report in
+Chromium."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from browser import dom_of
+from conftest import REPO, docker_ok
+
+from buildtool import api, benchmark, facts
+from buildtool.options import Options
+from smoke import published
+from smoke.bench import MEMORY_HEADROOM, PAPER, Shape, memory_needed, parse_nvidia_smi, shapes
+
+TORCH_STAND_IN = "runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel"
+
+
+def test_the_paper_grid_holds_16k_tokens_and_hidden_2048() -> None:
+    grid = shapes(quick=False)
+    assert len(grid) == 2 * 3 * 2 * 6  # dtypes x head dims x masks x sequence lengths
+    assert {s.seqlen for s in grid} == {512, 1024, 2048, 4096, 8192, 16384}
+    assert all(s.batch * s.seqlen == 16384 and s.heads * s.head_dim == 2048 for s in grid)
+    assert {(s.dtype, s.head_dim, s.causal) for s in grid} == {
+        (d, h, c) for d in ("bfloat16", "float16") for h in (64, 128, 256) for c in (False, True)
+    }
+    quick = shapes(quick=True)
+    assert quick and all(s.seqlen <= 256 for s in quick)
+
+
+def test_flops_are_counted_as_the_paper_counts_them() -> None:
+    full = Shape(batch=1, heads=16, seqlen=16384, head_dim=128, causal=False, dtype="float16")
+    assert full.flops == 4 * 1 * 16 * 16384**2 * 128
+    assert replace(full, causal=True).flops == full.flops / 2
+
+
+def test_the_memory_estimate_keeps_the_math_backend_off_16k_on_an_80_gb_card() -> None:
+    longest = Shape(batch=1, heads=32, seqlen=16384, head_dim=64, causal=False, dtype="bfloat16")
+    assert memory_needed(longest, materialises_scores=True) > MEMORY_HEADROOM * 80 * 2**30
+    assert memory_needed(longest, materialises_scores=False) == 4 * 16384 * 2048 * 2  # q, k, v, out
+
+
+def test_published_figures_are_looked_up_per_shape_and_backend() -> None:
+    assert published.published(published.FA3, 128, False, 16384) == 648
+    assert published.published(published.FA2, 256, True, 512) == 208
+    assert published.published(published.STANDARD, 64, False, 16384) is None  # the paper's OOM
+    assert published.published(published.FA3, 128, False, 256) is None  # not a paper shape
+    assert published.series_for("kernel.flash-attn3", 3) == published.FA3
+    assert published.series_for("sdpa.flash") == published.FA2  # torch's flash backend is FA2's kernel
+    assert published.series_for("sdpa.efficient") is None
+    for panel in published.FIGURES.values():
+        assert all(len(values) == len(published.SEQLENS) for values in panel.values())
+    assert PAPER.seqlens == published.SEQLENS
+
+
+def test_nvidia_smi_fields_are_read_and_unsupported_ones_dropped() -> None:
+    parsed = parse_nvidia_smi("580.95.05, 1755, 1980, 2619, 2619, 700.00, 700.00, P0, [N/A]\n")
+    assert parsed == {
+        "driver": "580.95.05",
+        "sm_clock_mhz": 1755.0,
+        "sm_clock_max_mhz": 1980.0,
+        "memory_clock_mhz": 2619.0,
+        "memory_clock_max_mhz": 2619.0,
+        "power_limit_w": 700.0,
+        "power_max_limit_w": 700.0,
+        "pstate": "P0",
+    }
+
+
+def point(backend: str, seqlen: int, tflops: float, paper: float | None = None) -> benchmark.BenchPoint:
+    return benchmark.BenchPoint(
+        backend, "float16", 128, False, seqlen, 16384 // seqlen, 16, tflops, (tflops, tflops), 10,
+        published.FA3 if paper else None, paper, round(100 * tflops / paper, 1) if paper else None,
+    )  # fmt: skip
+
+
+def run_with(
+    *points: benchmark.BenchPoint, backends: tuple[tuple[str, str, str], ...] = ()
+) -> benchmark.BenchRun:
+    return benchmark.BenchRun(
+        "H100", "h100.json", "host", "2026-11-23T00:00:00+00:00", None, "abc",
+        {"gpu": "NVIDIA H100 80GB HBM3"}, False, 0.1, published.SOURCE, points, backends,
+    )  # fmt: skip
+
+
+def test_floors_pass_fail_and_name_the_worst_shape() -> None:
+    paper_floor, ratio_floor = facts.BENCH_FLOORS[:2]
+    good = run_with(
+        point("kernel.flash-attn3", 512, 100, 467),  # launch-bound length: not held to the floor
+        point("kernel.flash-attn3", 4096, 620, 638),
+        point("kernel.flash-attn3", 16384, 640, 648),
+        point("sdpa.flash", 4096, 360),
+        point("sdpa.flash", 16384, 370),
+    )
+    verdicts = benchmark.floor_verdicts([good], (paper_floor, ratio_floor))
+    assert [v.status for v in verdicts] == ["pass", "pass"]
+    assert verdicts[0].detail == "worst 97% at s4096-d128-full-float16 over 2 shapes"
+    slow = run_with(point("kernel.flash-attn3", 4096, 510, 638), point("sdpa.flash", 4096, 360))
+    verdicts = benchmark.floor_verdicts([slow], (paper_floor, ratio_floor))
+    assert [v.status for v in verdicts] == ["fail", "fail"]
+    assert "worst 80% at s4096" in verdicts[0].detail and "worst 1.42x" in verdicts[1].detail
+
+
+def test_a_floor_whose_kernel_did_not_run_says_why() -> None:
+    missing = run_with(
+        point("sdpa.flash", 4096, 360),
+        backends=(
+            ("kernel.flash-attn3", "skipped", "kernels-community/flash-attn3 cannot load here: no Hub"),
+        ),
+    )
+    (verdict,) = benchmark.floor_verdicts([missing], facts.BENCH_FLOORS[:1])
+    assert verdict.status == "not run" and "cannot load here: no Hub" in verdict.detail
+    assert benchmark.floor_verdicts([replace(missing, gpu="CPU")]) == ()  # no floors for a CPU
+    bare = run_with(point("sdpa.flash", 4096, 360))  # a bare host: no kernels lock, no kernel check
+    (verdict,) = benchmark.floor_verdicts([bare], facts.BENCH_FLOORS[1:2])
+    assert verdict.status == "not run" and "a bare host has none" in verdict.detail
+
+
+@pytest.mark.container
+@pytest.mark.torch_base
+def test_the_bare_host_runner_benchmarks_and_the_report_renders_it(tmp_path: Path) -> None:
+    """What a lent GPU machine does, on the CPU: tools/gpu-host-smoke.sh (`python -m smoke --bench`)
+    from a checkout in a Python that has torch (the stand-in base, nothing of ours installed), then
+    the report."""
+    docker_ok()
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--user", f"{_uid()}", "-e", "HOME=/tmp", "-v", f"{REPO}:/checkout:ro",
+         "-v", f"{out}:/out", "-w", "/checkout", TORCH_STAND_IN,
+         "bash", "tools/gpu-host-smoke.sh", "/out", "--quick", "--skip-model", "--skip-attention"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "wrote /out/host-cpu.json" in done.stdout
+    document = json.loads((out / "host-cpu.json").read_text())
+    assert document["variant"] == "host"
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    )
+    assert document["host"]["commit"] == head.stdout.strip()  # no git in the image: read from .git
+    checks = {c["name"]: c for c in document["checks"]}
+    assert document["benchmark"]["quick"] is True
+    assert document["benchmark"]["machine"]["torch"] == "2.11.0+cu130"
+    assert document["benchmark"]["published"]["url"] == "https://arxiv.org/abs/2407.08608"
+    for backend in ("bench.sdpa.math", "bench.sdpa.flash"):
+        assert checks[backend]["status"] == "pass", checks[backend]["message"]
+        cases = checks[backend]["data"]["cases"]
+        assert len(cases) == len(shapes(quick=True))
+        for case in cases:
+            assert case["seconds"]["repetitions"] >= 5 and case["seconds"]["timed_seconds"] >= 0.1
+            assert case["seconds"]["min"] <= case["seconds"]["median"] <= case["seconds"]["max"]
+            assert case["tflops_range"][0] <= case["tflops"] <= case["tflops_range"][1]
+        assert all(j["passed"] for j in checks[backend]["data"]["correctness"])
+    for backend in ("bench.sdpa.efficient", "bench.sdpa.cudnn"):  # GPU-only backends: skipped, saying why
+        assert checks[backend]["status"] == "skipped" and "No viable backend" in checks[backend]["message"]
+
+    options = Options.for_matrix(
+        REPO / "matrix.yaml", tmp_path / "no-build", results=(out / "host-cpu.json",)
+    )
+    built, _ = api.report(options, tmp_path / "report")
+    (run,) = built.benchmarks
+    assert run.gpu == "CPU" and run.quick and set(run.backend_names()) == {"sdpa.flash", "sdpa.math"}
+    assert "host" in built.variants and {r.gpu: r for r in built.rows}["CPU"].cells["host"].status == "pass"
+    markdown = (tmp_path / "report" / "compat.md").read_text()
+    assert "## Attention benchmark" in markdown and "| sdpa.flash | bfloat16 | 64 | full |" in markdown
+    dom = dom_of(tmp_path / "report" / "compat.html", tmp_path)
+    table = dom.split('<table class="bench" id="bench-0">')[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 2 * 2 * 2  # header, 2 backends x 2 head dims x 2 masks
+    assert 'id="bench-plot-0"' in dom and "data:image/png;base64," in dom
+
+
+def _uid() -> int:
+    import os
+
+    return os.getuid()
+
+
+def test_buildtool_smoke_bench_runs_the_suite_with_bench_in_every_image(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from buildtool import smoke_runner
+
+    image = smoke_runner.BuiltImage("v", "localhost:5000/v:t", "sha256:" + "a" * 64)
+    seen: list[tuple[str, ...]] = []
+    monkeypatch.setattr(smoke_runner, "built_images", lambda build_dir, select: [image])
+    monkeypatch.setattr(smoke_runner, "host_has_gpu", lambda: False)
+    monkeypatch.setattr(
+        smoke_runner, "run_in_image", lambda image, out, gpu, extra_args: seen.append(extra_args)
+    )
+    smoke_runner.smoke(tmp_path, bench=True, quick=True)
+    smoke_runner.smoke(tmp_path)
+    assert seen == [("--quick", "--bench"), ()]
+
+
+def test_a_run_names_the_kernels_it_benchmarked_and_where_it_ran() -> None:
+    from buildtool.benchmark_render import provenance
+
+    case = {"dtype": "float16", "head_dim": 128, "causal": False, "seqlen": 4096, "batch": 4, "heads": 16,
+            "tflops": 600.0, "tflops_range": [590.0, 610.0], "seconds": {"repetitions": 40},
+            "paper_tflops": 638.0, "percent_of_paper": 94.0}  # fmt: skip
+    kernel = {"repo_id": "kernels-community/flash-attn3", "revision": "v1", "commit": "c0ffee"}
+    document = {
+        "variant": "worker-embed-runpod-torch211-cu130",
+        "started": "2026-11-23T03:00:00+00:00",
+        "image": {"digest": "sha256:" + "b" * 64, "revision": "6167c4a"},
+        "host": {"hostname": "gpu-1"},
+        "benchmark": {"machine": {"gpu": "NVIDIA H100 80GB HBM3", "sm_count": 132, "power_limit_w": 700.0,
+                                  "driver": "580.95.05", "torch": "2.11.0+cu130", "cuda": "13.0",
+                                  "cudnn": 91900, "hostname": "gpu-1"},
+                      "quick": False, "timing": {"min_timed_seconds": 0.1}, "published": published.SOURCE},
+        "checks": [{"name": "bench.kernel.flash-attn3", "status": "pass", "message": "",
+                    "data": {"cases": [case], "kernel": kernel, "paper_series": published.FA3}}],
+    }  # fmt: skip
+    run = benchmark.bench_run("H100", "samples/h100.json", document)
+    assert run is not None and run.kernels == ("kernels-community/flash-attn3@v1 (commit c0ffee)",)
+    assert [p.percent_of_paper for p in run.points] == [94.0]
+    text = provenance(run)
+    for expected in ("NVIDIA H100 80GB HBM3", "132 SMs", "700 W power limit", "driver 580.95.05",
+                     "kernel kernels-community/flash-attn3@v1", "commit 6167c4a", "sha256:bbbb"):  # fmt: skip
+        assert expected in text
+    assert benchmark.bench_run("CPU", "x.json", {**document, "benchmark": None}) is None
+
+
+def test_the_commit_is_read_from_git_files_where_no_git_is_installed(tmp_path: Path) -> None:
+    from smoke.suite import _head_from_files
+
+    git_dir = tmp_path / ".git"
+    (git_dir / "refs" / "heads").mkdir(parents=True)
+    (git_dir / "HEAD").write_text("ref: refs/heads/main\n")
+    (git_dir / "packed-refs").write_text(
+        "# pack-refs with: peeled fully-peeled sorted\n" + "a" * 40 + " refs/heads/main\n"
+    )
+    assert _head_from_files(git_dir) == "a" * 40  # a fresh clone keeps its branch in packed-refs
+    (git_dir / "refs" / "heads" / "main").write_text("b" * 40 + "\n")
+    assert _head_from_files(git_dir) == "b" * 40
+    (git_dir / "HEAD").write_text("c" * 40 + "\n")  # detached, as CI checks out
+    assert _head_from_files(git_dir) == "c" * 40

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The smoke suite and the attention benchmark on a bare GPU host (no Docker, torch installed), from
+# this checkout; the result is named for reports/samples/ (<variant>-<device>.json), unedited.
+#
+#   tools/gpu-host-smoke.sh [OUT_DIR] [python -m smoke options...]
+#
+# OUT_DIR defaults to $OUT (the device tool's folder), else smoke-results/. Exit code: the suite's.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+out=${1:-${OUT:-smoke-results}}
+shift || true
+python=${PYTHON:-python3}
+device=$("$python" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")' \
+  | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/-$//')
+mkdir -p "$out/raw"
+"$python" -m smoke --variant host --bench --out "$out/raw" "$@"
+status=$?
+if [ -f "$out/raw/host.json" ]; then
+  cp "$out/raw/host.json" "$out/host-$device.json"
+  echo "wrote $out/host-$device.json: commit it under reports/samples/ as it is"
+fi
+exit "$status"
