@@ -217,6 +217,12 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
 
 
+def time_shape(attention: Attention, shape: Shape, device: str) -> dict[str, Any]:
+    """`timed` on fresh inputs of `shape`, freed on return (before the next shape's memory estimate)."""
+    q, k, v = inputs(shape, device)
+    return timed(lambda: attention(q, k, v, shape.causal), device == "cuda")
+
+
 def run_backend(
     name: str, attention: Attention, device: str, quick: bool, series: str | None, materialises_scores: bool
 ) -> Check:
@@ -247,12 +253,7 @@ def run_backend(
                     }
                 )
                 continue
-            q, k, v = inputs(shape, device)
-
-            def call(q: Any = q, k: Any = k, v: Any = v, causal: bool = shape.causal) -> Any:
-                return attention(q, k, v, causal)
-
-            timing = timed(call, on_gpu)
+            timing = time_shape(attention, shape, device)
         except Exception as exc:
             if is_out_of_memory(exc) or unsupported(exc):
                 skipped.append({"case": shape.label(), "why": first_line(exc)})
@@ -261,8 +262,6 @@ def run_backend(
                 continue
             failures.append(f"{shape.label()}: {first_line(exc)}")
             continue
-        finally:
-            q = k = v = None  # free the inputs before the next shape's
         tflops = shape.flops / timing["median"] / 1e12
         paper = published.published(series, shape.head_dim, shape.causal, shape.seqlen)
         cases.append(

@@ -153,8 +153,9 @@ python -c "$run" "$job"
 cat /tmp/hub.log; : > /tmp/hub.log
 echo "--- three at once ---"
 export MODEL_VOLUME_PATH=/runpod-volume/models/together
-for i in 1 2 3; do python -c "$run" "$job" > /tmp/worker$i.out 2>&1 & done
-wait
+workers=()
+for i in 1 2 3; do python -c "$run" "$job" > /tmp/worker$i.out 2>&1 & workers+=($!); done
+for worker in "${workers[@]}"; do wait "$worker"; done  # not the Hub stand-in, which never exits
 cat /tmp/worker*.out; cat /tmp/hub.log; : > /tmp/hub.log
 echo "--- a dead worker's claim ---"
 export MODEL_VOLUME_PATH=/runpod-volume/models/orphaned PROVISION_STALE_SECONDS=4
