@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,12 +199,15 @@ def test_the_diffusion_worker_serves_images_from_its_volume(
     image = json.loads((repository_copy.root / "build" / "manifest.json").read_text())["variants"][variant][
         "image"
     ]
-    provisioned = subprocess.run(
-        ["docker", "run", "--rm", "-v", f"{REPO / 'tests'}:/t:ro", image, "bash", "-c", PROVISION],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    name = f"provision-{uuid.uuid4().hex[:12]}"
+    try:
+        provisioned = subprocess.run(
+            ["docker", "run", "--rm", "--name", name, "-v", f"{REPO / 'tests'}:/t:ro", image, "bash", "-c",
+             PROVISION],
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+    finally:  # a timeout kills the client, not the container
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     assert provisioned.returncode == 0, provisioned.stdout[-3000:] + provisioned.stderr[-3000:]
     first, rest = provisioned.stdout.split("--- again ---")
     second, rest = rest.split("--- three at once ---")
