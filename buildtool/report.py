@@ -185,8 +185,7 @@ def build_report(
 
 
 def _shown(path: Path, root: Path) -> str:
-    """A result file as the report names it: relative to the matrix's directory when under it, so
-    that the same results render the same report on any machine."""
+    """A result file relative to the matrix's directory when under it: the same on any machine."""
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:

@@ -18,19 +18,15 @@ fails its own check only.
 from __future__ import annotations
 
 import math
-import os
-import platform
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 from smoke import published
+from smoke.bench_shapes import DTYPES, PAPER, QUICK, Shape, memory_free, memory_needed, shapes
 from smoke.checks.attention import (
     SDPA_BACKENDS,
     UNSUPPORTED_MARKS,
@@ -44,84 +40,15 @@ from smoke.checks.attention import (
 from smoke.checks.kernels import KernelEntry, load_kernel, read_lock
 from smoke.checks.numerics import attention_math, judge
 from smoke.expect import Expectations
+from smoke.machine import machine
 from smoke.result import Check
 
-
-@dataclass(frozen=True)
-class Grid:
-    tokens: int  # batch x seqlen
-    hidden: int  # heads x head dim
-    seqlens: tuple[int, ...]
-    head_dims: tuple[int, ...]
-
-
-PAPER = Grid(16384, 2048, published.SEQLENS, (64, 128, 256))
-QUICK = Grid(512, 256, (128, 256), (64, 128))
-DTYPES = ("bfloat16", "float16")
 MIN_TIMED_SECONDS = 0.1
 MIN_REPETITIONS = 5
 MAX_REPETITIONS = 10_000
 WARMUP_CALLS = 2
 MEMORY_HEADROOM = 0.85  # of what is free: allocator slack, the CUDA context, fragmentation
 CORRECTNESS_SEQLEN = 512  # the judged shape: batch 1, 2 heads; the fp32 reference fits anywhere
-
-
-@dataclass(frozen=True)
-class Shape:
-    batch: int
-    heads: int
-    seqlen: int
-    head_dim: int
-    causal: bool
-    dtype: str
-
-    @property
-    def flops(self) -> float:
-        total = 4.0 * self.batch * self.heads * self.seqlen**2 * self.head_dim
-        return total / 2 if self.causal else total
-
-    def label(self) -> str:
-        mask = "causal" if self.causal else "full"
-        return f"b{self.batch}-h{self.heads}-s{self.seqlen}-d{self.head_dim}-{mask}-{self.dtype}"
-
-
-def shapes(quick: bool) -> list[Shape]:
-    grid = QUICK if quick else PAPER
-    dtypes = DTYPES[:1] if quick else DTYPES
-    return [
-        Shape(grid.tokens // seqlen, grid.hidden // head_dim, seqlen, head_dim, causal, dtype)
-        for dtype in dtypes
-        for head_dim in grid.head_dims
-        for causal in (False, True)
-        for seqlen in grid.seqlens
-    ]
-
-
-def element_size(dtype: str) -> int:
-    return {"float32": 4, "bfloat16": 2, "float16": 2}[dtype]
-
-
-def memory_needed(shape: Shape, materialises_scores: bool) -> int:
-    """Bytes a case needs: q, k, v and the output, plus, for the math backend, the score matrix and
-    its softmax in float32 (torch computes half-precision math attention in float32:
-    allow_fp16_bf16_reduction_math_sdp is off by default) and the cast back to the input's dtype."""
-    size = element_size(shape.dtype)
-    tensors = 4 * shape.batch * shape.heads * shape.seqlen * shape.head_dim * size
-    scores = shape.batch * shape.heads * shape.seqlen**2 * (2 * 4 + size) if materialises_scores else 0
-    return tensors + scores
-
-
-def memory_free(device: str) -> int | None:
-    if device == "cuda":
-        import torch
-
-        return int(torch.cuda.mem_get_info()[0])
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return None
 
 
 def timed(run: Callable[[], Any], on_gpu: bool) -> dict[str, Any]:
@@ -340,86 +267,6 @@ def run_one(spec: dict[str, Any], quick: bool) -> Check:
     name = f"bench.sdpa.{backend}"
     series = published.series_for(f"sdpa.{backend}")
     return run_backend(name, sdpa(backend), device, quick, series, backend == "math")
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    import torch
-
-    info: dict[str, Any] = {
-        "hostname": platform.node(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        major, minor = torch.cuda.get_device_capability()
-        info.update(
-            gpu=props.name,
-            arch=f"sm_{major}{minor}",
-            sm_count=props.multi_processor_count,
-            memory_bytes=props.total_memory,
-            **nvidia_smi(),
-        )
-    return info
-
-
-NVIDIA_SMI_FIELDS = {
-    "driver_version": "driver",
-    "clocks.sm": "sm_clock_mhz",
-    "clocks.max.sm": "sm_clock_max_mhz",
-    "clocks.mem": "memory_clock_mhz",
-    "clocks.max.mem": "memory_clock_max_mhz",
-    "power.limit": "power_limit_w",
-    "power.max_limit": "power_max_limit_w",
-    "pstate": "pstate",
-    "temperature.gpu": "temperature_c",
-}
-
-
-def nvidia_smi() -> dict[str, Any]:
-    """Clocks, power limit and driver of GPU 0 (nvidia-smi ships with the driver)."""
-    binary = shutil.which("nvidia-smi")
-    if binary is None:
-        return {"nvidia_smi": "not found"}
-    query = ",".join(NVIDIA_SMI_FIELDS)
-    try:
-        done = subprocess.run(
-            [binary, f"--query-gpu={query}", "--format=csv,noheader,nounits", "--id=0"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return {"nvidia_smi": first_line(exc)}
-    return parse_nvidia_smi(done.stdout)
-
-
-def parse_nvidia_smi(text: str) -> dict[str, Any]:
-    values = [v.strip() for v in text.strip().splitlines()[0].split(",")] if text.strip() else []
-    out: dict[str, Any] = {}
-    for (_, key), value in zip(NVIDIA_SMI_FIELDS.items(), values, strict=False):
-        if value in ("", "[N/A]", "N/A", "[Not Supported]"):
-            continue
-        try:
-            out[key] = float(value) if key not in ("driver", "pstate") else value
-        except ValueError:
-            out[key] = value
-    return out
-
-
-def _cpu_model() -> str | None:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or None
 
 
 def checks(expect: Expectations, quick: bool = False) -> list[Check]:

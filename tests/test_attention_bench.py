@@ -17,7 +17,9 @@ from conftest import REPO, docker_ok
 from buildtool import api, benchmark, facts
 from buildtool.options import Options
 from smoke import published
-from smoke.bench import MEMORY_HEADROOM, PAPER, Shape, memory_needed, parse_nvidia_smi, shapes
+from smoke.bench import MEMORY_HEADROOM
+from smoke.bench_shapes import PAPER, Shape, memory_needed, shapes
+from smoke.machine import parse_nvidia_smi
 
 TORCH_STAND_IN = "runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel"
 
