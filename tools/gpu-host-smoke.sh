@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.." || exit 2
 out=${1:-${OUT:-smoke-results}}
 shift || true
 python=${PYTHON:-python3}
-device=$("$python" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")' \
-  | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/-$//')
+if ! name=$("$python" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")' 2>/dev/null); then
+  echo "error: $python cannot import torch: install torch (the suite needs it), or set PYTHON" >&2
+  exit 2
+fi
+device=$(printf '%s' "$name" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/-$//')
 mkdir -p "$out/raw"
 "$python" -m smoke --variant host --bench --out "$out/raw" "$@"
 status=$?
