@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
-import io
 import json
 import shutil
 import tarfile
@@ -230,7 +229,7 @@ def registry_unpacked_size(
     layers = manifest.document.get("layers")
     if not isinstance(layers, list):
         return None
-    sizes = unpacked_sizes(cache_path, layers, lambda d: io.BytesIO(registry.blob(repository, d)))
+    sizes = unpacked_sizes(cache_path, layers, lambda d: registry.open_blob(repository, d))
     return None if None in sizes.values() else sum(s or 0 for s in sizes.values())
 
 

@@ -9,11 +9,9 @@ spoken to over plain HTTP, as the Docker engine does.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
-import subprocess
 import threading
 import urllib.error
 import urllib.parse
@@ -21,9 +19,9 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
-from buildtool import refs
+from buildtool import refs, registry_http
 from buildtool.errors import RegistryDenied, RegistryError, RegistryUnreachable
 
 DOCKER_HUB_API = "registry-1.docker.io"  # docker.io's distribution API host
@@ -54,7 +52,10 @@ class Registry(Protocol):
         """Point `tag` at the manifest `source` (host/repo@digest), registry-side: no rebuild, no pull."""
 
     def blob(self, repository: str, digest: str) -> bytes:
-        """A blob of `repository` (host/repo), e.g. an image config."""
+        """A small blob of `repository` (host/repo), read whole: an image config."""
+
+    def open_blob(self, repository: str, digest: str) -> BinaryIO:
+        """A blob of `repository` as a stream to read and close: a layer (GBs) is never held whole."""
 
     def push_layout(self, layout: Path, digest: str, tag: str) -> int:
         """Upload the image manifest `digest` of the OCI layout directory `layout`, its config and
@@ -94,6 +95,7 @@ class HttpRegistry:
         # a time, and the next finds it there.
         self._blob_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._blob_locks_guard = threading.Lock()
+        self._opener = registry_http.opener()
 
     def manifest(self, ref: str) -> RemoteManifest | None:
         where = Reference.parse(ref)
@@ -124,10 +126,20 @@ class HttpRegistry:
         _raise_for(status, body, tag)
 
     def blob(self, repository: str, digest: str) -> bytes:
+        with self.open_blob(repository, digest) as stream:
+            return stream.read()
+
+    def open_blob(self, repository: str, digest: str) -> BinaryIO:
         where = Reference.parse(f"{repository}@{digest}")
-        status, _, body = self._call(where, "GET", f"/blobs/{digest}", "pull", {})
-        _raise_for(status, body, f"{repository}@{digest}")
-        return body
+        response = self._call_open(where, "GET", f"/blobs/{digest}", "pull", {})
+        if response.status != 200:
+            with response:
+                _raise_for(
+                    response.status if response.status >= 400 else 500,
+                    response.read(),
+                    f"{repository}@{digest}",
+                )
+        return response  # type: ignore[no-any-return]
 
     def push_layout(self, layout: Path, digest: str, tag: str) -> int:
         target = Reference.parse(tag)
@@ -192,74 +204,57 @@ class HttpRegistry:
         data: bytes | BinaryIO | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """`path` is under the repository's /v2/<name> URL, or a whole URL (an upload location)."""
+        with self._call_open(where, method, path, actions, headers, data) as response:
+            return response.status, _lower_keys(response.headers.items()), response.read()
+
+    def _call_open(
+        self,
+        where: Reference,
+        method: str,
+        path: str,
+        actions: str,
+        headers: dict[str, str],
+        data: bytes | BinaryIO | None = None,
+    ) -> Any:
+        """`_call`'s response, open: a blob's body is streamed from it by the caller."""
         key = (where.host, f"repository:{where.repository}:{actions}")
         url = path if path.startswith(("http://", "https://")) else where.base_url + path
         if key in self._tokens:
             headers = {**headers, "Authorization": self._tokens[key]}
-        status, answer, body = self._send(method, url, headers, data)
-        if status == 401 and key not in self._tokens:
-            self._tokens[key] = self._authorize(where.host, answer.get("www-authenticate", ""), key[1])
+        response = self._open(method, url, headers, data)
+        if response.status == 401 and key not in self._tokens:
+            challenge = _lower_keys(response.headers.items()).get("www-authenticate", "")
+            response.close()
+            self._tokens[key] = self._authorize(where.host, challenge, key[1])
             if not isinstance(data, bytes | None):
                 data.seek(0)  # a streamed body was (partly) read by the refused attempt
-            status, answer, body = self._send(
-                method, url, {**headers, "Authorization": self._tokens[key]}, data
-            )
-        return status, answer, body
+            response = self._open(method, url, {**headers, "Authorization": self._tokens[key]}, data)
+        return response
 
     def _send(
         self, method: str, url: str, headers: dict[str, str], data: bytes | BinaryIO | None
     ) -> tuple[int, dict[str, str], bytes]:
+        with self._open(method, url, headers, data) as response:
+            return response.status, _lower_keys(response.headers.items()), response.read()
+
+    def _open(self, method: str, url: str, headers: dict[str, str], data: bytes | BinaryIO | None) -> Any:
+        """The response, open (an error status is a response too: its body says why)."""
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.status, _lower_keys(response.headers.items()), response.read()
+            return self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
-            return exc.code, _lower_keys(exc.headers.items()), exc.read()
+            return exc
         except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryUnreachable(f"{url.split('/v2/')[0]}: {reason}") from None
 
     def _authorize(self, host: str, challenge: str, scope: str) -> str:
-        scheme, _, params = challenge.partition(" ")
-        user, secret = self._credentials(host)
-        basic = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode() if user else None
-        if scheme.lower() == "basic":
-            if basic is None:
-                raise RegistryDenied(f"{host} wants credentials: run docker login {host}")
-            return basic
-        fields = dict(part.split("=", 1) for part in _split_challenge(params))
-        fields = {k.strip().lower(): v.strip('"') for k, v in fields.items()}
-        if "realm" not in fields:
-            raise RegistryDenied(f"{host} answered 401 with an unusable challenge '{challenge}'")
-        query = urllib.parse.urlencode({"service": fields.get("service", host), "scope": scope})
-        status, _, body = self._send(
-            "GET", f"{fields['realm']}?{query}", {"Authorization": basic} if basic else {}, None
-        )
-        if status != 200:
-            raise RegistryDenied(f"{host} refused a token for {scope} ({status}): run docker login {host}")
-        answer = json.loads(body)
-        return "Bearer " + str(answer.get("token") or answer.get("access_token"))
+        def send(method: str, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+            status, _, body = self._send(method, url, headers, None)
+            return status, body
 
-    def _credentials(self, host: str) -> tuple[str | None, str | None]:
-        config_path = self.docker_config / "config.json"
-        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-        helper = config.get("credHelpers", {}).get(host) or config.get("credsStore")
-        if helper:
-            done = subprocess.run(
-                [f"docker-credential-{helper}", "get"],
-                input=host,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode == 0:
-                answer = json.loads(done.stdout)
-                return answer.get("Username"), answer.get("Secret")
-        entry = config.get("auths", {}).get(host) or config.get("auths", {}).get(f"https://{host}")
-        if entry and entry.get("auth"):
-            user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
-            return user, secret
-        return None, None
+        credentials = registry_http.docker_credentials(self.docker_config, host)
+        return registry_http.authorization(host, challenge, scope, credentials, send)
 
 
 def _layout_blob(layout: Path, digest: str) -> Path:
@@ -273,22 +268,6 @@ def _layout_blob(layout: Path, digest: str) -> Path:
 def _lower_keys(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     """HTTP header names are case-insensitive (Go's registry sends 'Www-Authenticate')."""
     return {key.lower(): value for key, value in items}
-
-
-def _split_challenge(params: str) -> list[str]:
-    """'realm="a,b",service="x"' -> ['realm="a,b"', 'service="x"'] (commas inside quotes kept)."""
-    parts, current, quoted = [], "", False
-    for char in params:
-        if char == '"':
-            quoted = not quoted
-        if char == "," and not quoted:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    if current.strip():
-        parts.append(current.strip())
-    return parts
 
 
 def _raise_for(status: int, body: bytes, ref: str) -> None:

@@ -9,15 +9,13 @@ registry is touched, so other builds on the same engine are not disturbed.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from buildtool.engine import Engine
 from buildtool.errors import RegistryError
@@ -81,13 +79,18 @@ class _Blobs:
         self.layout, self.registry, self.repository = layout, registry, repository
 
     def get(self, digest: str) -> bytes:
+        with self.open(digest) as stream:
+            return stream.read()
+
+    def open(self, digest: str) -> BinaryIO:
+        """The blob as a stream: layers are read through, never held whole."""
         if self.layout is not None:
             path = self.layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
             if path.is_file():
-                return path.read_bytes()
+                return path.open("rb")
         if self.registry is None or self.repository is None:
             raise RegistryError(f"blob {digest} is neither in the layout nor reachable")
-        return self.registry.blob(self.repository, digest)
+        return self.registry.open_blob(self.repository, digest)
 
 
 def check_reproducible(
@@ -147,7 +150,7 @@ def compare_images(
             continue
         files: list[FileDifference] = []
         if a != "none" and b != "none":
-            files = diff_entries(layer_entries(first.get(a)), layer_entries(second.get(b)))
+            files = diff_entries(layer_entries(first.open(a)), layer_entries(second.open(b)))
         step = steps[index] if index < len(steps) else "?"
         out.append(
             LayerDifference(
@@ -171,16 +174,19 @@ def _short(step: str) -> str:
 Entry = tuple[str, int, int, int, int, str, str]  # type, mode, uid, gid, mtime, sha256, link
 
 
-def layer_entries(blob: bytes) -> dict[str, Entry]:
-    """Each path of a layer tarball (gzip or plain) with what makes it differ."""
-    data = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
+def layer_entries(stream: BinaryIO) -> dict[str, Entry]:
+    """Each path of a layer tarball (gzip or plain, read through once and closed) with what makes it
+    differ."""
     entries: dict[str, Entry] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+    with stream, tarfile.open(fileobj=stream, mode="r|*") as archive:
         for member in archive:
             content = ""
             if member.isfile():
+                digest = hashlib.sha256()
                 extracted = archive.extractfile(member)
-                content = hashlib.sha256(extracted.read() if extracted else b"").hexdigest()
+                while extracted is not None and (chunk := extracted.read(1 << 20)):
+                    digest.update(chunk)
+                content = digest.hexdigest()
             kind = (
                 "file"
                 if member.isfile()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 from pathlib import Path
+from typing import BinaryIO
 
 from buildtool import refs
 from buildtool.errors import RegistryError
@@ -51,6 +53,9 @@ class FakeRegistry:
         if digest not in self.blobs:
             raise RegistryError(f"{repository}: no blob {digest}")
         return self.blobs[digest]
+
+    def open_blob(self, repository: str, digest: str) -> BinaryIO:
+        return io.BytesIO(self.blob(repository, digest))
 
     def push_layout(self, layout: Path, digest: str, tag: str) -> int:
         """Blobs the registry lacks, then the manifest's exact bytes under `tag`."""

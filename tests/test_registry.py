@@ -4,8 +4,11 @@ with credentials taken from a docker config.json as `docker login` writes it."""
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,3 +94,140 @@ def test_variants_pushed_at_once_share_their_base_layers_without_a_race(
     assert sum(1 for b in pushed if b > 4_000_000) == 1, pushed  # the (8 MB compressed) layer went up once
     for layout, digest in layouts:
         assert registry.digest("shared", f"v{layout.name}") == digest
+
+
+class Storage:
+    """A blob store behind a registry's redirects that, like S3 with a presigned URL, refuses a
+    request that also carries an Authorization header."""
+
+    def __init__(self, root: Path) -> None:
+        import http.server
+        import threading
+
+        self.root, self.seen = root, []
+        storage = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                storage.seen.append((self.command, self.path, self.headers.get("Authorization")))
+                path = storage.root / self.path.split("?")[0].lstrip("/")
+                if self.headers.get("Authorization"):
+                    self.send_error(400, "Only one auth mechanism allowed")
+                    return
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(path.stat().st_size))
+                self.end_headers()
+                if self.command == "GET":
+                    with path.open("rb") as stream:
+                        shutil.copyfileobj(stream, self.wfile)
+
+            do_HEAD = do_GET
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def redirecting_registry(tmp_path: Path) -> Iterator[tuple[str, Storage]]:
+    """registry:2 with its `redirect` storage middleware (as ECR and Docker Hub send blobs to S3 or a
+    CDN), wanting credentials; blobs are served by a Storage on another origin (127.0.0.1)."""
+    stored = tmp_path / "storage"
+    stored.mkdir()
+    storage = Storage(stored)
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
+    (auth / "htpasswd").write_text(f"{USER}:{hashed}\n")
+    (auth / "config.yml").write_text(
+        "version: 0.1\n"
+        "storage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n"
+        "middleware:\n  storage:\n    - name: redirect\n"
+        f"      options:\n        baseurl: http://127.0.0.1:{storage.port}/\n"
+        "http:\n  addr: :5000\n"
+        "auth:\n  htpasswd:\n    realm: tests\n    path: /auth/htpasswd\n"
+    )
+
+    def configured(container: Any) -> Any:
+        # The image's own config path (its command names it): an argument would differ between
+        # the image's entrypoint script and the bare binary.
+        return (
+            container.with_volume_mapping(str(auth), "/auth", "ro")
+            .with_volume_mapping(str(auth / "config.yml"), "/etc/docker/registry/config.yml", "ro")
+            .with_volume_mapping(str(stored), "/var/lib/registry", "rw")
+        )
+
+    try:
+        with running_registry(configured) as running:
+            yield running.address, storage
+    finally:
+        storage.server.shutdown()
+        subprocess.run(
+            ["docker", "run", "--rm", "-v", f"{stored}:/s", "registry:2", "rm", "-rf", "/s/docker"],
+            capture_output=True,
+            check=False,
+        )
+
+
+def test_blobs_redirected_to_storage_are_fetched_without_the_registry_credentials(
+    redirecting_registry: tuple[str, Storage], tmp_path: Path
+) -> None:
+    """urllib forwards Authorization on a redirect; S3 then answers 400 and other storage is handed
+    the user's password. Docker drops it when the redirect leaves the registry's origin; so do we."""
+    from fakes import write_layout
+
+    from buildtool.oci import registry_unpacked_size
+
+    address, storage = redirecting_registry
+    layout = tmp_path / "layout"
+    content = "layer " * 50_000
+    digest = write_layout(layout, content, {"Labels": {"a": "b"}})
+    client = HttpRegistry(docker_config=docker_config(tmp_path / "login", address, USER, PASSWORD))
+    client.push_layout(layout, digest, f"{address}/app:one")
+    manifest = client.manifest(f"{address}/app@{digest}")
+    assert manifest is not None
+    layer = manifest.document["layers"][0]  # type: ignore[index]
+    config = manifest.document["config"]  # type: ignore[index]
+
+    assert json.loads(client.blob(f"{address}/app", config["digest"]))["config"] == {"Labels": {"a": "b"}}
+    with client.open_blob(f"{address}/app", layer["digest"]) as stream:
+        assert gzip.decompress(stream.read()).decode() == content
+    assert registry_unpacked_size(client, f"{address}/app", manifest, tmp_path / "sizes.json") == len(content)
+
+    fetched = [(method, path) for method, path, _ in storage.seen if method == "GET"]
+    assert any(layer["digest"].split(":")[1] in path for _, path in fetched), storage.seen
+    assert [seen for seen in storage.seen if seen[2]] == []  # no credentials left the registry
+
+
+def test_a_layer_is_measured_without_holding_it_in_memory(
+    registry: RegistryUnderTest, tmp_path: Path
+) -> None:
+    """Measuring a base's layers (GBs for CUDA) streams them: memory stays far below a layer's size."""
+    import tracemalloc
+
+    from fakes import write_layout
+
+    from buildtool.oci import registry_unpacked_size
+
+    layout = tmp_path / "layout"
+    content = os.urandom(16_000_000).hex()  # 32 MB unpacked, about 18 MB compressed
+    digest = write_layout(layout, content)
+    del content
+    client = HttpRegistry()
+    client.push_layout(layout, digest, f"{registry.address}/big:one")
+    manifest = client.manifest(f"{registry.address}/big@{digest}")
+    assert manifest is not None
+    tracemalloc.start()
+    try:
+        size = registry_unpacked_size(client, f"{registry.address}/big", manifest, tmp_path / "sizes.json")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size == 32_000_000
+    assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB while measuring a 32 MB layer"

@@ -1,0 +1,111 @@
+"""HTTP for the registry client: `docker login`'s credentials, Basic and Bearer token challenges, and
+redirects that keep credentials on the registry's own origin.
+
+Registries serve blobs by redirecting to storage: ECR to presigned S3 URLs, Docker Hub to its CDN,
+registry:2 with its `redirect` storage middleware. urllib's redirect handler forwards every header,
+the registry's Authorization included: S3 answers 400 ("Only one auth mechanism allowed") and any
+other storage host would be handed the user's credentials. Docker (Go's net/http) drops Authorization
+when a redirect leaves the origin; so does this.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from buildtool.errors import RegistryDenied
+
+Send = Callable[[str, str, dict[str, str]], tuple[int, bytes]]  # (method, url, headers) -> (status, body)
+
+
+def origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, f"{(parts.hostname or '').lower()}:{parts.port or default}"
+
+
+class SameOriginCredentials(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, without Authorization once the redirect leaves the origin."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        redirected = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if redirected is not None and origin(newurl) != origin(req.full_url):
+            for name in [n for n in redirected.headers if n.lower() == "authorization"]:
+                del redirected.headers[name]
+            redirected.unredirected_hdrs.pop("Authorization", None)
+        return redirected
+
+
+def opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(SameOriginCredentials())
+
+
+def docker_credentials(docker_config: Path, host: str) -> tuple[str | None, str | None]:
+    """`docker login`'s user and secret for `host`: credHelpers, credsStore, then config.json auths."""
+    config_path = docker_config / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    helper = config.get("credHelpers", {}).get(host) or config.get("credsStore")
+    if helper:
+        done = subprocess.run(
+            [f"docker-credential-{helper}", "get"],
+            input=host,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode == 0:
+            answer = json.loads(done.stdout)
+            return answer.get("Username"), answer.get("Secret")
+    entry = config.get("auths", {}).get(host) or config.get("auths", {}).get(f"https://{host}")
+    if entry and entry.get("auth"):
+        user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
+        return user, secret
+    return None, None
+
+
+def authorization(
+    host: str, challenge: str, scope: str, credentials: tuple[str | None, str | None], send: Send
+) -> str:
+    """The Authorization value that answers a 401's WWW-Authenticate `challenge` for `scope`."""
+    scheme, _, params = challenge.partition(" ")
+    user, secret = credentials
+    basic = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode() if user else None
+    if scheme.lower() == "basic":
+        if basic is None:
+            raise RegistryDenied(f"{host} wants credentials: run docker login {host}")
+        return basic
+    fields = dict(part.split("=", 1) for part in split_challenge(params))
+    fields = {k.strip().lower(): v.strip('"') for k, v in fields.items()}
+    if "realm" not in fields:
+        raise RegistryDenied(f"{host} answered 401 with an unusable challenge '{challenge}'")
+    query = urllib.parse.urlencode({"service": fields.get("service", host), "scope": scope})
+    status, body = send("GET", f"{fields['realm']}?{query}", {"Authorization": basic} if basic else {})
+    if status != 200:
+        raise RegistryDenied(f"{host} refused a token for {scope} ({status}): run docker login {host}")
+    answer = json.loads(body)
+    return "Bearer " + str(answer.get("token") or answer.get("access_token"))
+
+
+def split_challenge(params: str) -> list[str]:
+    """'realm="a,b",service="x"' -> ['realm="a,b"', 'service="x"'] (commas inside quotes kept)."""
+    parts, current, quoted = [], "", False
+    for char in params:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        parts.append(current.strip())
+    return parts
