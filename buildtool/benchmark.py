@@ -157,21 +157,34 @@ def _verdict(run: BenchRun, floor: facts.BenchFloor) -> FloorVerdict:
             if base is not None and base.tflops > 0:
                 ratios.append((p.tflops / base.tflops, p))
     if not ratios:
-        status = {b: (s, m) for b, s, m in run.backends}
-        missing = floor.backend if not measured else floor.versus
-        absent = (
-            "not in this run: no kernels lock (kernels are baked into images at build; a bare host has none)"
-            if missing.startswith("kernel.")
-            else "not in this run"
-        )
-        why = status.get(missing, ("not run", absent))[1] or "no shape measured"
-        return FloorVerdict(run.gpu, floor.describe(), "not run", f"{missing}: {why}", floor.why)
+        if measured and floor.versus == "paper":
+            why = f"{floor.backend}: the paper has no figure at the shapes measured"
+        else:
+            why = _not_measured(run, floor.backend if not measured else floor.versus, floor.from_seqlen)
+        return FloorVerdict(run.gpu, floor.describe(), "not run", why, floor.why)
     worst, at = min(ratios, key=lambda r: r[0])
     shown = f"{worst:.0%}" if floor.versus == "paper" else f"{worst:.2f}x"
     detail = f"worst {shown} at {at.label()} over {len(ratios)} shapes"
     return FloorVerdict(
         run.gpu, floor.describe(), "pass" if worst >= floor.minimum else "fail", detail, floor.why
     )
+
+
+def _not_measured(run: BenchRun, backend: str, from_seqlen: int) -> str:
+    """Why `backend` has no shape at seqlen >= `from_seqlen` in `run`: its check's own reason, or
+    only shorter shapes (a --quick run), or no such check."""
+    lengths = [p.seqlen for p in run.points if p.backend == backend]
+    if lengths:
+        return (
+            f"{backend}: measured up to seqlen {max(lengths)} only (a --quick run?); "
+            f"the floor applies from {from_seqlen}"
+        )
+    for name, status, message in run.backends:
+        if name == backend:
+            return f"{backend}: {message or status}"
+    if backend.startswith("kernel."):
+        return f"{backend}: not in this run: no kernels lock (kernels are baked into images at build; a bare host has none)"
+    return f"{backend}: not in this run"
 
 
 def to_json(runs: Iterable[BenchRun], verdicts: Iterable[FloorVerdict]) -> dict[str, Any]:

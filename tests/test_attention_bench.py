@@ -124,6 +124,26 @@ def test_a_floor_whose_kernel_did_not_run_says_why() -> None:
     assert verdict.status == "not run" and "a bare host has none" in verdict.detail
 
 
+def test_a_floor_over_a_quick_run_says_the_lengths_were_too_short() -> None:
+    """A --quick run on a GPU measures only launch-bound lengths: the floor says so, and does not
+    quote the backend's passing message as if it were the reason."""
+    passed = ("kernel.flash-attn3", "pass", "8 shapes, best 300 TFLOP/s at s1024-d128")
+    quick = run_with(
+        point("kernel.flash-attn3", 1024, 300, 565), point("sdpa.flash", 1024, 250), backends=(passed,)
+    )
+    paper, versus = benchmark.floor_verdicts([quick], facts.BENCH_FLOORS[:2])
+    for verdict in (paper, versus):
+        assert verdict.status == "not run"
+        assert "measured up to seqlen 1024 only" in verdict.detail and "from 2048" in verdict.detail
+        assert "best 300" not in verdict.detail
+    flash_skipped = run_with(
+        point("kernel.flash-attn3", 4096, 620, 638),
+        backends=(passed, ("sdpa.flash", "skipped", "not available on cuda: No viable backend")),
+    )
+    (verdict,) = benchmark.floor_verdicts([flash_skipped], facts.BENCH_FLOORS[1:2])
+    assert verdict.detail == "sdpa.flash: not available on cuda: No viable backend"
+
+
 @pytest.mark.container
 @pytest.mark.torch_base
 def test_the_bare_host_runner_benchmarks_and_the_report_renders_it(tmp_path: Path) -> None:
