@@ -183,7 +183,10 @@ def _not_measured(run: BenchRun, backend: str, from_seqlen: int) -> str:
         if name == backend:
             return f"{backend}: {message or status}"
     if backend.startswith("kernel."):
-        return f"{backend}: not in this run: no kernels lock (kernels are baked into images at build; a bare host has none)"
+        return (
+            f"{backend}: not in this run: no kernels lock "
+            "(kernels are baked into images at build; a bare host has none)"
+        )
     return f"{backend}: not in this run"
 
 

@@ -24,6 +24,8 @@ from typing import Any, BinaryIO, Protocol
 from buildtool import refs, registry_http
 from buildtool.errors import RegistryDenied, RegistryError, RegistryUnreachable
 
+# The slowest commit allowed for; GHCR committed 700 MB in 5-11 s (GoogleContainerTools/jib#4301).
+COMMIT_BYTES_PER_SECOND = 16 * 2**20
 DOCKER_HUB_API = "registry-1.docker.io"  # docker.io's distribution API host
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -180,17 +182,33 @@ class HttpRegistry:
         location = urllib.parse.urljoin(target.base_url + "/blobs/uploads/", headers["location"])
         separator = "&" if "?" in location else "?"
         size = path.stat().st_size
-        with path.open("rb") as stream:
-            status, _, body = self._call(
-                target,
-                "PUT",
-                f"{location}{separator}digest={urllib.parse.quote(digest)}",
-                "pull,push",
-                {"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-                stream,
-            )
+        # The registry answers the PUT once it has committed the blob: GHCR takes seconds per GB,
+        # so the wait for that answer grows with the blob.
+        commit_timeout = self.timeout + size / COMMIT_BYTES_PER_SECOND
+        try:
+            with path.open("rb") as stream:
+                status, _, body = self._call(
+                    target,
+                    "PUT",
+                    f"{location}{separator}digest={urllib.parse.quote(digest)}",
+                    "pull,push",
+                    {"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                    stream,
+                    commit_timeout,
+                )
+        except RegistryUnreachable:
+            # The answer was lost (a timeout, a dropped connection) after the registry may have
+            # committed the blob: if it holds the blob now, the upload is done.
+            if self._has_blob(target, digest):
+                return size
+            raise
+        if status == 404 and self._has_blob(target, digest):
+            return size  # a retried commit of an upload that went through (BLOB_UPLOAD_UNKNOWN)
         _raise_for(status, body, f"{target.host}/{target.repository}@{digest}")
         return size
+
+    def _has_blob(self, target: Reference, digest: str) -> bool:
+        return self._call(target, "HEAD", f"/blobs/{digest}", "pull,push", {})[0] == 200
 
     # --- HTTP with docker-login credentials ------------------------------------------------------
 
@@ -202,9 +220,10 @@ class HttpRegistry:
         actions: str,
         headers: dict[str, str],
         data: bytes | BinaryIO | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """`path` is under the repository's /v2/<name> URL, or a whole URL (an upload location)."""
-        with self._call_open(where, method, path, actions, headers, data) as response:
+        with self._call_open(where, method, path, actions, headers, data, timeout) as response:
             return response.status, _lower_keys(response.headers.items()), response.read()
 
     def _call_open(
@@ -215,20 +234,21 @@ class HttpRegistry:
         actions: str,
         headers: dict[str, str],
         data: bytes | BinaryIO | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """`_call`'s response, open: a blob's body is streamed from it by the caller."""
         key = (where.host, f"repository:{where.repository}:{actions}")
         url = path if path.startswith(("http://", "https://")) else where.base_url + path
         if key in self._tokens:
             headers = {**headers, "Authorization": self._tokens[key]}
-        response = self._open(method, url, headers, data)
+        response = self._open(method, url, headers, data, timeout)
         if response.status == 401 and key not in self._tokens:
             challenge = _lower_keys(response.headers.items()).get("www-authenticate", "")
             response.close()
             self._tokens[key] = self._authorize(where.host, challenge, key[1])
             if not isinstance(data, bytes | None):
                 data.seek(0)  # a streamed body was (partly) read by the refused attempt
-            response = self._open(method, url, {**headers, "Authorization": self._tokens[key]}, data)
+            response = self._open(method, url, {**headers, "Authorization": self._tokens[key]}, data, timeout)
         return response
 
     def _send(
@@ -237,11 +257,18 @@ class HttpRegistry:
         with self._open(method, url, headers, data) as response:
             return response.status, _lower_keys(response.headers.items()), response.read()
 
-    def _open(self, method: str, url: str, headers: dict[str, str], data: bytes | BinaryIO | None) -> Any:
+    def _open(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        data: bytes | BinaryIO | None,
+        timeout: float | None = None,
+    ) -> Any:
         """The response, open (an error status is a response too: its body says why)."""
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            return self._opener.open(request, timeout=self.timeout)
+            return self._opener.open(request, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as exc:
             return exc
         except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:

@@ -231,3 +231,56 @@ def test_a_layer_is_measured_without_holding_it_in_memory(
         tracemalloc.stop()
     assert size == 32_000_000
     assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB while measuring a 32 MB layer"
+
+
+def test_a_commit_whose_answer_is_lost_is_found_committed(
+    registry: RegistryUnderTest, tmp_path: Path
+) -> None:
+    """A large blob's commit can outlast the client's wait (GHCR takes seconds per GB), or its answer
+    can be lost: the push asks the registry whether it holds the blob before failing."""
+    import http.client
+    import http.server
+    import threading
+
+    from fakes import write_layout
+
+    lost: list[str] = []
+
+    class LosesCommitAnswers(http.server.BaseHTTPRequestHandler):
+        def forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            upstream = http.client.HTTPConnection(registry.address, timeout=30)
+            # The client's Host goes on: the registry's upload Location names it, so the PUT comes here.
+            upstream.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+            answer = upstream.getresponse()
+            data = answer.read()
+            if self.command == "PUT" and "/blobs/uploads/" in self.path and answer.status == 201:
+                lost.append(self.path)
+                self.close_connection = True  # committed upstream; the client never hears it
+                return
+            self.send_response(answer.status)
+            for name, value in answer.getheaders():
+                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_HEAD = do_POST = do_PUT = forward
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LosesCommitAnswers)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{proxy.server_address[1]}"
+        layout = tmp_path / "layout"
+        digest = write_layout(layout, os.urandom(500_000).hex())
+        HttpRegistry().push_layout(layout, digest, f"{address}/lost:one")
+        assert len(lost) == 2  # the layer's and the config's commits both lost their answer
+        assert registry.digest("lost", "one") == digest
+    finally:
+        proxy.shutdown()
