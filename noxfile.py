@@ -54,6 +54,7 @@ def tests(session: nox.Session) -> None:
     session.run(
         "pytest",
         "--run-slow",
+        "--durations=15",  # where CI's time goes, in its log
         *session.posargs,
         env={"TESTCONTAINERS_CONNECTION_MODE": "docker_host", "TESTCONTAINERS_RYUK_DISABLED": "true"},
     )

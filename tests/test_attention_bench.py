@@ -160,8 +160,8 @@ def test_the_bare_host_runner_benchmarks_and_the_report_renders_it(tmp_path: Pat
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "wrote /out/host-cpu.json" in done.stdout
-    document = json.loads((out / "host-cpu.json").read_text())
+    assert "wrote /out/cpu-host.json" in done.stdout
+    document = json.loads((out / "cpu-host.json").read_text())
     assert document["variant"] == "host"
     head = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
@@ -184,7 +184,7 @@ def test_the_bare_host_runner_benchmarks_and_the_report_renders_it(tmp_path: Pat
         assert checks[backend]["status"] == "skipped" and "No viable backend" in checks[backend]["message"]
 
     options = Options.for_matrix(
-        REPO / "matrix.yaml", tmp_path / "no-build", results=(out / "host-cpu.json",)
+        REPO / "matrix.yaml", tmp_path / "no-build", results=(out / "cpu-host.json",)
     )
     built, _ = api.report(options, tmp_path / "report")
     (run,) = built.benchmarks

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The smoke suite and the attention benchmark on a bare GPU host (no Docker, torch installed), from
-# this checkout; the result is named for reports/samples/ (<variant>-<device>.json), unedited.
+# this checkout; the result is named for reports/samples/ (<device>-<variant>.json: the GPU first), unedited.
 #
 #   tools/gpu-host-smoke.sh [OUT_DIR] [python -m smoke options...]
 #
@@ -19,7 +19,7 @@ mkdir -p "$out/raw"
 "$python" -m smoke --variant host --bench --out "$out/raw" "$@"
 status=$?
 if [ -f "$out/raw/host.json" ]; then
-  cp "$out/raw/host.json" "$out/host-$device.json"
-  echo "wrote $out/host-$device.json: commit it under reports/samples/ as it is"
+  cp "$out/raw/host.json" "$out/$device-host.json"
+  echo "wrote $out/$device-host.json: commit it under reports/samples/ as it is"
 fi
 exit "$status"
