@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -265,15 +267,29 @@ class HttpRegistry:
         data: bytes | BinaryIO | None,
         timeout: float | None = None,
     ) -> Any:
-        """The response, open (an error status is a response too: its body says why)."""
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            return self._opener.open(request, timeout=timeout or self.timeout)
-        except urllib.error.HTTPError as exc:
-            return exc
-        except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RegistryUnreachable(f"{url.split('/v2/')[0]}: {reason}") from None
+        """The response, open (an error status is a response too: its body says why). Reads and
+        manifest PUTs, which are safe to repeat, are retried after a transient failure."""
+        repeatable = method in ("GET", "HEAD") or (method == "PUT" and "/manifests/" in url)
+        delays = registry_http.RETRY_DELAYS if repeatable else ()
+        for attempt in range(len(delays) + 1):
+            last = attempt == len(delays)
+            request = urllib.request.Request(url, data=data, method=method, headers=headers)
+            try:
+                return self._opener.open(request, timeout=timeout or self.timeout)
+            except urllib.error.HTTPError as exc:
+                wait = registry_http.retry_wait(
+                    exc.code, exc.headers.get("Retry-After"), delays[attempt] if not last else None
+                )
+                if wait is None:
+                    return exc
+                exc.close()
+            except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
+                reason = getattr(exc, "reason", exc)
+                if last or isinstance(reason, (ConnectionRefusedError, socket.gaierror)):
+                    raise RegistryUnreachable(f"{url.split('/v2/')[0]}: {reason}") from None
+                wait = delays[attempt]
+            time.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _authorize(self, host: str, challenge: str, scope: str) -> str:
         def send(method: str, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -298,6 +314,11 @@ def _lower_keys(items: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def _raise_for(status: int, body: bytes, ref: str) -> None:
+    if status == 429:
+        raise RegistryError(
+            f"{ref}: the registry is rate-limiting this client (429): wait, or docker login to the "
+            "registry (Docker Hub's limits are far higher for a signed-in account)"
+        )
     if status in (401, 403):
         raise RegistryDenied(f"{ref}: access denied ({status}); run docker login")
     if status >= 400:

@@ -1,5 +1,5 @@
 """HTTP for the registry client: `docker login`'s credentials, Basic and Bearer token challenges, and
-redirects that keep credentials on the registry's own origin.
+redirects that keep credentials on the registry's own origin, and when to repeat a request.
 
 Registries serve blobs by redirecting to storage: ECR to presigned S3 URLs, Docker Hub to its CDN,
 registry:2 with its `redirect` storage middleware. urllib's redirect handler forwards every header,
@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from buildtool.errors import RegistryDenied
+
+RETRY_DELAYS = (1.0, 4.0)  # seconds before the 2nd and the 3rd attempt of a repeatable request
+TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
+MAX_RETRY_AFTER = 30.0  # a rate limit that lifts later than this fails now, and says so
 
 Send = Callable[[str, str, dict[str, str]], tuple[int, bytes]]  # (method, url, headers) -> (status, body)
 
@@ -109,3 +113,17 @@ def split_challenge(params: str) -> list[str]:
     if current.strip():
         parts.append(current.strip())
     return parts
+
+
+def retry_wait(status: int, retry_after: str | None, delay: float | None) -> float | None:
+    """Seconds to wait before repeating a request that got `status`, or None to answer with it: a
+    registry that is briefly unavailable is asked again; a rate limit only when it lifts soon."""
+    if delay is None or status not in TRANSIENT_STATUSES:
+        return None
+    if retry_after is None:
+        return delay
+    try:
+        wait = float(retry_after)
+    except ValueError:
+        return delay  # an HTTP date: not worth parsing for a short wait
+    return wait if wait <= MAX_RETRY_AFTER else None

@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import bcrypt
 import pytest
 from conftest import RegistryUnderTest, free_port, running_registry
 
-from buildtool.errors import RegistryDenied, RegistryUnreachable
+from buildtool.errors import RegistryDenied, RegistryError, RegistryUnreachable
 from buildtool.registry import HttpRegistry
 
 pytestmark = pytest.mark.container
@@ -233,54 +233,127 @@ def test_a_layer_is_measured_without_holding_it_in_memory(
     assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB while measuring a 32 MB layer"
 
 
+class Proxy:
+    """A forwarding proxy in front of a registry; `intercept(handler, upstream answer or None)` may
+    answer instead (True: handled), before (answer None) or after the registry saw the request."""
+
+    def __init__(self, upstream: str, intercept: Callable[[Any, Any], bool]) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, str]] = []
+        proxy = self
+
+        class Forward(http.server.BaseHTTPRequestHandler):
+            def forward(self) -> None:
+                proxy.requests.append((self.command, self.path))
+                if intercept(self, None):
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                connection = http.client.HTTPConnection(upstream, timeout=30)
+                # The client's Host goes on: the registry's upload Location names it, so the PUT comes here.
+                connection.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+                answer = connection.getresponse()
+                data = answer.read()
+                if intercept(self, answer):
+                    return
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_POST = do_PUT = forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> Proxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+
+
+def answer(handler: Any, status: int, headers: dict[str, str] | None = None) -> bool:
+    handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+    return True
+
+
 def test_a_commit_whose_answer_is_lost_is_found_committed(
     registry: RegistryUnderTest, tmp_path: Path
 ) -> None:
     """A large blob's commit can outlast the client's wait (GHCR takes seconds per GB), or its answer
     can be lost: the push asks the registry whether it holds the blob before failing."""
-    import http.client
-    import http.server
-    import threading
-
     from fakes import write_layout
 
     lost: list[str] = []
 
-    class LosesCommitAnswers(http.server.BaseHTTPRequestHandler):
-        def forward(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            upstream = http.client.HTTPConnection(registry.address, timeout=30)
-            # The client's Host goes on: the registry's upload Location names it, so the PUT comes here.
-            upstream.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
-            answer = upstream.getresponse()
-            data = answer.read()
-            if self.command == "PUT" and "/blobs/uploads/" in self.path and answer.status == 201:
-                lost.append(self.path)
-                self.close_connection = True  # committed upstream; the client never hears it
-                return
-            self.send_response(answer.status)
-            for name, value in answer.getheaders():
-                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
+    def lose_commit_answers(handler: Any, upstream: Any) -> bool:
+        if upstream is None or handler.command != "PUT" or "/blobs/uploads/" not in handler.path:
+            return False
+        if upstream.status == 201:
+            lost.append(handler.path)
+            handler.close_connection = True  # committed upstream; the client never hears it
+            return True
+        return False
 
-        do_GET = do_HEAD = do_POST = do_PUT = forward
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LosesCommitAnswers)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
-        address = f"127.0.0.1:{proxy.server_address[1]}"
+    with Proxy(registry.address, lose_commit_answers) as proxy:
         layout = tmp_path / "layout"
         digest = write_layout(layout, os.urandom(500_000).hex())
-        HttpRegistry().push_layout(layout, digest, f"{address}/lost:one")
-        assert len(lost) == 2  # the layer's and the config's commits both lost their answer
-        assert registry.digest("lost", "one") == digest
-    finally:
-        proxy.shutdown()
+        HttpRegistry().push_layout(layout, digest, f"{proxy.address}/lost:one")
+    assert len(lost) == 2  # the layer's and the config's commits both lost their answer
+    assert registry.digest("lost", "one") == digest
+
+
+def test_a_registry_briefly_unavailable_is_asked_again(
+    registry: RegistryUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GHCR and Docker Hub answer 502/503 now and then: a read or a tag is repeated (twice, after
+    a pause); a rate limit that lifts in an hour fails at once and says what to do."""
+    from fakes import write_layout
+
+    from buildtool import registry_http
+
+    monkeypatch.setattr(registry_http, "RETRY_DELAYS", (0.05, 0.05))
+    layout = tmp_path / "layout"
+    digest = write_layout(layout, "content")
+    HttpRegistry().push_layout(layout, digest, f"{registry.address}/flaky:one")
+    failures = iter([503, 502])
+
+    def unavailable_twice(handler: Any, upstream: Any) -> bool:
+        if upstream is None and "/manifests/" in handler.path:
+            status = next(failures, None)
+            return answer(handler, status) if status else False
+        return False
+
+    with Proxy(registry.address, unavailable_twice) as proxy:
+        manifest = HttpRegistry().manifest(f"{proxy.address}/flaky:one")
+        assert manifest is not None and manifest.digest == digest
+        assert [m for m, p in proxy.requests if "/manifests/" in p] == ["GET"] * 3
+
+    with Proxy(registry.address, lambda h, u: u is None and answer(h, 503)) as proxy:
+        with pytest.raises(RegistryError, match="answered 503"):
+            HttpRegistry().manifest(f"{proxy.address}/flaky:one")
+        assert len(proxy.requests) == 3  # three attempts, then the error
+
+    def rate_limited(handler: Any, upstream: Any) -> bool:
+        return upstream is None and answer(handler, 429, {"Retry-After": "3600"})
+
+    with Proxy(registry.address, rate_limited) as proxy:
+        with pytest.raises(RegistryError, match=r"rate-limiting.*docker login"):
+            HttpRegistry().manifest(f"{proxy.address}/flaky:one")
+        assert len(proxy.requests) == 1  # not worth waiting an hour for
