@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from buildtool.files import write_atomically
+from buildtool.files import merge_json_object, read_json_object
 
 if TYPE_CHECKING:
     from buildtool.registry import Registry, RemoteManifest
@@ -54,20 +54,19 @@ def unpacked_sizes(
 ) -> dict[str, int | None]:
     """Each layer's unpacked size, remembered in `cache_path` (content-addressed: a base's layers are
     measured once); `open_blob(digest)` reads a layer not measured yet, from a layout or a registry."""
-    try:
-        cache: dict[str, int] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    except ValueError:
-        cache = {}
+    cache = read_json_object(cache_path)
+    measured: dict[str, int] = {}
     sizes: dict[str, int | None] = {}
     for d in layers:
         digest = str(d["digest"])
-        if digest not in cache:
+        if digest not in cache and digest not in measured:
             media_type = str(d.get("mediaType", ""))
-            measured = unpacked_size(open_blob(digest), media_type) if media_type else None
-            if measured is not None:
-                cache[digest] = measured
-        sizes[digest] = cache.get(digest)
-    write_atomically(cache_path, json.dumps(cache, sort_keys=True) + "\n")
+            size = unpacked_size(open_blob(digest), media_type) if media_type else None
+            if size is not None:
+                measured[digest] = size
+        known = measured.get(digest, cache.get(digest))
+        sizes[digest] = int(known) if known is not None else None
+    merge_json_object(cache_path, measured)
     return sizes
 
 
@@ -89,19 +88,19 @@ class OciImage:
         bytes. Each layer is read once per pattern, then remembered beside the layouts."""
         assert self.layout is not None, "files are read from the layout the build wrote"
         cache_path = self.layout.parent / FILES_FILE
-        try:
-            cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-        except ValueError:
-            cache = {}
+        cache = read_json_object(cache_path)
+        scanned: dict[str, Any] = {}
         files: dict[str, int] = {}
         for layer in self.layers[self.base_layers :]:
             key = f"{layer.digest} {pattern}"
             if key not in cache:
-                cache[key] = _scan_layer(blob_path(self.layout, layer.digest), layer.media_type, pattern)
+                scanned[key] = cache[key] = _scan_layer(
+                    blob_path(self.layout, layer.digest), layer.media_type, pattern
+                )
             for gone in cache[key]["deleted"]:
                 files = {p: n for p, n in files.items() if p != gone and not p.startswith(gone + "/")}
             files.update(cache[key]["files"])
-        write_atomically(cache_path, json.dumps(cache, sort_keys=True) + "\n")
+        merge_json_object(cache_path, scanned)
         return files
 
     def above(self, base_layers: tuple[str, ...] | None) -> tuple[int, int] | None:

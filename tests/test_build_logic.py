@@ -5,6 +5,7 @@ what is left alone, what is refused, when moving tags move. The real engine and 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from conftest import Project
 from fakes import FakeEngine, FakeRegistry
@@ -134,3 +135,33 @@ def test_a_container_disk_too_small_for_the_unpacked_image_is_refused_with_the_n
     assert fits.variants[0].unpacked_size == len(f"{fits.variants[0].variant}:v1")
     sizes = json.loads((tiny.root / "build" / "oci" / "unpacked-sizes.json").read_text())
     assert fits.variants[0].unpacked_size in sizes.values()
+
+
+def _measure_into(job: tuple[Path, int]) -> list[str]:
+    """One builder measuring its own layers into the shared cache (run in its own process)."""
+    import gzip
+    import io
+
+    from buildtool.oci import unpacked_sizes
+
+    cache, worker = job
+    digests = []
+    for n in range(25):
+        data = gzip.compress(f"worker {worker} layer {n} ".encode() * (n + 1))
+        digest = f"sha256:{worker:04d}{n:060d}"
+        layer = {"digest": digest, "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}
+        unpacked_sizes(cache, [layer], lambda _d, data=data: io.BytesIO(data))
+        digests.append(digest)
+    return digests
+
+
+def test_layer_sizes_measured_by_parallel_builds_are_all_kept(tmp_path: Path) -> None:
+    """Variants built at once (--jobs) and builds side by side share the layer-size cache beside
+    the layouts: what each measured is still there afterwards, so nothing is measured twice."""
+    import multiprocessing
+
+    cache = tmp_path / "oci" / "unpacked-sizes.json"
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        measured = [d for digests in pool.map(_measure_into, [(cache, w) for w in range(4)]) for d in digests]
+    kept = json.loads(cache.read_text())
+    assert sorted(kept) == sorted(measured) and len(kept) == 100
