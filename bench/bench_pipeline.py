@@ -190,16 +190,21 @@ def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
     figures["variant"] = default
 
     def run(rebuild: bool = False) -> BuildResult:
-        options = Options.for_matrix(matrix, select=(default,), registry=address, jobs=1, rebuild=rebuild)
+        options = Options.for_matrix(
+            matrix, select=(default,), registry=address, jobs=1, rebuild=rebuild, cache_dir=layer_cache
+        )
         result = api.build(options)
         if not result.ok:
             raise StepFailed(f"build failed: {[v.error for v in result.variants]}")
         return result
 
+    layer_cache = root / "build" / "layer-cache"  # this run's own: a cold build measures the layers
+
     def forget_everything() -> None:
-        """No build cache, no exported layout: only the registry (and its cache) is left."""
+        """No build cache, no exported layout, no layer facts: only the registry (and its cache)."""
         subprocess.run(["docker", "buildx", "prune", "-af"], check=True, capture_output=True)
         shutil.rmtree(root / "build" / "oci", ignore_errors=True)
+        shutil.rmtree(layer_cache, ignore_errors=True)
 
     # Cold: no local build cache and an empty registry (so no registry cache either).
     forget_everything()

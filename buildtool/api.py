@@ -287,7 +287,7 @@ def _registry_unpacked_size(options: Options, reference: str, client: HttpRegist
     if manifest is None:
         return None
     repository = reference.rpartition("@")[0]
-    return registry_unpacked_size(client, repository, manifest, options.build_dir / "oci" / SIZES_FILE)
+    return registry_unpacked_size(client, repository, manifest, options.cache_dir / SIZES_FILE)
 
 
 def deploy(

@@ -106,7 +106,9 @@ def _build_one(
                 "start it, or point --registry / $REGISTRY at one",
             ) from None
         if existing is not None and not mutable and not options.rebuild:
-            earlier = _built_earlier(v, rendering.revision.sha, existing, registry, log, emit, layout, engine)
+            earlier = _built_earlier(
+                v, rendering.revision.sha, existing, registry, log, emit, options.cache_dir, engine
+            )
             if earlier is not None:
                 return earlier
 
@@ -162,7 +164,7 @@ def _build_one(
         steps = outcome.dockerfile_steps
         emit(BuildEvent(v.name, "checking", digest))
         try:
-            built = read_image(layout, digest, v.name)
+            built = read_image(layout, digest, v.name, options.cache_dir)
         except (OSError, ValueError, KeyError) as exc:
             raise _VariantFailed(f"cannot read the built image {digest} in {layout}: {exc}") from None
         split = built.above(engine.image_layers(v.base_ref))
@@ -243,7 +245,7 @@ def _built_earlier(
     registry: Registry,
     log: Path,
     emit: Callable[[BuildEvent], None],
-    layout: Path,
+    cache_dir: Path,
     engine: Engine,
 ) -> VariantResult | None:
     """The registry holds this commit's immutable tag, and the image's labels say it is this
@@ -274,7 +276,7 @@ def _built_earlier(
         digest=existing.digest,
         compressed_size=size,
         # Known when this machine measured the layers before; else deploy-spec measures it.
-        unpacked_size=cached_unpacked_size(layout.parent / SIZES_FILE, existing.document.get("layers")),
+        unpacked_size=cached_unpacked_size(cache_dir / SIZES_FILE, existing.document.get("layers")),
         layers=len(remote.layers),
         base_layers=split[0] if split else None,
         above_base_size=split[1] if split else None,

@@ -32,8 +32,9 @@ GZIP_TYPES = (
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
 )
 TAR_TYPES = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar")
-FILES_FILE = "layer-files.json"  # beside the layouts: "<layer digest> <pattern>" -> matching files
-SIZES_FILE = "unpacked-sizes.json"  # beside the layouts: blob digest -> unpacked bytes (content-addressed)
+# In the layer cache (Options.cache_dir), shared by every build on the machine: content-addressed.
+FILES_FILE = "layer-files.json"  # "<layer digest> <pattern>" -> matching files
+SIZES_FILE = "unpacked-sizes.json"  # blob digest -> unpacked bytes
 
 
 def unpacked_size(stream: BinaryIO, media_type: str) -> int | None:
@@ -81,13 +82,14 @@ class OciImage:
     diff_ids: tuple[str, ...] = ()  # the layers' uncompressed digests (the config's rootfs)
     base_layers: int = 0  # how many leading layers are its base's (0: not known)
     layout: Path | None = None  # the OCI layout holding its blobs, when read from one
+    cache_dir: Path | None = None  # where layer facts are remembered (default: beside the layout)
 
     def files_matching(self, pattern: str) -> dict[str, int]:
         """Regular files whose path matches `pattern` (fnmatch; `*` spans `/`) in the layers above
         its base, as the unpacked image holds them (later layers win, whiteouts delete): path ->
-        bytes. Each layer is read once per pattern, then remembered beside the layouts."""
+        bytes. Each layer is read once per pattern, then remembered in the layer cache."""
         assert self.layout is not None, "files are read from the layout the build wrote"
-        cache_path = self.layout.parent / FILES_FILE
+        cache_path = (self.cache_dir or self.layout.parent) / FILES_FILE
         cache = read_json_object(cache_path)
         scanned: dict[str, Any] = {}
         files: dict[str, int] = {}
@@ -160,15 +162,16 @@ def blob_path(layout: Path, digest: str) -> Path:
     return layout / "blobs" / algorithm / hexdigest
 
 
-def read_image(layout: Path, digest: str, variant: str) -> OciImage:
-    """The image manifest `digest` of the layout, with its config. Raises OSError or ValueError
-    when the layout does not hold it."""
+def read_image(layout: Path, digest: str, variant: str, cache_dir: Path) -> OciImage:
+    """The image manifest `digest` of the layout, with its config; layer facts are remembered in
+    `cache_dir`. Raises OSError or ValueError when the layout does not hold it."""
     manifest = json.loads(blob_path(layout, digest).read_bytes())
     config = json.loads(blob_path(layout, str(manifest["config"]["digest"])).read_bytes())
     unpacked = unpacked_sizes(
-        layout.parent / SIZES_FILE, manifest.get("layers", []), lambda d: blob_path(layout, d).open("rb")
+        cache_dir / SIZES_FILE, manifest.get("layers", []), lambda d: blob_path(layout, d).open("rb")
     )
-    return replace(image_from(variant, digest, manifest, config, unpacked), layout=layout)
+    image = image_from(variant, digest, manifest, config, unpacked)
+    return replace(image, layout=layout, cache_dir=cache_dir)
 
 
 def image_from(

@@ -15,6 +15,15 @@ from buildtool.naming import EMBEDDED_REGISTRY, Revision, check_registry
 SAMPLES = Path("reports") / "samples"  # smoke results from GPU hosts, committed
 
 
+def default_cache_dir() -> Path:
+    """Where facts about layers are remembered across builds, build directories and clones: they are
+    keyed by the layer's digest, so true wherever they were measured. $BUILDTOOL_CACHE_DIR, else
+    $XDG_CACHE_HOME/buildtool, else ~/.cache/buildtool."""
+    if os.environ.get("BUILDTOOL_CACHE_DIR"):
+        return Path(os.environ["BUILDTOOL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "buildtool"
+
+
 @dataclass(frozen=True)
 class Options:
     matrix_path: Path
@@ -31,6 +40,7 @@ class Options:
     rebuild: bool = False  # build even a commit whose immutable tags the registry already holds
     commit: str | None = None  # release: the commit to promote (default: the one the git tag names)
     dry_run: bool = False  # release: print what would move; move nothing
+    cache_dir: Path = field(default_factory=default_cache_dir)  # layer facts (unpacked sizes, files)
 
     @classmethod
     def for_matrix(cls, matrix_path: Path, build_dir: Path | None = None, **given: Any) -> Options:

@@ -48,6 +48,20 @@ class Project:
         raise AssertionError(f"{needle!r} not in matrix.yaml")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One layer cache for the whole run (the user's ~/.cache is left alone): as on a user's machine,
+    a base's layers are measured by the first build that meets them, and remembered after."""
+    directory = tmp_path_factory.mktemp("layer-cache")
+    previous = os.environ.get("BUILDTOOL_CACHE_DIR")
+    os.environ["BUILDTOOL_CACHE_DIR"] = str(directory)
+    yield directory
+    if previous is None:
+        os.environ.pop("BUILDTOOL_CACHE_DIR", None)
+    else:
+        os.environ["BUILDTOOL_CACHE_DIR"] = previous
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     shutil.copy(REPO / "matrix.yaml", tmp_path / "matrix.yaml")

@@ -5,6 +5,7 @@ what is left alone, what is refused, when moving tags move. The real engine and 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from conftest import Project
@@ -133,7 +134,7 @@ def test_a_container_disk_too_small_for_the_unpacked_image_is_refused_with_the_n
     assert {v.status for v in fits.variants} == {"pushed"}
     # The unpacked size is measured from the layers (here the fake's one gzip layer) and recorded.
     assert fits.variants[0].unpacked_size == len(f"{fits.variants[0].variant}:v1")
-    sizes = json.loads((tiny.root / "build" / "oci" / "unpacked-sizes.json").read_text())
+    sizes = json.loads((Path(os.environ["BUILDTOOL_CACHE_DIR"]) / "unpacked-sizes.json").read_text())
     assert fits.variants[0].unpacked_size in sizes.values()
 
 
@@ -165,3 +166,24 @@ def test_layer_sizes_measured_by_parallel_builds_are_all_kept(tmp_path: Path) ->
         measured = [d for digests in pool.map(_measure_into, [(cache, w) for w in range(4)]) for d in digests]
     kept = json.loads(cache.read_text())
     assert sorted(kept) == sorted(measured) and len(kept) == 100
+
+
+def test_a_layer_measured_once_is_not_read_again_from_another_build_dir(tmp_path: Path) -> None:
+    """A fresh clone (a new build/) meets the same base layers: their sizes come from the layer
+    cache, not from decompressing GBs again."""
+    import shutil
+
+    from fakes import write_layout
+
+    from buildtool.oci import read_image
+
+    first = tmp_path / "clone-1" / "build" / "oci" / "v"
+    digest = write_layout(first, "a layer " * 1000)
+    cache = tmp_path / "cache"
+    measured = read_image(first, digest, "v", cache)
+    second = tmp_path / "clone-2" / "build" / "oci" / "v"
+    shutil.copytree(first, second)
+    (layer,) = measured.layers
+    (second / "blobs" / "sha256" / layer.digest.removeprefix("sha256:")).unlink()  # cannot be read
+    again = read_image(second, digest, "v", cache)
+    assert again.unpacked_size == measured.unpacked_size == len("a layer " * 1000)
