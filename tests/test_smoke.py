@@ -53,8 +53,11 @@ def probe(tmp_path_factory: pytest.TempPathFactory, registry_module: RegistryUnd
     return Probe(root, BuiltImage(entry.variant, entry.immutable_tag, entry.digest))
 
 
-def run(probe: Probe, tmp_path: Path, **env: str) -> tuple[SmokeOutcome, dict]:  # type: ignore[type-arg]
-    outcome = run_in_image(probe.image, tmp_path, gpu=False, env=env, extra_args=("--quick",))
+ENVIRONMENT_ONLY = ("--skip-model", "--skip-attention")  # a test about one group runs only it
+
+
+def run(probe: Probe, tmp_path: Path, *args: str, **env: str) -> tuple[SmokeOutcome, dict]:  # type: ignore[type-arg]
+    outcome = run_in_image(probe.image, tmp_path, gpu=False, env=env, extra_args=("--quick", *args))
     assert outcome.json_path is not None, outcome.error
     return outcome, json.loads(outcome.json_path.read_text())
 
@@ -100,7 +103,7 @@ def test_every_check_passes_on_a_good_image(probe: Probe, tmp_path: Path) -> Non
 
 
 def test_a_wrong_torch_version_fails(probe: Probe, tmp_path: Path) -> None:
-    outcome, document = run(probe, tmp_path, SMOKE_TORCH="2.10.0+cu130")
+    outcome, document = run(probe, tmp_path, *ENVIRONMENT_ONLY, SMOKE_TORCH="2.10.0+cu130")
     assert not outcome.passed and "environment.torch-version" in outcome.failed_checks
     assert (
         "torch is 2.11.0+cu130, the image declares 2.10.0+cu130"
@@ -109,7 +112,7 @@ def test_a_wrong_torch_version_fails(probe: Probe, tmp_path: Path) -> None:
 
 
 def test_a_planted_nan_in_an_attention_output_fails(probe: Probe, tmp_path: Path) -> None:
-    outcome, document = run(probe, tmp_path, SDPA_ATTENTION_PLANT_NAN="1")
+    outcome, document = run(probe, tmp_path, "--skip-model", SDPA_ATTENTION_PLANT_NAN="1")
     assert not outcome.passed
     assert "attention.kernel.sdpa-attention" in outcome.failed_checks
     assert "with NaN or inf" in check(document, "attention.kernel.sdpa-attention")["message"]
@@ -117,7 +120,7 @@ def test_a_planted_nan_in_an_attention_output_fails(probe: Probe, tmp_path: Path
 
 
 def test_a_single_wrong_row_fails_and_is_named(probe: Probe, tmp_path: Path) -> None:
-    outcome, document = run(probe, tmp_path, SDPA_ATTENTION_PLANT_ROW="1")
+    outcome, document = run(probe, tmp_path, "--skip-model", SDPA_ATTENTION_PLANT_ROW="1")
     assert outcome.failed_checks == ("attention.kernel.sdpa-attention", "attention.expected-backend") or (
         outcome.failed_checks == ("attention.kernel.sdpa-attention",)
     ), outcome.failed_checks
@@ -126,7 +129,7 @@ def test_a_single_wrong_row_fails_and_is_named(probe: Probe, tmp_path: Path) -> 
 
 
 def test_a_kernel_that_kills_its_process_fails_only_its_own_check(probe: Probe, tmp_path: Path) -> None:
-    outcome, document = run(probe, tmp_path, SDPA_ATTENTION_PLANT_FAULT="1")
+    outcome, document = run(probe, tmp_path, "--skip-model", SDPA_ATTENTION_PLANT_FAULT="1")
     assert "attention.kernel.sdpa-attention" in outcome.failed_checks
     assert "its process died (signal 11)" in check(document, "attention.kernel.sdpa-attention")["message"]
     for name in ("attention.sdpa.math", "attention.sdpa.flash", "attention.sdpa.default"):
@@ -134,7 +137,7 @@ def test_a_kernel_that_kills_its_process_fails_only_its_own_check(probe: Probe, 
 
 
 def test_out_of_memory_at_a_shape_is_unsupported_there_not_a_failure(probe: Probe, tmp_path: Path) -> None:
-    outcome, document = run(probe, tmp_path, SDPA_ATTENTION_PLANT_OOM="200")
+    outcome, document = run(probe, tmp_path, "--skip-model", SDPA_ATTENTION_PLANT_OOM="200")
     assert outcome.passed, outcome.failed_checks
     kernel = check(document, "attention.kernel.sdpa-attention")
     assert kernel["status"] == "pass", kernel["message"]
@@ -192,14 +195,16 @@ def test_a_kernel_baked_from_the_hub_loads_offline_with_the_pinned_and_the_newes
 
 
 def test_a_handler_that_loads_its_model_per_request_fails(probe: Probe, tmp_path: Path) -> None:
-    outcome, document = run(probe, tmp_path, SMOKE_HANDLER="/app/per_request_handler.py")
+    outcome, document = run(probe, tmp_path, "--skip-attention", SMOKE_HANDLER="/app/per_request_handler.py")
     assert outcome.failed_checks == ("model.handler",)
     message = check(document, "model.handler")["message"]
     assert "loads its model per request" in message and "/app/model.pt" in message
 
 
 def test_a_missing_kernel_fails_and_says_how_to_bake_it(probe: Probe, tmp_path: Path) -> None:
-    outcome, document = run(probe, tmp_path, SMOKE_KERNELS_LOCK="/app/missing-kernel.lock.json")
+    outcome, document = run(
+        probe, tmp_path, "--skip-model", SMOKE_KERNELS_LOCK="/app/missing-kernel.lock.json"
+    )
     assert "attention.kernel.never-baked" in outcome.failed_checks
     message = check(document, "attention.kernel.never-baked")["message"]
     assert "is not baked into the image" in message and "kernels-local" in message
@@ -289,7 +294,8 @@ def test_the_suite_runs_as_a_runpod_worker(probe: Probe) -> None:
 def test_declarations_the_image_does_not_meet_fail(
     probe: Probe, tmp_path: Path, env: dict[str, str], failing: str, words: str
 ) -> None:
-    outcome, document = run(probe, tmp_path, **env)
+    skip = ("--skip-attention",) if failing.startswith("model.") else ENVIRONMENT_ONLY
+    outcome, document = run(probe, tmp_path, *skip, **env)
     # The output shape fails both ways the worker is called: its real entry, and in-process.
     assert outcome.failed_checks == ((failing, "model.handler") if failing == "model.serve" else (failing,))
     assert words in check(document, failing)["message"]
@@ -312,7 +318,8 @@ def test_smoke_runs_the_built_digest_even_if_the_tag_moved(
     subprocess.run(["docker", "tag", "python:3.11-slim", probe.image.tag], check=True)
     subprocess.run(["docker", "push", "-q", probe.image.tag], check=True, capture_output=True)
     subprocess.run(["docker", "rmi", probe.image.tag], check=True, capture_output=True)
-    outcome, document = run(probe, tmp_path)  # python:3.11-slim has no smoke suite: it would fail
+    # python:3.11-slim has no smoke suite: it would fail
+    outcome, document = run(probe, tmp_path, *ENVIRONMENT_ONLY)
     assert outcome.passed, outcome.error
     assert document["image"]["digest"] == probe.image.digest
     assert probe.image.reference.endswith(f"@{probe.image.digest}")
