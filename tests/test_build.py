@@ -7,6 +7,7 @@ import math
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from conftest import Project, RegistryUnderTest, git
@@ -332,6 +333,8 @@ def test_deploy_spec_sizes_the_disk_from_the_pushed_image_on_every_run(
     cli,  # type: ignore[no-untyped-def]
     tiny: Project,
     registry: RegistryUnderTest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The spec names the pushed digest and sizes the disk from the measured image: after the build,
     after a re-run that builds nothing, and on a machine that never saw the layers (from the
@@ -358,8 +361,9 @@ def test_deploy_spec_sizes_the_disk_from_the_pushed_image_on_every_run(
     assert code == 0 and again["variants"]["tiny-slim"]["status"] == "built-earlier", output
     assert again["variants"]["tiny-slim"]["unpacked_size"] == entry["unpacked_size"]
     assert spec_path.read_bytes() == json.dumps(first, indent=2, sort_keys=True).encode() + b"\n"
-    # Another machine: no measured layers; deploy-spec reads them from the registry.
+    # Another machine: no layout and an empty layer cache; deploy-spec reads the registry's blobs.
     shutil.rmtree(tiny.root / "build" / "oci")
+    monkeypatch.setenv("BUILDTOOL_CACHE_DIR", str(tmp_path / "another-machine"))
     code, output, elsewhere = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
     assert code == 0 and elsewhere["variants"]["tiny-slim"]["unpacked_size"] is None, output
     assert spec() == first
