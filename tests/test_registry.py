@@ -168,8 +168,20 @@ def redirecting_registry(tmp_path: Path) -> Iterator[tuple[str, Storage]]:
             yield running.address, storage
     finally:
         storage.server.shutdown()
+        # The registry wrote its storage as root: removed from inside, for a rootless engine too.
         subprocess.run(
-            ["docker", "run", "--rm", "-v", f"{stored}:/s", "registry:2", "rm", "-rf", "/s/docker"],
+            [
+                "docker",
+                "run",
+                "--rm",
+                "-v",
+                f"{stored}:/s",
+                "--entrypoint",
+                "rm",
+                "registry:2",
+                "-rf",
+                "/s/docker",
+            ],
             capture_output=True,
             check=False,
         )
