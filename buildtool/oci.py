@@ -3,6 +3,7 @@ descriptors of an OCI image layout (what `docker buildx` wrote to build/oci/<var
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import gzip
 import json
@@ -50,6 +51,14 @@ def unpacked_size(stream: BinaryIO, media_type: str) -> int | None:
     return total
 
 
+def _remember(cache_path: Path, additions: Mapping[str, Any]) -> None:
+    """Add to the layer cache. It only saves time: a cache that cannot be written (a read-only or
+    missing $HOME, as in some CI containers) must not fail the build, so the facts are measured
+    again next time instead."""
+    with contextlib.suppress(OSError):
+        merge_json_object(cache_path, additions)
+
+
 def unpacked_sizes(
     cache_path: Path, layers: list[dict[str, Any]], open_blob: Callable[[str], BinaryIO]
 ) -> dict[str, int | None]:
@@ -67,7 +76,7 @@ def unpacked_sizes(
                 measured[digest] = size
         known = measured.get(digest, cache.get(digest))
         sizes[digest] = int(known) if known is not None else None
-    merge_json_object(cache_path, measured)
+    _remember(cache_path, measured)
     return sizes
 
 
@@ -102,7 +111,7 @@ class OciImage:
             for gone in cache[key]["deleted"]:
                 files = {p: n for p, n in files.items() if p != gone and not p.startswith(gone + "/")}
             files.update(cache[key]["files"])
-        merge_json_object(cache_path, scanned)
+        _remember(cache_path, scanned)
         return files
 
     def above(self, base_layers: tuple[str, ...] | None) -> tuple[int, int] | None:

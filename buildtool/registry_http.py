@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable

@@ -187,3 +187,18 @@ def test_a_layer_measured_once_is_not_read_again_from_another_build_dir(tmp_path
     (second / "blobs" / "sha256" / layer.digest.removeprefix("sha256:")).unlink()  # cannot be read
     again = read_image(second, digest, "v", cache)
     assert again.unpacked_size == measured.unpacked_size == len("a layer " * 1000)
+
+
+def test_a_layer_cache_that_cannot_be_written_does_not_fail_the_build(tmp_path: Path) -> None:
+    """The cache only saves time: with $HOME read-only or missing (CI containers), the image is still
+    read and measured."""
+    from fakes import write_layout
+
+    from buildtool.oci import read_image
+
+    layout = tmp_path / "build" / "oci" / "v"
+    digest = write_layout(layout, "a layer " * 100)
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    image = read_image(layout, digest, "v", not_a_directory / "cache")
+    assert image.unpacked_size == len("a layer " * 100)
