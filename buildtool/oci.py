@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import gzip
+import io
 import json
 import shutil
 import tarfile
@@ -32,20 +33,38 @@ GZIP_TYPES = (
     "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
 )
+ZSTD_TYPES = ("application/vnd.oci.image.layer.v1.tar+zstd",)  # BuildKit's compression=zstd, and Hub images
 TAR_TYPES = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar")
+GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 # In the layer cache (Options.cache_dir), shared by every build on the machine: content-addressed.
 FILES_FILE = "layer-files.json"  # "<layer digest> <pattern>" -> matching files
 SIZES_FILE = "unpacked-sizes.json"  # blob digest -> unpacked bytes
 
 
+def tar_stream(stream: BinaryIO) -> BinaryIO:
+    """A layer's tar bytes, read as a stream, whatever it is compressed with (gzip, zstd, none):
+    told by its first bytes, as containerd tells them, not by a media type a registry may relabel."""
+    buffered: Any = stream if hasattr(stream, "peek") else io.BufferedReader(stream)
+    head = buffered.peek(4)[:4]
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+    if head.startswith(ZSTD_MAGIC):
+        import zstandard  # Python 3.14's compression.zstd; here the package it grew from
+
+        # A layer may hold several frames (BuildKit writes one per chunk when told to): read them all.
+        reader: BinaryIO = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
+        return reader
+    return buffered  # type: ignore[no-any-return]
+
+
 def unpacked_size(stream: BinaryIO, media_type: str) -> int | None:
     """The bytes of a layer once decompressed, by decompressing it (gzip's own size field holds only
-    the size modulo 4 GiB, and CUDA layers are bigger); None for a compression it cannot read."""
-    if media_type not in (*GZIP_TYPES, *TAR_TYPES):
+    the size modulo 4 GiB, and CUDA layers are bigger); None for a layer type it cannot read."""
+    if media_type not in (*GZIP_TYPES, *ZSTD_TYPES, *TAR_TYPES):
         return None
     total = 0
     with stream:
-        readable = gzip.GzipFile(fileobj=stream, mode="rb") if media_type in GZIP_TYPES else stream
+        readable = tar_stream(stream)
         while chunk := readable.read(1 << 20):
             total += len(chunk)
     return total
@@ -105,9 +124,7 @@ class OciImage:
         for layer in self.layers[self.base_layers :]:
             key = f"{layer.digest} {pattern}"
             if key not in cache:
-                scanned[key] = cache[key] = _scan_layer(
-                    blob_path(self.layout, layer.digest), layer.media_type, pattern
-                )
+                scanned[key] = cache[key] = _scan_layer(blob_path(self.layout, layer.digest), pattern)
             for gone in cache[key]["deleted"]:
                 files = {p: n for p, n in files.items() if p != gone and not p.startswith(gone + "/")}
             files.update(cache[key]["files"])
@@ -147,13 +164,12 @@ class OciImage:
         return {str(k): str(v) for k, v in (self.config.get("Labels") or {}).items()}
 
 
-def _scan_layer(path: Path, media_type: str, pattern: str) -> dict[str, Any]:
+def _scan_layer(path: Path, pattern: str) -> dict[str, Any]:
     """A layer's regular files matching `pattern`, and what its whiteouts delete (OCI image spec:
     `.wh.<name>` deletes <name>; `.wh..wh..opq` empties its directory of lower layers' files)."""
     files: dict[str, int] = {}
     deleted: list[str] = []
-    mode = "r|gz" if media_type in GZIP_TYPES else "r|"
-    with path.open("rb") as stream, tarfile.open(fileobj=stream, mode=mode) as tar:  # type: ignore[call-overload]
+    with path.open("rb") as stream, tarfile.open(fileobj=tar_stream(stream), mode="r|") as tar:
         for member in tar:
             name = member.name.removeprefix("./").rstrip("/")
             directory, _, base = name.rpartition("/")

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from buildtool.engine import Engine
 from buildtool.errors import RegistryError
+from buildtool.oci import tar_stream
 from buildtool.registry import Registry
 
 REPRODUCE_DIR = "reproduce"
@@ -175,10 +176,10 @@ Entry = tuple[str, int, int, int, int, str, str]  # type, mode, uid, gid, mtime,
 
 
 def layer_entries(stream: BinaryIO) -> dict[str, Entry]:
-    """Each path of a layer tarball (gzip or plain, read through once and closed) with what makes it
-    differ."""
+    """Each path of a layer tarball (gzip, zstd or plain, read through once and closed) with what
+    makes it differ."""
     entries: dict[str, Entry] = {}
-    with stream, tarfile.open(fileobj=stream, mode="r|*") as archive:
+    with stream, tarfile.open(fileobj=tar_stream(stream), mode="r|") as archive:
         for member in archive:
             content = ""
             if member.isfile():
