@@ -101,6 +101,14 @@ def parser() -> argparse.ArgumentParser:
         help="also benchmark forward attention at the FlashAttention-3 paper's shapes (python -m smoke "
         "--bench; with --quick, small shapes)",
     )
+    s.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only the smoke checks whose names match (python -m smoke --only): fnmatch, or a "
+        "group such as 'attention.sdpa'; repeatable or comma-separated",
+    )
     results = argparse.ArgumentParser(add_help=False)
     results.add_argument(
         "--results",

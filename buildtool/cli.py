@@ -245,6 +245,7 @@ def run_build(args: argparse.Namespace, options: Options) -> int:
 
 def run_smoke(args: argparse.Namespace, options: Options) -> int:
     from buildtool import smoke_runner
+    from smoke.selection import split_patterns
 
     build_dir = options.build_dir
     where = "on the GPU" if smoke_runner.host_has_gpu() else "on the CPU (no NVIDIA GPU here)"
@@ -253,6 +254,7 @@ def run_smoke(args: argparse.Namespace, options: Options) -> int:
         options.select,
         quick=args.quick,
         bench=args.bench,
+        only=split_patterns(args.only),
         on_start=lambda image: out.print(f"smoke: {image.variant} {where}"),
     )
     table = Table(title=f"smoke results in {build_dir / 'smoke'}")

@@ -81,7 +81,7 @@ class TemplateError(BuildtoolError):
 
 
 class SelectionError(BuildtoolError):
-    """--select matched no variant."""
+    """--select matched no variant, or --only no smoke check."""
 
     exit_code = 2
 

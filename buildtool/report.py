@@ -2,10 +2,9 @@
 
 Rows are every GPU of matrix.yaml's table (refused ones with the reason, GPUs with no result as
 "not run"), then the CPU and any other device a result came from; columns are the variants (and
-"host" when a result came from `python -m smoke` on a bare host). Each cell names where it came from
-(the image digest, the commit, the date and the machine) and lists its checks. The attention
-benchmark (`--bench` results) follows per GPU: buildtool/benchmark.py.
-"""
+"host": `python -m smoke` on a bare host). Each cell names where it came from (image digest, commit,
+date, machine, and an --only that limited the run) and lists its checks. The attention benchmark
+(`--bench`) follows per GPU: buildtool/benchmark.py."""
 
 from __future__ import annotations
 
@@ -42,6 +41,7 @@ class Provenance:
     machine: str  # hostname and device
     digest: str | None = None  # the image the suite ran in (None on a bare host)
     commit: str | None = None
+    only: tuple[str, ...] = ()  # python -m smoke --only: the run was limited to these checks
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ def _cell_from(source: str, document: dict[str, Any]) -> Cell:
             machine=f"{host.get('hostname', '?')} ({host.get('device', 'cpu')})",
             digest=image.get("digest"),
             commit=image.get("revision") or host.get("commit"),
+            only=tuple(str(p) for p in document.get("only") or ()),
         ),
         checks=tuple(
             CheckLine(str(c["name"]), str(c.get("status")), str(c.get("message", "")))
@@ -184,8 +185,7 @@ def build_report(
     )
 
 
-def _shown(path: Path, root: Path) -> str:
-    """A result file relative to the matrix's directory when under it: the same on any machine."""
+def _shown(path: Path, root: Path) -> str:  # relative to the matrix's directory: the same anywhere
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
@@ -218,7 +218,7 @@ def to_json(report: Report) -> dict[str, Any]:
 def _cell_json(cell: Cell) -> dict[str, Any]:
     out = {k: v for k, v in asdict(cell).items() if v not in (None, (), [])}
     if cell.provenance is not None:
-        out["provenance"] = {k: v for k, v in asdict(cell.provenance).items() if v is not None}
+        out["provenance"] = {k: v for k, v in asdict(cell.provenance).items() if v not in (None, ())}
     return out
 
 
@@ -243,7 +243,7 @@ def provenance_text(p: Provenance) -> str:
     parts = [f"image {p.digest[:19]}" if p.digest else "bare host"]
     if p.commit:
         parts.append(f"commit {p.commit[:12]}")
-    parts += [p.started, p.machine]
+    parts += [p.started, p.machine, *([f"limited to --only {','.join(p.only)}"] if p.only else [])]
     return ", ".join(parts)
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import refs
-from buildtool.errors import ConfigError, Location, Problem
+from buildtool.errors import ConfigError, Location, Problem, SelectionError
 from buildtool.files import write_atomically
+from smoke.selection import Selection, catalogue
 
 RESULTS_IN_CONTAINER = "/tmp/smoke-results"
 SMOKE_PYTHONPATH = "/opt/smoke"
@@ -237,10 +238,19 @@ def smoke(
     *,
     quick: bool = False,
     bench: bool = False,
+    only: tuple[str, ...] = (),
     on_start: Callable[[BuiltImage], None] = lambda _: None,
 ) -> list[SmokeOutcome]:
+    """`only`: patterns for python -m smoke --only, checked here first, before any container starts
+    (the kernels' names are each image's own: any `*.kernel.<name>` is let through)."""
+    problems = Selection(only).unmatched(
+        catalogue(bench=bench), open_groups=("attention.kernel", "bench.kernel")
+    )
+    if problems:
+        raise SelectionError([Problem(what, hint=fix) for what, fix in problems])
     gpu = host_has_gpu()
     extra_args = (("--quick",) if quick else ()) + (("--bench",) if bench else ())
+    extra_args += tuple(arg for pattern in only for arg in ("--only", pattern))
     outcomes = []
     for image in built_images(build_dir, select):
         on_start(image)

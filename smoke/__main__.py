@@ -12,7 +12,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from smoke.checks.kernels import read_lock
 from smoke.expect import Expectations
+from smoke.selection import Selection, catalogue, split_patterns
 from smoke.suite import run_suite
 
 
@@ -33,6 +35,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--skip-attention", action="store_true")
     parser.add_argument("--quick", action="store_true", help="one sequence length and dtype per shape")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only the checks whose names match (fnmatch, or a group: 'attention.sdpa', "
+        "'bench.kernel.*'); repeatable or comma-separated",
+    )
+    parser.add_argument("--list", action="store_true", help="print the names of this run's checks, run none")
     parser.add_argument(
         "--bench",
         action="store_true",
@@ -64,15 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
         expect = expectations(args)
-    except ValueError as exc:
+        kernels = [entry.name for entry in read_lock(expect.kernels_lock)]
+    except (ValueError, OSError, KeyError, TypeError) as exc:
         print(f"error: bad option: {exc}", file=sys.stderr)
         return 2
+    only = Selection(split_patterns(args.only))
+    names = catalogue(kernels, model=not args.skip_model, attention=not args.skip_attention, bench=args.bench)
+    if problems := only.unmatched(names):
+        for what, fix in problems:
+            print(f"error: {what}\n  fix: {fix}", file=sys.stderr)
+        return 2
+    if args.list:
+        print("\n".join(name for name in names if only.selects(name)))
+        return 0
     result = run_suite(
         expect,
         model=not args.skip_model,
         attention=not args.skip_attention,
         quick=args.quick,
         bench=args.bench,
+        only=only,
     )
     json_path, xml_path = result.write(args.out, expect.variant or "host")
     for check in result.checks:

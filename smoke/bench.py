@@ -42,6 +42,7 @@ from smoke.checks.numerics import attention_math, judge
 from smoke.expect import Expectations
 from smoke.machine import machine
 from smoke.result import Check
+from smoke.selection import EVERY, Selection
 
 MIN_TIMED_SECONDS = 0.1
 MIN_REPETITIONS = 5
@@ -269,13 +270,10 @@ def run_one(spec: dict[str, Any], quick: bool) -> Check:
     return run_backend(name, sdpa(backend), device, quick, series, backend == "math")
 
 
-def checks(expect: Expectations, quick: bool = False) -> list[Check]:
-    results = [isolated(f"bench.sdpa.{b}", {"sdpa": b}, quick, module="smoke.bench") for b in SDPA_BACKENDS]
-    for entry in read_lock(expect.kernels_lock):
-        results.append(
-            isolated(f"bench.kernel.{entry.name}", {"kernel": asdict(entry)}, quick, module="smoke.bench")
-        )
-    return results
+def checks(expect: Expectations, quick: bool = False, only: Selection = EVERY) -> list[Check]:
+    specs: list[tuple[str, dict[str, Any]]] = [(f"bench.sdpa.{b}", {"sdpa": b}) for b in SDPA_BACKENDS]
+    specs += [(f"bench.kernel.{e.name}", {"kernel": asdict(e)}) for e in read_lock(expect.kernels_lock)]
+    return [isolated(name, spec, quick, module="smoke.bench") for name, spec in specs if only.selects(name)]
 
 
 def section(quick: bool) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class SuiteResult:
     seconds: float
     checks: tuple[Check, ...]
     benchmark: dict[str, Any] | None = None  # --bench: the machine, the grid, the published source
+    only: tuple[str, ...] = ()  # --only: the patterns that narrowed the run; none: every check ran
 
     @property
     def passed(self) -> bool:
@@ -55,6 +56,7 @@ class SuiteResult:
             "seconds": round(self.seconds, 3),
             "checks": [asdict(c) for c in self.checks],
             **({"benchmark": self.benchmark} if self.benchmark is not None else {}),
+            **({"only": list(self.only)} if self.only else {}),
         }
 
     def to_junit(self) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from smoke.expect import Expectations
 from smoke.result import Check, SuiteResult
+from smoke.selection import ENVIRONMENT, EVERY, MODEL_IMPORTS, MODEL_IN_PROCESS, MODEL_SERVE, Selection
 
 
 def host_info() -> dict[str, Any]:
@@ -106,27 +107,38 @@ def run_suite(
     attention: bool = True,
     quick: bool = False,
     bench: bool = False,
+    only: Selection = EVERY,
 ) -> SuiteResult:
+    """Every check, or (`only`) the selected ones: a part with no selected check does not run."""
     from smoke.checks import attention as attention_checks
     from smoke.checks import environment, serve
     from smoke.checks import model as model_checks
 
     started = datetime.now(UTC).isoformat(timespec="seconds")
     began = time.perf_counter()
-    checks = _guarded("environment", lambda: environment.checks(expect))
+    checks: list[Check] = []
+    if only.any(ENVIRONMENT):
+        checks += _guarded("environment", lambda: environment.checks(expect))
     if model:
         # The real entry first, in its own process (which it frees): then the in-process checks.
-        checks += _guarded("model", lambda: model_checks.imports(expect))
-        checks += _guarded("model", lambda: serve.checks(expect))
-        checks += _guarded("model", lambda: model_checks.checks(expect))
+        if only.any(MODEL_IMPORTS):
+            checks += _guarded("model", lambda: model_checks.imports(expect))
+        if only.any(MODEL_SERVE):
+            checks += _guarded("model", lambda: serve.checks(expect))
+        if only.any(MODEL_IN_PROCESS):
+            checks += _guarded("model", lambda: model_checks.checks(expect))
     if attention:
-        checks += _guarded("attention", lambda: attention_checks.checks(expect, quick))
+        checks += _guarded("attention", lambda: attention_checks.checks(expect, quick, only))
     benchmark = None
     if bench:
         from smoke import bench as benchmark_checks
 
-        checks += _guarded("bench", lambda: benchmark_checks.checks(expect, quick))
-        benchmark = benchmark_checks.section(quick)
+        ran = _guarded("bench", lambda: benchmark_checks.checks(expect, quick, only))
+        if ran:
+            checks += ran
+            benchmark = benchmark_checks.section(quick)
+    # A part runs whole (the model's load serves three checks): report what was selected, and crashes.
+    kept = tuple(c for c in checks if only.selects(c.name) or c.name.endswith(".crashed"))
     return SuiteResult(
-        expect.variant, host_info(), started, time.perf_counter() - began, tuple(checks), benchmark
+        expect.variant, host_info(), started, time.perf_counter() - began, kept, benchmark, only.patterns
     )

@@ -1,10 +1,12 @@
 """The smoke suite as a RunPod serverless worker: a job runs the suite and returns its result.
 
     python -m smoke.worker --rp_serve_api --rp_api_host 0.0.0.0      (the SDK's local test server)
-    POST /runsync {"input": {"quick": true, "attention": true, "model": true, "bench": false}}
+    POST /runsync {"input": {"quick": true, "attention": true, "model": true, "bench": false,
+                             "only": ["attention.sdpa"]}}
 
 With "bench": true the job also runs the attention benchmark (smoke/bench.py) on the worker's GPU:
-a way to get a RunPod GPU type's row without a pod.
+a way to get a RunPod GPU type's row without a pod. "only" narrows the run as --only does (a list,
+or comma-separated); a pattern that selects no check fails the job with the reason, running nothing.
 
 The worker's own model is loaded once, at module level, as a production worker would: a handler
 check then exercises the already-loaded model.
@@ -16,21 +18,24 @@ from typing import Any
 
 import runpod
 
+from smoke.checks.kernels import read_lock
 from smoke.expect import Expectations
+from smoke.selection import Selection, catalogue, split_patterns
 from smoke.suite import run_suite
 
 EXPECT = Expectations.from_env()
+PARTS = {"model": True, "attention": True, "bench": False}  # the job's switches, and their defaults
 
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:
     options = job.get("input") or {}
-    result = run_suite(
-        EXPECT,
-        model=bool(options.get("model", True)),
-        attention=bool(options.get("attention", True)),
-        quick=bool(options.get("quick", False)),
-        bench=bool(options.get("bench", False)),
-    )
+    parts = {name: bool(options.get(name, default)) for name, default in PARTS.items()}
+    patterns = options.get("only") or []
+    only = Selection(split_patterns([patterns] if isinstance(patterns, str) else map(str, patterns)))
+    kernels = [entry.name for entry in read_lock(EXPECT.kernels_lock)]
+    if problems := only.unmatched(catalogue(kernels, **parts)):
+        return {"error": "; ".join(f"{what} ({fix})" for what, fix in problems)}  # the SDK fails the job
+    result = run_suite(EXPECT, quick=bool(options.get("quick", False)), only=only, **parts)
     return result.to_dict()
 
 

@@ -204,7 +204,7 @@ def _uid() -> int:
     return os.getuid()
 
 
-def test_buildtool_smoke_bench_runs_the_suite_with_bench_in_every_image(
+def test_buildtool_smoke_passes_bench_quick_and_only_to_every_image(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from buildtool import smoke_runner
@@ -218,7 +218,12 @@ def test_buildtool_smoke_bench_runs_the_suite_with_bench_in_every_image(
     )
     smoke_runner.smoke(tmp_path, bench=True, quick=True)
     smoke_runner.smoke(tmp_path)
-    assert seen == [("--quick", "--bench"), ()]
+    smoke_runner.smoke(tmp_path, only=("attention.kernel.flash-attn3", "environment"))
+    assert seen == [
+        ("--quick", "--bench"),
+        (),
+        ("--only", "attention.kernel.flash-attn3", "--only", "environment"),
+    ]
 
 
 def test_a_run_names_the_kernels_it_benchmarked_and_where_it_ran() -> None:

@@ -26,6 +26,7 @@ from smoke.checks.kernels import KernelEntry, load_kernel, read_lock
 from smoke.checks.numerics import attention_math, cases, judge
 from smoke.expect import Expectations
 from smoke.result import Check
+from smoke.selection import EVERY, EXPECTED_BACKEND, Selection
 
 SDPA_BACKENDS = {
     "math": "MATH",
@@ -285,21 +286,23 @@ def isolated(name: str, spec: dict[str, Any], quick: bool, module: str = "smoke.
     )
 
 
-def checks(expect: Expectations, quick: bool = False) -> list[Check]:
+def checks(expect: Expectations, quick: bool = False, only: Selection = EVERY) -> list[Check]:
+    """Each selected check in its own process; the expected-backend check needs every other one."""
     import torch
 
     arch = None
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
         arch = f"sm_{major}{minor}"
-    results = [isolated(f"attention.sdpa.{backend}", {"sdpa": backend}, quick) for backend in SDPA_BACKENDS]
-    results.append(isolated("attention.sdpa.default", {"sdpa": None}, quick))
     entries = read_lock(expect.kernels_lock)
-    results += [
-        isolated(f"attention.kernel.{entry.name}", {"kernel": asdict(entry)}, quick) for entry in entries
-    ]
-    cudnn = torch.backends.cudnn.version() if arch else None  # the runtime cuDNN torch loaded
-    results.append(expected_backend(results, entries, expect, arch, cudnn))
+    judged = only.selects(EXPECTED_BACKEND)
+    specs: list[tuple[str, dict[str, Any]]] = [(f"attention.sdpa.{b}", {"sdpa": b}) for b in SDPA_BACKENDS]
+    specs.append(("attention.sdpa.default", {"sdpa": None}))
+    specs += [(f"attention.kernel.{entry.name}", {"kernel": asdict(entry)}) for entry in entries]
+    results = [isolated(name, spec, quick) for name, spec in specs if judged or only.selects(name)]
+    if judged:
+        cudnn = torch.backends.cudnn.version() if arch else None  # the runtime cuDNN torch loaded
+        results.append(expected_backend(results, entries, expect, arch, cudnn))
     return results
 
 
