@@ -23,7 +23,7 @@ from typing import Any
 from buildtool import refs
 from buildtool.errors import ConfigError, Location, Problem, SelectionError
 from buildtool.files import write_atomically
-from smoke.selection import Selection, catalogue
+from smoke.selection import KERNEL_GROUPS, Selection, catalogue
 
 RESULTS_IN_CONTAINER = "/tmp/smoke-results"
 SMOKE_PYTHONPATH = "/opt/smoke"
@@ -243,9 +243,7 @@ def smoke(
 ) -> list[SmokeOutcome]:
     """`only`: patterns for python -m smoke --only, checked here first, before any container starts
     (the kernels' names are each image's own: any `*.kernel.<name>` is let through)."""
-    problems = Selection(only).unmatched(
-        catalogue(bench=bench), open_groups=("attention.kernel", "bench.kernel")
-    )
+    problems = Selection(only).unmatched(catalogue(bench=bench), KERNEL_GROUPS)
     if problems:
         raise SelectionError([Problem(what, hint=fix) for what, fix in problems])
     gpu = host_has_gpu()

@@ -12,10 +12,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from smoke.checks.kernels import read_lock
 from smoke.expect import Expectations
-from smoke.selection import Selection, catalogue, split_patterns
-from smoke.suite import run_suite
+from smoke.selection import Selection, split_patterns
+from smoke.suite import check_names, run_suite
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -75,13 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
         expect = expectations(args)
-        kernels = [entry.name for entry in read_lock(expect.kernels_lock)]
-    except (ValueError, OSError, KeyError, TypeError) as exc:
+    except ValueError as exc:
         print(f"error: bad option: {exc}", file=sys.stderr)
         return 2
     only = Selection(split_patterns(args.only))
-    names = catalogue(kernels, model=not args.skip_model, attention=not args.skip_attention, bench=args.bench)
-    if problems := only.unmatched(names):
+    names, open_groups = check_names(
+        expect, model=not args.skip_model, attention=not args.skip_attention, bench=args.bench
+    )
+    if problems := only.unmatched(names, open_groups):
         for what, fix in problems:
             print(f"error: {what}\n  fix: {fix}", file=sys.stderr)
         return 2

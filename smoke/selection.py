@@ -27,6 +27,7 @@ MODEL_SERVE = ("model.serve", "model.attention-backend")
 MODEL_IN_PROCESS = ("model.load", "model.handler", "model.cuda")
 SDPA = ("math", "flash", "efficient", "cudnn", "default")
 EXPECTED_BACKEND = "attention.expected-backend"
+KERNEL_GROUPS = ("attention.kernel", "bench.kernel")  # named after each image's kernels lock
 
 
 def attention_names(kernels: Iterable[str]) -> tuple[str, ...]:

@@ -15,7 +15,16 @@ from typing import Any
 
 from smoke.expect import Expectations
 from smoke.result import Check, SuiteResult
-from smoke.selection import ENVIRONMENT, EVERY, MODEL_IMPORTS, MODEL_IN_PROCESS, MODEL_SERVE, Selection
+from smoke.selection import (
+    ENVIRONMENT,
+    EVERY,
+    KERNEL_GROUPS,
+    MODEL_IMPORTS,
+    MODEL_IN_PROCESS,
+    MODEL_SERVE,
+    Selection,
+    catalogue,
+)
 
 
 def host_info() -> dict[str, Any]:
@@ -98,6 +107,21 @@ def _guarded(group: str, run: Callable[[], list[Check]]) -> list[Check]:
                 data={"traceback": traceback.format_exc()[-4000:]},
             )
         ]
+
+
+def check_names(
+    expect: Expectations, *, model: bool = True, attention: bool = True, bench: bool = False
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names a run can report, and the groups whose names it cannot know. A kernels lock that
+    does not read is the image's defect, which the attention checks report as a failed check: here
+    its kernel names are left open, not turned into a refusal of the options."""
+    from smoke.checks.kernels import read_lock
+
+    try:
+        kernels = [entry.name for entry in read_lock(expect.kernels_lock)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return catalogue((), model=model, attention=attention, bench=bench), KERNEL_GROUPS
+    return catalogue(kernels, model=model, attention=attention, bench=bench), ()
 
 
 def run_suite(

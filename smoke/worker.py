@@ -18,10 +18,9 @@ from typing import Any
 
 import runpod
 
-from smoke.checks.kernels import read_lock
 from smoke.expect import Expectations
-from smoke.selection import Selection, catalogue, split_patterns
-from smoke.suite import run_suite
+from smoke.selection import Selection, split_patterns
+from smoke.suite import check_names, run_suite
 
 EXPECT = Expectations.from_env()
 PARTS = {"model": True, "attention": True, "bench": False}  # the job's switches, and their defaults
@@ -31,9 +30,14 @@ def handler(job: dict[str, Any]) -> dict[str, Any]:
     options = job.get("input") or {}
     parts = {name: bool(options.get(name, default)) for name, default in PARTS.items()}
     patterns = options.get("only") or []
-    only = Selection(split_patterns([patterns] if isinstance(patterns, str) else map(str, patterns)))
-    kernels = [entry.name for entry in read_lock(EXPECT.kernels_lock)]
-    if problems := only.unmatched(catalogue(kernels, **parts)):
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        return {
+            "error": f'"only" must be a list of check patterns or a comma-separated string, not {patterns!r}'
+        }
+    only = Selection(split_patterns(patterns))
+    if problems := only.unmatched(*check_names(EXPECT, **parts)):
         return {"error": "; ".join(f"{what} ({fix})" for what, fix in problems)}  # the SDK fails the job
     result = run_suite(EXPECT, quick=bool(options.get("quick", False)), only=only, **parts)
     return result.to_dict()

@@ -221,6 +221,16 @@ def test_a_missing_kernel_fails_and_says_how_to_bake_it(probe: Probe, tmp_path: 
     assert "is not baked into the image" in message and "kernels-local" in message
 
 
+def test_a_kernels_lock_that_does_not_read_is_a_failed_check_with_a_result(
+    probe: Probe, tmp_path: Path
+) -> None:
+    outcome, document = run(
+        probe, tmp_path, "--only", "attention.kernel", SMOKE_KERNELS_LOCK="/app/per_request_handler.py"
+    )
+    assert outcome.failed_checks == ("attention.crashed",), outcome.failed_checks
+    assert "JSONDecodeError" in check(document, "attention.crashed")["message"]
+
+
 def test_buildtool_smoke_runs_every_built_variant(probe: Probe, cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("smoke", "--matrix", str(probe.root / "matrix.yaml"), "--quick")
     assert result.code == 0, result.out + result.err

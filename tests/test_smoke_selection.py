@@ -99,6 +99,26 @@ def test_python_m_smoke_refuses_a_pattern_that_selects_nothing_before_running(tm
     assert done.returncode == 2 and "selects no check" in done.stderr
 
 
+def test_a_kernels_lock_that_does_not_read_leaves_kernel_names_open_not_refused(tmp_path: Path) -> None:
+    """The lock is the image's: a broken one is a failed attention check (test_smoke.py), not a bad
+    option that would leave no result at all."""
+    broken = tmp_path / "kernels.lock.json"
+    broken.write_text("{not json")
+    done = smoke_module("--list", "--only", "attention.kernel.flash-attn3,environment.driver",
+                        env={"SMOKE_KERNELS_LOCK": str(broken)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["environment.driver"]  # the kernels' names are not known
+
+
+def test_the_smoke_worker_fails_a_job_with_a_bad_only_and_runs_nothing() -> None:
+    from smoke import worker
+
+    answer = worker.handler({"id": "j", "input": {"only": 5}})
+    assert answer == {"error": '"only" must be a list of check patterns or a comma-separated string, not 5'}
+    answer = worker.handler({"id": "j", "input": {"only": ["attention.sdpa", "atention"]}})
+    assert answer["error"].startswith("--only 'atention' selects no check of this run (Perhaps you meant")
+
+
 def test_buildtool_smoke_refuses_a_typo_before_any_image(
     monkeypatch: pytest.MonkeyPatch,
     cli,  # type: ignore[no-untyped-def]
