@@ -36,6 +36,7 @@ GZIP_TYPES = (
 ZSTD_TYPES = ("application/vnd.oci.image.layer.v1.tar+zstd",)  # BuildKit's compression=zstd, and Hub images
 TAR_TYPES = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar")
 GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+MAGIC_LENGTH = max(len(GZIP_MAGIC), len(ZSTD_MAGIC))
 # In the layer cache (Options.cache_dir), shared by every build on the machine: content-addressed.
 FILES_FILE = "layer-files.json"  # "<layer digest> <pattern>" -> matching files
 SIZES_FILE = "unpacked-sizes.json"  # blob digest -> unpacked bytes
@@ -44,8 +45,11 @@ SIZES_FILE = "unpacked-sizes.json"  # blob digest -> unpacked bytes
 def tar_stream(stream: BinaryIO) -> BinaryIO:
     """A layer's tar bytes, read as a stream, whatever it is compressed with (gzip, zstd, none):
     told by its first bytes, as containerd tells them, not by a media type a registry may relabel."""
-    buffered: Any = stream if hasattr(stream, "peek") else io.BufferedReader(stream)
-    head = buffered.peek(4)[:4]
+    # Read the magic whole: one read may return fewer bytes (a socket, a chunked response).
+    head = b""
+    while len(head) < MAGIC_LENGTH and (more := stream.read(MAGIC_LENGTH - len(head))):
+        head += more
+    buffered: Any = io.BufferedReader(_Prepended(head, stream), buffer_size=1 << 20)
     if head.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
     if head.startswith(ZSTD_MAGIC):
@@ -55,6 +59,25 @@ def tar_stream(stream: BinaryIO) -> BinaryIO:
         reader: BinaryIO = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
         return reader
     return buffered  # type: ignore[no-any-return]
+
+
+class _Prepended(io.RawIOBase):
+    """`head` (bytes already read from `rest`), then the rest of `rest`."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head, self._rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            count = min(len(buffer), len(self._head))
+            buffer[:count], self._head = self._head[:count], self._head[count:]
+            return count
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def unpacked_size(stream: BinaryIO, media_type: str) -> int | None:

@@ -11,6 +11,7 @@ import json
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -43,6 +44,30 @@ def test_a_zstd_layer_of_several_frames_is_measured_and_read_whole() -> None:
     for data in (packed, gzip.compress(layer), layer):  # told by their first bytes
         assert tar_stream(io.BytesIO(data)).read() == layer
     assert unpacked_size(io.BytesIO(packed), "application/vnd.oci.image.layer.v1.tar+bzip2") is None
+
+
+class Trickle(io.RawIOBase):
+    """A network stream at its meanest: every read returns at most one byte."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        byte = self._data.read(1)
+        buffer[: len(byte)] = byte
+        return len(byte)
+
+
+def test_a_layer_whose_first_read_is_short_is_still_told_by_its_magic() -> None:
+    layer = tar_of({"app/model.bin": b"w" * 50_000})
+    for packed in (gzip.compress(layer), zstandard.ZstdCompressor().compress(layer)):
+        assert unpacked_size(Trickle(packed), ZSTD_LAYER) == len(layer)  # type: ignore[arg-type]
+        assert tar_stream(Trickle(packed)).read() == layer  # type: ignore[arg-type]
+    assert tar_stream(Trickle(layer)).read() == layer  # type: ignore[arg-type]
+    assert tar_stream(io.BytesIO(b"")).read() == b""  # an empty layer is an empty tar stream
 
 
 def export_layout(context: Path, destination: Path, compression: str) -> str:
