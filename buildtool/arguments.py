@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 KERNELS_LOCAL_HELP = (
@@ -109,6 +110,13 @@ def parser() -> argparse.ArgumentParser:
         help="run only the smoke checks whose names match (python -m smoke --only): fnmatch, or a "
         "group such as 'attention.sdpa'; repeatable or comma-separated",
     )
+    s.add_argument(
+        "--budget",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="per image: start no check or benchmark shape after this many seconds, report the rest "
+        "skipped (python -m smoke --budget); leave headroom under a job's timeout",
+    )
     results = argparse.ArgumentParser(add_help=False)
     results.add_argument(
         "--results",
@@ -186,3 +194,13 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, help="directory for compat.md, .json, .html (default: reports/)")
     rep.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     return top
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds

@@ -57,6 +57,7 @@ def provenance(run: BenchRun) -> str:
 
 
 HEADER = ("backend", "dtype", "head dim", "mask")
+NOTHING_MEASURED = "No shape was measured: each backend's reason is below."
 PAPER_NOTE = (
     "Median TFLOP/s over at least {} s of repetitions after warm-up (CUDA events on a GPU); in "
     "brackets, the percentage of the paper's figure at that shape ({})."
@@ -77,7 +78,10 @@ def to_markdown(runs: Iterable[BenchRun], verdicts: Iterable[FloorVerdict]) -> l
     for run in runs:
         lines += [f"### {run.gpu}{' (quick shapes)' if run.quick else ''}", "", provenance(run), ""]
         head = [*HEADER, *(f"s{s}" for s in run.seqlens())]
-        lines += ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+        if run.points:
+            lines += ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+        else:
+            lines.append(NOTHING_MEASURED)
         for label, points in table_rows(run):
             lines.append("| " + " | ".join([*label, *(point_text(p) for p in points)]) + " |")
         not_run = [(b, m) for b, s, m in run.backends if s != "pass"]
@@ -108,7 +112,7 @@ def to_html(runs: Iterable[BenchRun], verdicts: Iterable[FloorVerdict]) -> str:
                 cells += f"<td{title}>{html.escape(point_text(p))}</td>"
             body.append(f"<tr>{cells}</tr>")
         quick = " (quick shapes)" if run.quick else ""
-        plot = base64.b64encode(plot_png(run)).decode()
+        plot = f"data:image/png;base64,{base64.b64encode(plot_png(run)).decode()}" if run.points else None
         not_run = "".join(
             f"<li>{html.escape(b)}: {html.escape(m)}</li>" for b, s, m in run.backends if s != "pass"
         )
@@ -121,6 +125,8 @@ def to_html(runs: Iterable[BenchRun], verdicts: Iterable[FloorVerdict]) -> str:
         table = (
             f'<table class="bench" id="bench-{number}"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>"
+            if run.points
+            else f"<p>{html.escape(NOTHING_MEASURED)}</p>"
         )
         alt = f"TFLOP/s vs sequence length per backend on {html.escape(run.gpu)}"
         parts.append(
@@ -129,8 +135,7 @@ def to_html(runs: Iterable[BenchRun], verdicts: Iterable[FloorVerdict]) -> str:
             f"<p>{html.escape(_paper_note(run))}</p>\n"
             + (f"<ul>{not_run}</ul>\n" if not_run else "")
             + (f'<ul class="floors">{floors}</ul>\n' if floors else "")
-            + f'<img class="bench-plot" id="bench-plot-{number}" alt="{alt}"'
-            + f' src="data:image/png;base64,{plot}">'
+            + (f'<img class="bench-plot" id="bench-plot-{number}" alt="{alt}" src="{plot}">' if plot else "")
         )
     return "\n".join(parts) + "\n"
 

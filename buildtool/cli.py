@@ -255,6 +255,7 @@ def run_smoke(args: argparse.Namespace, options: Options) -> int:
         quick=args.quick,
         bench=args.bench,
         only=split_patterns(args.only),
+        budget=args.budget,
         on_start=lambda image: out.print(f"smoke: {image.variant} {where}"),
     )
     table = Table(title=f"smoke results in {build_dir / 'smoke'}")

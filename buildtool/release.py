@@ -22,7 +22,7 @@ from buildtool.errors import ConfigError, Problem, ReleaseRefused
 from buildtool.naming import Revision, variant_tags
 from buildtool.plan import CheckedPlan
 from buildtool.registry import Registry
-from buildtool.results import read_results
+from buildtool.results import read_results, run_limits
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,14 @@ def version_tags(version: Version) -> tuple[str, ...]:
     return (f"{major}.{minor}.{micro}", f"{major}.{minor}", f"{major}")
 
 
-def smoke_verdicts(documents: Iterable[dict[str, Any]]) -> dict[str, list[bool]]:
-    """digest -> passed, for every smoke result that names its image's digest."""
-    verdicts: dict[str, list[bool]] = {}
+def smoke_verdicts(documents: Iterable[dict[str, Any]]) -> dict[str, list[tuple[bool, tuple[str, ...]]]]:
+    """digest -> (passed, what the run left out), for every smoke result that names its image's
+    digest. A run limited by --only or cut by --budget passed only what it ran."""
+    verdicts: dict[str, list[tuple[bool, tuple[str, ...]]]] = {}
     for document in documents:
         digest = (document.get("image") or {}).get("digest")
         if digest:
-            verdicts.setdefault(digest, []).append(bool(document.get("passed")))
+            verdicts.setdefault(digest, []).append((bool(document.get("passed")), run_limits(document)))
     return verdicts
 
 
@@ -100,8 +101,13 @@ def plan_release(
         if not results:
             refusals.append(Refusal(cv.name, f"no smoke result for {manifest.digest}"))
             continue
-        if not all(results):
+        if not all(passed for passed, _ in results):
             refusals.append(Refusal(cv.name, f"smoke failed for {manifest.digest}"))
+            continue
+        if all(limits for _, limits in results):  # every check passed, but not every check ran
+            why = "; ".join(results[0][1])
+            whole = "run the whole suite: no --only, and a --budget it does not spend"
+            refusals.append(Refusal(cv.name, f"smoke ran in part for {manifest.digest} ({why}): {whole}"))
             continue
         versions = version_tags(version)
         tags = [f"{names.repository}:{v.base.name}-{t}" for t in versions]

@@ -3,7 +3,7 @@
 Rows are every GPU of matrix.yaml's table (refused ones with the reason, GPUs with no result as
 "not run"), then the CPU and any other device a result came from; columns are the variants (and
 "host": `python -m smoke` on a bare host). Each cell names where it came from (image digest, commit,
-date, machine, and an --only that limited the run) and lists its checks. The attention benchmark
+date, machine, an --only or a --budget that limited the run) and lists its checks. The attention benchmark
 (`--bench`) follows per GPU: buildtool/benchmark.py."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Literal
 from buildtool import benchmark, benchmark_render, pulltime
 from buildtool.plan import CheckedPlan
 from buildtool.pulltime import PULL_HEADER, PULL_NOTE, PullEstimate, pull_cells, pull_estimates
-from buildtool.results import read_results
+from buildtool.results import read_results, run_limits
 
 REPORT_SCHEMA = "runpod-images/compat-report"
 REPORT_SCHEMA_VERSION = 1
@@ -41,7 +41,7 @@ class Provenance:
     machine: str  # hostname and device
     digest: str | None = None  # the image the suite ran in (None on a bare host)
     commit: str | None = None
-    only: tuple[str, ...] = ()  # python -m smoke --only: the run was limited to these checks
+    limits: tuple[str, ...] = ()  # what the run left out: --only patterns, checks its --budget cut
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _cell_from(source: str, document: dict[str, Any]) -> Cell:
             machine=f"{host.get('hostname', '?')} ({host.get('device', 'cpu')})",
             digest=image.get("digest"),
             commit=image.get("revision") or host.get("commit"),
-            only=tuple(str(p) for p in document.get("only") or ()),
+            limits=run_limits(document),
         ),
         checks=tuple(
             CheckLine(str(c["name"]), str(c.get("status")), str(c.get("message", "")))
@@ -243,8 +243,7 @@ def provenance_text(p: Provenance) -> str:
     parts = [f"image {p.digest[:19]}" if p.digest else "bare host"]
     if p.commit:
         parts.append(f"commit {p.commit[:12]}")
-    parts += [p.started, p.machine, *([f"limited to --only {','.join(p.only)}"] if p.only else [])]
-    return ", ".join(parts)
+    return ", ".join([*parts, p.started, p.machine, *p.limits])
 
 
 def to_markdown(report: Report) -> str:

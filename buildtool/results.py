@@ -46,3 +46,16 @@ def read_results(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
             )
         documents.append((path, document))
     return documents
+
+
+def run_limits(document: dict[str, Any]) -> tuple[str, ...]:
+    """What a result's run left out, in words: its --only patterns, and the checks its --budget cut
+    short (not run, stopped, or benchmarked in part)."""
+    limits = []
+    if only := [str(p) for p in document.get("only") or ()]:
+        limits.append(f"limited to --only {','.join(only)}")
+    if cut := [str(c.get("name")) for c in document.get("checks", []) if (c.get("data") or {}).get("budget")]:
+        seconds = document.get("budget")
+        budget = f"{seconds:g} s" if isinstance(seconds, int | float) else "?"
+        limits.append(f"--budget {budget} cut {len(cut)} check(s) short: {', '.join(cut)}")
+    return tuple(limits)

@@ -27,6 +27,8 @@ from smoke.selection import KERNEL_GROUPS, Selection, catalogue
 
 RESULTS_IN_CONTAINER = "/tmp/smoke-results"
 SMOKE_PYTHONPATH = "/opt/smoke"
+CONTAINER_TIMEOUT = 1800.0  # seconds one image's suite may run
+BUDGET_OVERRUN = 300.0  # past a --budget: checks in progress, a benchmark process's last shape
 RUNPOD_VOLUME = "/runpod-volume"  # where RunPod mounts a serverless worker's network volume
 # What the build measured of each image, stamped into its results for the report's pull-time table.
 SIZE_KEYS = ("compressed_size", "unpacked_size", "layers", "base_layers", "above_base_size")
@@ -142,7 +144,7 @@ def run_in_image(
     out_dir: Path,
     *,
     gpu: bool,
-    timeout: float = 1800,
+    timeout: float = CONTAINER_TIMEOUT,
     extra_args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
 ) -> SmokeOutcome:
@@ -239,18 +241,26 @@ def smoke(
     quick: bool = False,
     bench: bool = False,
     only: tuple[str, ...] = (),
+    budget: float | None = None,
     on_start: Callable[[BuiltImage], None] = lambda _: None,
 ) -> list[SmokeOutcome]:
     """`only`: patterns for python -m smoke --only, checked here first, before any container starts
-    (the kernels' names are each image's own: any `*.kernel.<name>` is let through)."""
+    (the kernels' names are each image's own: any `*.kernel.<name>` is let through). `budget`:
+    python -m smoke --budget, per image; the container may then run that long, and a while more."""
     problems = Selection(only).unmatched(catalogue(bench=bench), KERNEL_GROUPS)
     if problems:
         raise SelectionError([Problem(what, hint=fix) for what, fix in problems])
     gpu = host_has_gpu()
     extra_args = (("--quick",) if quick else ()) + (("--bench",) if bench else ())
     extra_args += tuple(arg for pattern in only for arg in ("--only", pattern))
+    timeout = CONTAINER_TIMEOUT
+    if budget is not None:
+        extra_args += ("--budget", f"{budget:g}")
+        timeout = max(CONTAINER_TIMEOUT, budget + BUDGET_OVERRUN)
     outcomes = []
     for image in built_images(build_dir, select):
         on_start(image)
-        outcomes.append(run_in_image(image, build_dir / "smoke", gpu=gpu, extra_args=extra_args))
+        outcomes.append(
+            run_in_image(image, build_dir / "smoke", gpu=gpu, timeout=timeout, extra_args=extra_args)
+        )
     return outcomes

@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from smoke.budget import Budget
 from smoke.expect import Expectations
 from smoke.selection import Selection, split_patterns
 from smoke.suite import check_names, run_suite
@@ -41,6 +42,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATTERN",
         help="run only the checks whose names match (fnmatch, or a group: 'attention.sdpa', "
         "'bench.kernel.*'); repeatable or comma-separated",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="start no check or benchmark shape after this many seconds: what is left is reported "
+        "skipped, and the result is written (leave headroom under a hard limit)",
     )
     parser.add_argument("--list", action="store_true", help="print the names of this run's checks, run none")
     parser.add_argument(
@@ -74,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
         expect = expectations(args)
+        budget = Budget.starting_now(args.budget)
     except ValueError as exc:
         print(f"error: bad option: {exc}", file=sys.stderr)
         return 2
@@ -95,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         bench=args.bench,
         only=only,
+        budget=budget,
     )
     json_path, xml_path = result.write(args.out, expect.variant or "host")
     for check in result.checks:

@@ -27,6 +27,7 @@ from typing import Any
 
 from smoke import published
 from smoke.bench_shapes import DTYPES, PAPER, QUICK, Shape, memory_free, memory_needed, shapes
+from smoke.budget import UNLIMITED, Budget
 from smoke.checks.attention import (
     SDPA_BACKENDS,
     UNSUPPORTED_MARKS,
@@ -152,9 +153,16 @@ def time_shape(attention: Attention, shape: Shape, device: str) -> dict[str, Any
 
 
 def run_backend(
-    name: str, attention: Attention, device: str, quick: bool, series: str | None, materialises_scores: bool
+    name: str,
+    attention: Attention,
+    device: str,
+    quick: bool,
+    series: str | None,
+    materialises_scores: bool,
+    budget: Budget = UNLIMITED,
 ) -> Check:
-    """Every shape through one backend: correctness per configuration, then the timing."""
+    """Every shape through one backend: correctness per configuration, then the timing. No shape
+    starts once the budget is spent: those left are skipped, with that reason."""
     import torch
 
     on_gpu = device == "cuda"
@@ -163,8 +171,13 @@ def run_backend(
     skipped: list[dict[str, str]] = []
     failures: list[str] = []
     judged: dict[tuple[int, bool, str], dict[str, Any]] = {}
+    cut = 0  # shapes the budget left out
     for shape in shapes(quick):
         config = (shape.head_dim, shape.causal, shape.dtype)
+        if budget.spent():
+            skipped.append({"case": shape.label(), "why": budget.reason()})
+            cut += 1
+            continue
         try:
             if config not in judged:
                 judged[config] = correctness(attention, shape, device)
@@ -216,10 +229,14 @@ def run_backend(
         "skipped": skipped,
         "correctness": list(judged.values()),
     }
+    if cut:
+        data["budget"] = True  # the budget, not the backend, left shapes out
     seconds = time.perf_counter() - began
     if failures:
         message = f"{len(failures)} failed: {failures[0]}"
         return Check(name, "fail", message, seconds, {**data, "failures": failures})
+    if not cases and cut == len(skipped) > 0:
+        return Check(name, "skipped", budget.reason(), seconds, data)
     if not cases:
         why = skipped[0]["why"] if skipped else "no shape ran"
         return Check(name, "skipped", f"not available on {device}: {why}", seconds, data)
@@ -239,6 +256,7 @@ def run_one(spec: dict[str, Any], quick: bool) -> Check:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    budget = Budget.from_json(spec.get("budget"))
     if "kernel" in spec:
         fields = spec["kernel"]
         entry = KernelEntry(**{**fields, "archs": tuple(fields["archs"])})
@@ -260,20 +278,27 @@ def run_one(spec: dict[str, Any], quick: bool) -> Check:
                 data={"kernel": asdict(entry)},
             )
         series = published.series_for(name, entry.flash_attention)
-        check = run_backend(name, kernel_attention(module, entry.function), device, quick, series, False)
+        attention = kernel_attention(module, entry.function)
+        check = run_backend(name, attention, device, quick, series, False, budget)
         return Check(
             check.name, check.status, check.message, check.seconds, {**check.data, "kernel": asdict(entry)}
         )
     backend = spec["sdpa"]
     name = f"bench.sdpa.{backend}"
     series = published.series_for(f"sdpa.{backend}")
-    return run_backend(name, sdpa(backend), device, quick, series, backend == "math")
+    return run_backend(name, sdpa(backend), device, quick, series, backend == "math", budget)
 
 
-def checks(expect: Expectations, quick: bool = False, only: Selection = EVERY) -> list[Check]:
+def checks(
+    expect: Expectations, quick: bool = False, only: Selection = EVERY, budget: Budget = UNLIMITED
+) -> list[Check]:
     specs: list[tuple[str, dict[str, Any]]] = [(f"bench.sdpa.{b}", {"sdpa": b}) for b in SDPA_BACKENDS]
     specs += [(f"bench.kernel.{e.name}", {"kernel": asdict(e)}) for e in read_lock(expect.kernels_lock)]
-    return [isolated(name, spec, quick, module="smoke.bench") for name, spec in specs if only.selects(name)]
+    return [
+        isolated(name, {**spec, "budget": budget.to_json()}, quick, module="smoke.bench", budget=budget)
+        for name, spec in specs
+        if only.selects(name)
+    ]
 
 
 def section(quick: bool) -> dict[str, Any]:

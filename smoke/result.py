@@ -36,6 +36,7 @@ class SuiteResult:
     checks: tuple[Check, ...]
     benchmark: dict[str, Any] | None = None  # --bench: the machine, the grid, the published source
     only: tuple[str, ...] = ()  # --only: the patterns that narrowed the run; none: every check ran
+    budget: float | None = None  # --budget: seconds the run could start work in
 
     @property
     def passed(self) -> bool:
@@ -57,6 +58,7 @@ class SuiteResult:
             "checks": [asdict(c) for c in self.checks],
             **({"benchmark": self.benchmark} if self.benchmark is not None else {}),
             **({"only": list(self.only)} if self.only else {}),
+            **({"budget": self.budget} if self.budget is not None else {}),
         }
 
     def to_junit(self) -> str:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from smoke.budget import UNLIMITED, Budget
 from smoke.expect import Expectations
 from smoke.result import Check, SuiteResult
 from smoke.selection import (
@@ -132,37 +133,49 @@ def run_suite(
     quick: bool = False,
     bench: bool = False,
     only: Selection = EVERY,
+    budget: Budget = UNLIMITED,
 ) -> SuiteResult:
-    """Every check, or (`only`) the selected ones: a part with no selected check does not run."""
+    """Every check, or (`only`) the selected ones: a part with no selected check does not run, nor
+    one that would start after the `budget` is spent (its checks are reported skipped)."""
     from smoke.checks import attention as attention_checks
     from smoke.checks import environment, serve
     from smoke.checks import model as model_checks
 
+    def part(group: str, names: tuple[str, ...], run: Callable[[], list[Check]]) -> list[Check]:
+        if not only.any(names):
+            return []
+        if budget.spent():
+            return budget.skipped(names)
+        return _guarded(group, run)
+
     started = datetime.now(UTC).isoformat(timespec="seconds")
     began = time.perf_counter()
     checks: list[Check] = []
-    if only.any(ENVIRONMENT):
-        checks += _guarded("environment", lambda: environment.checks(expect))
+    checks += part("environment", ENVIRONMENT, lambda: environment.checks(expect))
     if model:
         # The real entry first, in its own process (which it frees): then the in-process checks.
-        if only.any(MODEL_IMPORTS):
-            checks += _guarded("model", lambda: model_checks.imports(expect))
-        if only.any(MODEL_SERVE):
-            checks += _guarded("model", lambda: serve.checks(expect))
-        if only.any(MODEL_IN_PROCESS):
-            checks += _guarded("model", lambda: model_checks.checks(expect))
+        checks += part("model", MODEL_IMPORTS, lambda: model_checks.imports(expect))
+        checks += part("model", MODEL_SERVE, lambda: serve.checks(expect))
+        checks += part("model", MODEL_IN_PROCESS, lambda: model_checks.checks(expect))
     if attention:
-        checks += _guarded("attention", lambda: attention_checks.checks(expect, quick, only))
+        checks += _guarded("attention", lambda: attention_checks.checks(expect, quick, only, budget))
     benchmark = None
     if bench:
         from smoke import bench as benchmark_checks
 
-        ran = _guarded("bench", lambda: benchmark_checks.checks(expect, quick, only))
+        ran = _guarded("bench", lambda: benchmark_checks.checks(expect, quick, only, budget))
         if ran:
             checks += ran
             benchmark = benchmark_checks.section(quick)
     # A part runs whole (the model's load serves three checks): report what was selected, and crashes.
     kept = tuple(c for c in checks if only.selects(c.name) or c.name.endswith(".crashed"))
     return SuiteResult(
-        expect.variant, host_info(), started, time.perf_counter() - began, kept, benchmark, only.patterns
+        expect.variant,
+        host_info(),
+        started,
+        time.perf_counter() - began,
+        kept,
+        benchmark,
+        only.patterns,
+        budget.seconds,
     )

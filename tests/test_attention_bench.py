@@ -204,25 +204,32 @@ def _uid() -> int:
     return os.getuid()
 
 
-def test_buildtool_smoke_passes_bench_quick_and_only_to_every_image(
+def test_buildtool_smoke_passes_bench_quick_only_and_budget_to_every_image(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from buildtool import smoke_runner
 
     image = smoke_runner.BuiltImage("v", "localhost:5000/v:t", "sha256:" + "a" * 64)
-    seen: list[tuple[str, ...]] = []
+    seen: list[tuple[tuple[str, ...], float]] = []
     monkeypatch.setattr(smoke_runner, "built_images", lambda build_dir, select: [image])
     monkeypatch.setattr(smoke_runner, "host_has_gpu", lambda: False)
     monkeypatch.setattr(
-        smoke_runner, "run_in_image", lambda image, out, gpu, extra_args: seen.append(extra_args)
+        smoke_runner,
+        "run_in_image",
+        lambda image, out, gpu, timeout, extra_args: seen.append((extra_args, timeout)),
     )
     smoke_runner.smoke(tmp_path, bench=True, quick=True)
     smoke_runner.smoke(tmp_path)
     smoke_runner.smoke(tmp_path, only=("attention.kernel.flash-attn3", "environment"))
+    smoke_runner.smoke(tmp_path, bench=True, budget=480)
+    smoke_runner.smoke(tmp_path, budget=7200.5)
     assert seen == [
-        ("--quick", "--bench"),
-        (),
-        ("--only", "attention.kernel.flash-attn3", "--only", "environment"),
+        (("--quick", "--bench"), 1800),
+        ((), 1800),
+        (("--only", "attention.kernel.flash-attn3", "--only", "environment"), 1800),
+        (("--bench", "--budget", "480"), 1800),
+        # A budget past the container's own limit raises that limit: the run gets to write its result.
+        (("--budget", "7200.5"), 7200.5 + smoke_runner.BUDGET_OVERRUN),
     ]
 
 

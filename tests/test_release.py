@@ -20,12 +20,14 @@ def built(cli, tiny: Project, registry: RegistryUnderTest) -> dict:  # type: ign
     return json.loads((tiny.root / "build" / "manifest.json").read_text())  # type: ignore[no-any-return]
 
 
-def smoke_result(directory: Path, variant: str, digest: str, passed: bool) -> Path:
+def smoke_result(
+    directory: Path, variant: str, digest: str, passed: bool, only: tuple[str, ...] = ()
+) -> Path:
     """A smoke result in the suite's own schema, as buildtool smoke stamps it with the digest."""
     check = Check(
         "environment.torch-version", "pass" if passed else "fail", "as declared" if passed else "wrong"
     )
-    result = SuiteResult(variant, {"device": "cpu"}, "2026-11-22T00:00:00+00:00", 1.0, (check,))
+    result = SuiteResult(variant, {"device": "cpu"}, "2026-11-22T00:00:00+00:00", 1.0, (check,), only=only)
     json_path, _ = result.write(directory, variant)
     document = json.loads(json_path.read_text())
     document["image"] = {"tag": "", "digest": digest}
@@ -78,6 +80,24 @@ def test_a_failed_smoke_result_is_not_promoted(cli, tiny: Project, registry: Reg
     assert "[tiny-slim-bookworm]" in result.err and "smoke failed for sha256:" in result.err
     assert registry.digest("tiny", "slim-bookworm-2.0.0") is None
     assert registry.digest("tiny", "slim-2.0.0") == manifest["variants"]["tiny-slim"]["digest"]
+
+
+def test_a_smoke_run_limited_by_only_does_not_release_its_digest(
+    cli, tiny: Project, registry: RegistryUnderTest
+) -> None:  # type: ignore[no-untyped-def]
+    manifest = built(cli, tiny, registry)
+    passed_results(tiny, manifest)
+    limited = manifest["variants"]["tiny-slim-bookworm"]["digest"]
+    smoke_result(tiny.root / "build" / "smoke", "tiny-slim-bookworm", limited, True, only=("environment",))
+    git(tiny.root, "tag", "v2.1.0")
+    result = release(cli, tiny, registry, "v2.1.0")
+    assert result.code == 1
+    said = (
+        f"[tiny-slim-bookworm] not promoted: smoke ran in part for {limited} (limited to --only environment)"
+    )
+    assert said in result.err
+    assert registry.digest("tiny", "slim-bookworm-2.1.0") is None
+    assert registry.digest("tiny", "slim-2.1.0") == manifest["variants"]["tiny-slim"]["digest"]
 
 
 def test_an_existing_version_is_never_moved(cli, tiny: Project, registry: RegistryUnderTest) -> None:  # type: ignore[no-untyped-def]

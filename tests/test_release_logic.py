@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO
@@ -25,16 +26,19 @@ def checked():  # type: ignore[no-untyped-def]
     return api.plan_and_check(Options.for_matrix(REPO / "matrix.yaml", select=("worker-embed-*",)))
 
 
-def smoke_result(tmp: Path, name: str, digest: str, passed: bool) -> Path:
+def smoke_result(tmp: Path, name: str, digest: str, passed: bool, cut: bool = False, **limits: Any) -> Path:
+    """`limits`: the run's `only` or `budget`; `cut`: a check its budget cut short."""
     path = tmp / f"{name}.json"
     check = {"name": "attention.sdpa.math", "status": "pass" if passed else "fail"}
+    cuts = [{"name": "bench.sdpa.math", "status": "skipped", "data": {"budget": True}}] if cut else []
     path.write_text(
         json.dumps(
             {
                 "schema": "runpod-images/smoke-result",
                 "image": {"digest": digest},
                 "passed": passed,
-                "checks": [check],
+                "checks": [check, *cuts],
+                **limits,
             }
         )
     )
@@ -69,6 +73,33 @@ def test_only_built_and_passing_digests_are_promoted_the_rest_refused_with_the_r
     [promotion] = plan.promotions
     base = next(cv.base.name for cv in checked.variants if cv.name == good)
     assert {t.rsplit(":", 1)[1] for t in promotion.tags} >= {f"{base}-1.2.3", f"{base}-1.2", f"{base}-1"}
+
+
+def test_a_smoke_run_limited_by_only_or_cut_by_its_budget_does_not_release_a_digest(
+    checked,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    registry = FakeRegistry()
+    name = checked.variants[0].name
+    digest = built(registry, checked, name)
+    only = smoke_result(tmp_path, "only", digest, True, only=["environment"])
+    cut = smoke_result(tmp_path, "cut", digest, True, cut=True, budget=60)
+    for results in ([only], [cut], [only, cut]):
+        plan = plan_release("v1.2.3", Revision(SHA, False), checked, REGISTRY, registry, results)
+        assert not plan.promotions
+        [refusal] = [r for r in plan.refusals if r.variant == name]
+        assert refusal.reason.startswith(f"smoke ran in part for {digest} (")
+        assert refusal.reason.endswith("run the whole suite: no --only, and a --budget it does not spend")
+    assert (
+        "(limited to --only environment)"
+        in plan_release("v1.2.3", Revision(SHA, False), checked, REGISTRY, registry, [only])
+        .refusals[0]
+        .reason
+    )
+    # A budget that was not spent, beside a limited run: the whole run releases the digest.
+    whole = smoke_result(tmp_path, "whole", digest, True, budget=3600)
+    plan = plan_release("v1.2.3", Revision(SHA, False), checked, REGISTRY, registry, [only, whole])
+    assert [p.variant for p in plan.promotions] == [name]
 
 
 def test_promotion_moves_each_tag_once_and_a_released_version_never_moves(

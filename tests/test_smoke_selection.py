@@ -4,8 +4,10 @@ The in-image runs are in test_smoke.py."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +146,32 @@ def test_a_run_limited_by_only_says_so_in_its_report_cell(tmp_path: Path) -> Non
     options = Options.for_matrix(REPO / "matrix.yaml", tmp_path / "no-build", results=(limited,))
     built, _ = api.report(options, tmp_path / "out")
     cell = {r.gpu: r for r in built.rows}["CPU"].cells[document["variant"]]
-    assert cell.provenance is not None and cell.provenance.only == ("attention.sdpa.math",)
+    assert cell.provenance is not None
+    assert cell.provenance.limits == ("limited to --only attention.sdpa.math",)
     markdown = (tmp_path / "out" / "compat.md").read_text()
     assert "limited to --only attention.sdpa.math" in markdown
+
+
+CHECK_NAME = re.compile(r"(environment|model|attention|bench)\.[a-z][a-z0-9-]*(\.[a-z0-9-]+)?")
+
+
+def test_the_catalogue_names_exactly_the_checks_the_check_modules_report() -> None:
+    """The names --only knows are a table: read from the check modules' own string constants (not
+    their docstrings), every fixed name they report is in it, and every fixed name in it is theirs."""
+    reported: set[str] = set()
+    for module in sorted((REPO / "smoke" / "checks").glob("*.py")):
+        tree = ast.parse(module.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.FunctionDef | ast.ClassDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                reported.update(m.group(0) for m in [CHECK_NAME.fullmatch(node.value)] if m)
+    fixed = {n for n in catalogue(()) if not n.startswith("attention.sdpa.")}  # SDPA: tested above
+    assert reported - set(catalogue(())) == set()
+    assert fixed - reported == set()
+    assert {"model.imports", "model.cuda", "model.attention-backend"} <= reported  # in no golden result

@@ -5,6 +5,8 @@
 #   tools/gpu-host-smoke.sh [OUT_DIR] [python -m smoke options...]
 #
 # OUT_DIR defaults to $OUT (the device tool's folder), else smoke-results/. Exit code: the suite's.
+# Under a limit per command (the device tool: 600 s), pass a budget below it, so that the result
+# is written whatever the machine's speed: tools/gpu-host-smoke.sh "$OUT" --budget 480
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 out=${1:-${OUT:-smoke-results}}

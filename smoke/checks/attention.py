@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from smoke.budget import UNLIMITED, Budget, cut_short
 from smoke.checks.dispatch import expected_backend, observed_backends
 from smoke.checks.kernels import KernelEntry, load_kernel, read_lock
 from smoke.checks.numerics import attention_math, cases, judge
@@ -262,13 +263,26 @@ def run_one(spec: dict[str, Any], quick: bool) -> Check:
     return exercise(f"attention.sdpa.{backend or 'default'}", sdpa(backend), device, quick)
 
 
-def isolated(name: str, spec: dict[str, Any], quick: bool, module: str = "smoke.checks.attention") -> Check:
-    """`module`'s `run_one` in a child process: a crash, abort or hang fails this check only."""
+def isolated(
+    name: str,
+    spec: dict[str, Any],
+    quick: bool,
+    module: str = "smoke.checks.attention",
+    budget: Budget = UNLIMITED,
+) -> Check:
+    """`module`'s `run_one` in a child process: a crash, abort or hang fails this check only. It does
+    not start once the budget is spent, and is stopped (skipped, not judged) when it outlives it."""
+    if budget.spent():
+        return budget.skipped([name])[0]
     args = [sys.executable, "-m", module, json.dumps(spec)] + (["--quick"] if quick else [])
+    timeout = budget.timeout(CHECK_TIMEOUT)
     began = time.perf_counter()
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
+        if timeout < CHECK_TIMEOUT:
+            why = f"stopped after {timeout:.0f} s: the --budget of {budget.seconds:g} s ran out; not judged"
+            return Check(name, "skipped", why, timeout, {"budget": True})
         return Check(name, "fail", f"did not finish in {CHECK_TIMEOUT} s (a hung kernel?)", CHECK_TIMEOUT)
     seconds = time.perf_counter() - began
     last = done.stdout.strip().splitlines()[-1:] if done.stdout.strip() else []
@@ -286,7 +300,9 @@ def isolated(name: str, spec: dict[str, Any], quick: bool, module: str = "smoke.
     )
 
 
-def checks(expect: Expectations, quick: bool = False, only: Selection = EVERY) -> list[Check]:
+def checks(
+    expect: Expectations, quick: bool = False, only: Selection = EVERY, budget: Budget = UNLIMITED
+) -> list[Check]:
     """Each selected check in its own process; the expected-backend check needs every other one."""
     import torch
 
@@ -299,8 +315,12 @@ def checks(expect: Expectations, quick: bool = False, only: Selection = EVERY) -
     specs: list[tuple[str, dict[str, Any]]] = [(f"attention.sdpa.{b}", {"sdpa": b}) for b in SDPA_BACKENDS]
     specs.append(("attention.sdpa.default", {"sdpa": None}))
     specs += [(f"attention.kernel.{entry.name}", {"kernel": asdict(entry)}) for entry in entries]
-    results = [isolated(name, spec, quick) for name, spec in specs if judged or only.selects(name)]
-    if judged:
+    results = [
+        isolated(name, spec, quick, budget=budget) for name, spec in specs if judged or only.selects(name)
+    ]
+    if judged and any(cut_short(r) for r in results):
+        results += budget.skipped([EXPECTED_BACKEND])  # its evidence is incomplete: not judged
+    elif judged:
         cudnn = torch.backends.cudnn.version() if arch else None  # the runtime cuDNN torch loaded
         results.append(expected_backend(results, entries, expect, arch, cudnn))
     return results
