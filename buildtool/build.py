@@ -4,7 +4,8 @@ Per variant, in parallel (each its own `buildx bake <target>`, so one failure st
   1. the registry already holds the immutable tag (a re-run of the same commit): nothing is built,
      the variant is reported as built earlier (--rebuild builds anyway, and the digest must match)
   2. build with BuildKit to an OCI layout (build/oci/<variant>/), with the registry cache
-     (cache-from/cache-to, mode=max); the base resolves to a digest (--locked: matrix.lock's)
+     (cache-from/cache-to, mode=max; an export the registry refuses is a warning, not a failure);
+     the base resolves to a digest (--locked: matrix.lock's)
   3. the tag is absent: push the layout's blobs the registry lacks, then the manifest; present with
      the same digest: nothing to push; present with another digest: refuse, an immutable tag is
      never overwritten
@@ -22,23 +23,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 
 from buildtool import refs
 from buildtool.built import BuildEvent, BuildResult, Status, VariantResult, manifest_document
+from buildtool.earlier import built_earlier
 from buildtool.engine import BakeOutcome, Engine
 from buildtool.errors import Finding, Problem, RegistryError
 from buildtool.files import write_atomically
 from buildtool.lock import read_lock
-from buildtool.oci import SIZES_FILE, OciImage, cached_unpacked_size, image_from, prune_layout, read_image
+from buildtool.oci import OciImage, prune_layout, read_image
 from buildtool.options import Options
-from buildtool.registry import Registry, RemoteManifest, compressed_size
-from buildtool.render import LABEL_PREFIX
+from buildtool.registry import Registry, compressed_size
 from buildtool.rendering import RenderedVariant, Rendering, oci_layout
 
-REVISION_LABEL = "org.opencontainers.image.revision"
-CREATED_LABEL = "org.opencontainers.image.created"  # the commit's time
-VARIANT_LABEL = f"{LABEL_PREFIX}.variant"
 # The image-scope policy, as the build stage sees it: a built image in, refusals out.
 ImageCheck = Callable[[OciImage], Sequence[Finding]]  # the image-scope policy
 
@@ -106,7 +103,7 @@ def _build_one(
                 "start it, or point --registry / $REGISTRY at one",
             ) from None
         if existing is not None and not mutable and not options.rebuild:
-            earlier = _built_earlier(
+            earlier = built_earlier(
                 v, rendering.revision.sha, existing, registry, log, emit, options.cache_dir, engine
             )
             if earlier is not None:
@@ -162,6 +159,11 @@ def _build_one(
             raise _VariantFailed(message, f"{hint}: {log}" if hint else str(log))
         digest = outcome.digest
         steps = outcome.dockerfile_steps
+        if outcome.cache_export_error:  # cache-to has ignore-error=true: a cache only saves time
+            notes.append(
+                f"the build cache was not exported to {v.tags.cache}: {outcome.cache_export_error} "
+                "(the image is built and pushed; the next build cannot reuse this one's layers)"
+            )
         emit(BuildEvent(v.name, "checking", digest))
         try:
             built = read_image(layout, digest, v.name, options.cache_dir)
@@ -236,53 +238,6 @@ def _build_one(
     except _VariantFailed as exc:
         emit(BuildEvent(v.name, "failed", str(exc)))
         return failed(str(exc), exc.hint)
-
-
-def _built_earlier(
-    v: RenderedVariant,
-    revision: str,
-    existing: RemoteManifest,
-    registry: Registry,
-    log: Path,
-    emit: Callable[[BuildEvent], None],
-    cache_dir: Path,
-    engine: Engine,
-) -> VariantResult | None:
-    """The registry holds this commit's immutable tag, and the image's labels say it is this
-    variant built from this commit: a re-run builds nothing. Anything else under the tag (None) is
-    built and compared, and refused if it differs."""
-    try:
-        config = existing.document.get("config")
-        if not isinstance(config, dict):
-            return None
-        document = json.loads(registry.blob(v.tags.repository, str(config["digest"])))
-        labels = (document.get("config") or {}).get("Labels") or {}
-        size = compressed_size(registry, v.tags.repository, existing)
-    except (RegistryError, ValueError, KeyError, AttributeError):
-        return None  # not verifiable: build it, and compare
-    if labels.get(REVISION_LABEL) != revision or labels.get(VARIANT_LABEL) != v.name:
-        return None
-    created = labels.get(CREATED_LABEL) or None
-    remote = image_from(v.name, existing.digest, existing.document, document)
-    split = remote.above(engine.image_layers(v.base_ref))
-    emit(BuildEvent(v.name, "built-earlier", existing.digest))
-    return VariantResult(
-        v.name,
-        "built-earlier",
-        v.tags.immutable,
-        v.tags.moving,
-        v.base_ref,
-        None,
-        digest=existing.digest,
-        compressed_size=size,
-        # Known when this machine measured the layers before; else deploy-spec measures it.
-        unpacked_size=cached_unpacked_size(cache_dir / SIZES_FILE, existing.document.get("layers")),
-        layers=len(remote.layers),
-        base_layers=split[0] if split else None,
-        above_base_size=split[1] if split else None,
-        log=log,
-        created=created,
-    )
 
 
 def _move_tags(results: tuple[VariantResult, ...], registry: Registry) -> tuple[list[str], list[str]]:

@@ -117,6 +117,7 @@ def manifest_document(result: BuildResult) -> dict[str, object]:
             "cached_steps": r.cached_steps,
             "pushed_bytes": r.pushed_bytes,
             "created": r.created,
+            "notes": list(r.notes),  # the warnings the build printed: base drift, a cache not exported
         }
     return {
         "schema": MANIFEST_SCHEMA,

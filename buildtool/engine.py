@@ -51,6 +51,12 @@ class BakeOutcome:
         return value if isinstance(value, str) else None
 
     @property
+    def cache_export_error(self) -> str | None:
+        """BuildKit's words when the registry cache export failed, which cache-to's ignore-error=true
+        lets the build survive (two builds exporting shared layers at once can fail it)."""
+        return next((s.error for s in self.steps if s.name.startswith("exporting cache") and s.error), None)
+
+    @property
     def dockerfile_steps(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.in_dockerfile)
 
@@ -249,7 +255,14 @@ class _Tracker:
                     else ("ERROR " + vertex["error"] if vertex.get("error") else "DONE")
                 )
                 self.log.write(f"#{self.names[digest]} {mark}\n")
-            if vertex.get("error") and self.error is None and vertex.get("name", "").startswith("["):
+            # A step cancelled because something else failed is not the cause: buildx's last words are.
+            cancelled = "context canceled" in str(vertex.get("error"))
+            if (
+                vertex.get("error")
+                and self.error is None
+                and vertex.get("name", "").startswith("[")
+                and not cancelled
+            ):
                 self.error = f"step '{vertex['name']}' failed: {vertex['error']}"
         for entry in status.get("logs") or []:  # type: ignore[attr-defined]
             text = base64.b64decode(entry.get("data", "")).decode("utf-8", "replace")

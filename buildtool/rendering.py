@@ -84,7 +84,7 @@ def bake_file(variants: list[RenderedVariant], revision: Revision, kernels_local
             "tags": [v.tags.immutable],
             "output": [f"type=oci,tar=false,dest={oci_layout(v.name)},rewrite-timestamp=true"],
             "cache-from": [f"type=registry,ref={v.tags.cache}"],
-            "cache-to": [f"type=registry,ref={v.tags.cache},mode=max"],
+            "cache-to": [f"type=registry,ref={v.tags.cache},mode=max,ignore-error=true"],
             "platforms": [PLATFORM],
         }
         if v.secrets:  # RUN --mount=type=secret,id=NAME reads them; the image never holds them

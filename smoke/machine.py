@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,9 +33,24 @@ def machine() -> dict[str, Any]:
             arch=f"sm_{major}{minor}",
             sm_count=props.multi_processor_count,
             memory_bytes=props.total_memory,
-            **nvidia_smi(),
+            **nvidia_smi(smi_ids(getattr(props, "uuid", None), _pci_address(props))),
         )
     return info
+
+
+def smi_ids(uuid: object, pci: tuple[int, int, int] | None = None) -> tuple[str, ...]:
+    """How nvidia-smi names torch's device 0. Not by index: CUDA_VISIBLE_DEVICES renumbers what
+    torch sees, and CUDA orders fastest first where nvidia-smi orders by PCI bus. torch's UUID names
+    the device itself: GPU-<uuid>, or MIG-<uuid> for a MIG instance; then its PCI address (domain,
+    bus, device), which names a MIG instance's GPU. Without either, nothing."""
+    text = str(uuid or "").removeprefix("GPU-").removeprefix("MIG-")
+    ids: tuple[str, ...] = ()
+    if re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text):
+        ids = (f"GPU-{text}", f"MIG-{text}")
+    if pci is not None:
+        domain, bus, device = pci
+        ids += (f"{domain:08X}:{bus:02X}:{device:02X}.0",)
+    return ids
 
 
 NVIDIA_SMI_FIELDS = {
@@ -50,23 +66,31 @@ NVIDIA_SMI_FIELDS = {
 }
 
 
-def nvidia_smi() -> dict[str, Any]:
-    """Clocks, power limit and driver of GPU 0 (nvidia-smi ships with the driver)."""
+def nvidia_smi(ids: tuple[str, ...]) -> dict[str, Any]:
+    """Clocks, power limit and driver of the GPU torch ran on, by the first of `ids` nvidia-smi
+    knows (it ships with the driver); what went wrong, under "nvidia_smi", when none answers."""
     binary = shutil.which("nvidia-smi")
     if binary is None:
         return {"nvidia_smi": "not found"}
+    if not ids:  # another GPU's clocks would be worse than none
+        return {"nvidia_smi": "not asked: torch gave no UUID or PCI address to name its device by"}
     query = ",".join(NVIDIA_SMI_FIELDS)
-    try:
-        done = subprocess.run(
-            [binary, f"--query-gpu={query}", "--format=csv,noheader,nounits", "--id=0"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return {"nvidia_smi": f"{type(exc).__name__}: {exc}"[:300]}
-    return parse_nvidia_smi(done.stdout)
+    errors = []
+    for gpu in ids:
+        try:
+            done = subprocess.run(
+                [binary, f"--query-gpu={query}", "--format=csv,noheader,nounits", f"--id={gpu}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return {"nvidia_smi": f"{type(exc).__name__}: {exc}"[:300]}
+        if done.returncode == 0 and done.stdout.strip():
+            return {**parse_nvidia_smi(done.stdout), "nvidia_smi_id": gpu}
+        errors.append(f"{gpu}: {(done.stderr or done.stdout).strip() or f'exit {done.returncode}'}")
+    return {"nvidia_smi": "; ".join(errors)[:300]}
 
 
 def parse_nvidia_smi(text: str) -> dict[str, Any]:
@@ -80,6 +104,11 @@ def parse_nvidia_smi(text: str) -> dict[str, Any]:
         except ValueError:
             out[key] = value
     return out
+
+
+def _pci_address(props: Any) -> tuple[int, int, int] | None:
+    parts = [getattr(props, f"pci_{name}_id", None) for name in ("domain", "bus", "device")]
+    return (parts[0], parts[1], parts[2]) if all(isinstance(p, int) for p in parts) else None
 
 
 def _cpu_model() -> str | None:

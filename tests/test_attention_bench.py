@@ -6,6 +6,7 @@ Chromium."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from buildtool.options import Options
 from smoke import published
 from smoke.bench import MEMORY_HEADROOM
 from smoke.bench_shapes import PAPER, Shape, memory_needed, shapes
-from smoke.machine import parse_nvidia_smi
+from smoke.machine import nvidia_smi, parse_nvidia_smi, smi_ids
 
 TORCH_STAND_IN = "runpod/pytorch:2.11.0-cuda13.0-cudnn9-devel"
 
@@ -73,6 +74,46 @@ def test_nvidia_smi_fields_are_read_and_unsupported_ones_dropped() -> None:
         "power_max_limit_w": 700.0,
         "pstate": "P0",
     }
+
+
+UUID = "6e2f0b1c-93a4-4d7e-8f21-0c5d9a7b3e41"
+# nvidia-smi as a host with two GPUs answers --query-gpu: by index in PCI order, or by UUID; a MIG
+# instance's UUID only with the MIG- prefix (the stand-in's rule: enough to tell which id was used).
+FAKE_SMI = f"""#!/bin/sh
+for arg; do case "$arg" in --id=*) id="${{arg#--id=}}";; esac; done
+case "$id" in
+  0) echo "580.95.05, 345, 1980, 1593, 2619, 350.00, 700.00, P8, 31";;
+  GPU-{UUID}|1) echo "580.95.05, 1755, 1980, 2619, 2619, 700.00, 700.00, P0, 45";;
+  MIG-*) echo "580.95.05, 1410, 1980, 2619, 2619, 700.00, 700.00, P0, 40";;
+  *) echo "No devices were found" >&2; exit 6;;
+esac
+"""
+
+
+def test_nvidia_smi_is_asked_about_the_gpu_torch_ran_on_by_its_uuid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under CUDA_VISIBLE_DEVICES=1 torch's device 0 is nvidia-smi's GPU 1: the UUID names it."""
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(FAKE_SMI)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    on_gpu_1 = nvidia_smi(smi_ids(UUID))
+    assert on_gpu_1["nvidia_smi_id"] == f"GPU-{UUID}" and on_gpu_1["sm_clock_mhz"] == 1755.0
+    mig = "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
+    assert nvidia_smi(smi_ids(mig))["nvidia_smi_id"] == f"MIG-{mig}"  # not a GPU UUID: the MIG form
+    assert smi_ids(f"GPU-{UUID}") == smi_ids(UUID)  # with or without its prefix
+    assert nvidia_smi(smi_ids(None)) == {
+        "nvidia_smi": "not asked: torch gave no UUID or PCI address to name its device by"
+    }
+    smi.write_text(FAKE_SMI.replace("  MIG-*)", "  MIG-never)"))
+    gone = nvidia_smi(smi_ids(mig))
+    assert set(gone) == {"nvidia_smi"} and "No devices were found" in gone["nvidia_smi"]  # no clocks
+    # A driver that knows no MIG- form: the instance's GPU by its PCI address (bus 0x18).
+    smi.write_text(FAKE_SMI.replace("  MIG-*)", "  00000000:18:00.0)"))
+    by_bus = nvidia_smi(smi_ids(mig, (0, 0x18, 0)))
+    assert by_bus["nvidia_smi_id"] == "00000000:18:00.0" and by_bus["sm_clock_mhz"] == 1410.0
 
 
 def point(backend: str, seqlen: int, tflops: float, paper: float | None = None) -> benchmark.BenchPoint:

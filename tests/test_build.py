@@ -399,3 +399,29 @@ def test_the_baked_model_is_measured_in_the_built_image(
     code, output, manifest = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
     assert code == 0, output
     assert "baked-model-size: model 'w' is 3.0 MB in the built image, but size_gb says 0.001" in output
+
+
+def test_a_cache_export_the_registry_refuses_warns_and_the_image_is_still_pushed(
+    cli,  # type: ignore[no-untyped-def]
+    tiny: Project,
+    registry: RegistryUnderTest,
+) -> None:
+    """A registry that refuses the cache manifest (as a fresh registry:2 does when two builds commit
+    a shared blob at once: 400 MANIFEST_BLOB_UNKNOWN) costs the cache, never the build."""
+    import re
+
+    from refusing_proxy import refusing_proxy
+
+    upstream = registry.address.replace("localhost", "127.0.0.1")
+    with refusing_proxy(upstream, "PUT", re.compile(r"/manifests/buildcache-")) as proxy:
+        code, output, manifest = build(tiny, proxy.address, cli=cli)
+    assert code == 0, output
+    assert proxy.refused and all("/manifests/buildcache-" in r for r in proxy.refused)
+    sha = git(tiny.root, "rev-parse", "HEAD")
+    for name, entry in manifest["variants"].items():
+        base = name.removeprefix("tiny-")
+        assert registry.digest("tiny", f"{base}-{sha}") == entry["digest"]  # pushed through the proxy
+        assert registry.digest("tiny", f"buildcache-{base}") is None  # the cache is not there
+        warning = next(n for n in entry["notes"] if "build cache was not exported" in n)
+        assert f"{proxy.address}/tiny:buildcache-{base}" in warning and "400" in warning
+    assert output.count("build cache was not exported") == 2  # one warning per variant

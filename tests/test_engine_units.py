@@ -32,3 +32,28 @@ def test_rawjson_objects_and_plain_lines() -> None:
     assert objects[0] == {"vertexes": [{"digest": "d1", "name": "x}"}]}
     assert objects[1] == {"logs": []}
     assert objects[2] == "ERROR: failed to solve"
+
+
+def test_a_step_cancelled_by_another_failure_is_not_named_as_the_cause() -> None:
+    """BuildKit cancels the steps in flight when something fails (here the cache export): the
+    failure is buildx's last ERROR line, not the first step that reports 'context canceled'."""
+    import json
+
+    from buildtool.engine import _last_error, _Tracker
+
+    def status(name: str, error: str) -> str:  # as --progress rawjson prints it: indented
+        vertex = {"digest": name, "name": name, "completed": "2026-11-23T00:00:00Z", "error": error}
+        return json.dumps({"vertexes": [vertex]}, indent=2) + "\n"
+
+    cancelled = status("[5/6] RUN echo x", "failed to load ref: context canceled")
+    failing = status("[6/6] RUN false", "process did not complete successfully: exit code: 1")
+    last_words = "ERROR: failed to solve: error writing manifest blob: 400 Bad Request\n"
+    tracker = _Tracker(io.StringIO(), None)
+    tracker.consume(io.StringIO(cancelled + last_words))
+    assert tracker.error is None
+    assert _last_error(tracker.tail) == "failed to solve: error writing manifest blob: 400 Bad Request"
+    tracker = _Tracker(io.StringIO(), None)
+    tracker.consume(io.StringIO(cancelled + failing + last_words))
+    assert (
+        tracker.error == "step '[6/6] RUN false' failed: process did not complete successfully: exit code: 1"
+    )

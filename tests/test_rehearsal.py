@@ -16,6 +16,8 @@ import pytest
 from conftest import REPO, Project, RegistryUnderTest, git, running_registry
 from rehearsal import Event, JobRun, Rehearsal, RehearsalError
 
+from buildtool.results import run_limits
+
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.torch_base]
 PUSH = Event("push", "refs/heads/main")
 TAG = Event("push", "refs/tags/v0.0.1")
@@ -134,6 +136,8 @@ def test_smoke_runs_in_its_own_environment_names_results_by_gpu_and_cleans_up(re
     [smoke] = rehearsed.jobs["smoke"]
     results = rehearsed.rehearsal.artifacts / f"smoke-{VARIANT}-H100"
     assert sorted(p.name for p in results.iterdir()) == [f"{VARIANT}-H100.json", f"{VARIANT}-H100.xml"]
+    document = json.loads((results / f"{VARIANT}-H100.json").read_text())
+    assert document["budget"] == 1800 and run_limits(document) == ()  # under its budget, and whole
     assert "removed " in smoke.steps[-1].log  # the image it pulled is gone from the host
     manifest = json.loads((rehearsed.rehearsal.artifacts / f"build-{VARIANT}" / "manifest.json").read_text())
     image = manifest["variants"][VARIANT]["image"]

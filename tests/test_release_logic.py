@@ -12,7 +12,7 @@ from conftest import REPO
 from fakes import FakeRegistry
 
 from buildtool import api
-from buildtool.errors import ReleaseRefused
+from buildtool.errors import ConfigError, ReleaseRefused
 from buildtool.naming import Revision, variant_tags
 from buildtool.options import Options
 from buildtool.release import plan_release, promote
@@ -125,3 +125,22 @@ def test_promotion_moves_each_tag_once_and_a_released_version_never_moves(
         promote(plan, registry)
     assert refused.value.exit_code == 2
     assert registry.tags[exact] == other and not [c for c in registry.calls if c[0] == "copy_tag"]
+
+
+def test_a_malformed_result_refuses_the_release_before_the_registry_is_asked(checked, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    registry = FakeRegistry()
+    good = smoke_result(
+        tmp_path, "good", built(registry, checked, "worker-embed-runpod-torch211-cu130"), True
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps({**json.loads(good.read_text()), "checks": [{"name": "x", "status": "passed"}]})
+    )
+    with pytest.raises(ConfigError) as raised:
+        plan_release("v1.0.0", Revision(SHA, False), checked, REGISTRY, registry, [good, bad])
+    (problem,) = raised.value.problems
+    assert problem.location is not None and problem.location.file == bad
+    assert problem.message == (
+        'malformed smoke result: checks[0].status: expected one of pass, fail, skipped, found "passed"'
+    )
+    assert registry.calls == []  # refused before any tag was looked up

@@ -150,3 +150,72 @@ def test_the_html_page_renders_in_chromium_with_provenance_checks_and_the_benchm
     # The benchmark: a table and a plot for the CPU run.
     assert '<table class="bench" id="bench-0">' in dom and 'id="bench-plot-0"' in dom
     assert '<table id="pull">' in dom and "0.25 GB (base cached)" in dom
+
+
+def _edited(document: dict[str, object], path: str, value: object) -> dict[str, object]:
+    """`document` with the field at `path` (dotted; [i] for list items) set to `value`."""
+    edited = json.loads(json.dumps(document))
+    keys = [int(k) if k.isdigit() else k for k in re.findall(r"[^.\[\]]+", path)]
+    *parents, last = keys
+    node = edited
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return edited
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "says"),
+    [
+        ("checks", {"a": 1}, 'checks: expected a list, found {"a": 1}'),
+        ("checks[0]", "environment.torch", "checks[0]: expected an object"),
+        ("checks[1].name", 7, "checks[1].name: expected a string, found 7"),
+        ("checks[2].status", "ok", 'checks[2].status: expected one of pass, fail, skipped, found "ok"'),
+        ("passed", "yes", "passed: expected true/false"),
+        ("host", [], "host: expected an object"),
+        ("image", {"digest": 5}, "image.digest: expected a string or null"),
+        ("budget", True, "budget: expected a number or null, found true"),
+    ],
+)
+def test_a_hand_edited_result_is_one_clear_error_naming_the_file_and_field(
+    cli,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    path: str,
+    value: object,
+    says: str,
+) -> None:
+    source = json.loads((GOLDEN / "smoke-results" / "worker-embed-runpod-torch211-cu130.json").read_text())
+    bad = tmp_path / "edited.json"
+    bad.write_text(json.dumps(_edited(source, path, value)))
+    out = tmp_path / "out"
+    result = cli("report", "--matrix", str(REPO / "matrix.yaml"), "--results", str(bad), "--out", str(out))
+    assert result.code == 2, result.err
+    assert f"{bad}: malformed smoke result: {says}" in result.err, result.err
+    assert "Traceback" not in result.err and not out.exists()
+
+
+def test_a_hand_edited_benchmark_case_is_one_clear_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = json.loads((GOLDEN / "smoke-results" / "cpu-host.json").read_text())
+    index = next(
+        i for i, c in enumerate(source["checks"]) if c["name"].startswith("bench.") and c["data"]["cases"]
+    )
+    for field, value, says in (
+        ("seqlen", "512", 'expected an integer, found "512"'),
+        ("causal", 1, "expected true/false, found 1"),
+        ("tflops_range", [1], "expected [slowest, fastest], found [1]"),
+        ("tflops", None, "expected a number, found null"),
+    ):
+        bad = tmp_path / f"{field}.json"
+        bad.write_text(json.dumps(_edited(source, f"checks[{index}].data.cases[0].{field}", value)))
+        result = cli(
+            "report",
+            "--matrix",
+            str(REPO / "matrix.yaml"),
+            "--results",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        )
+        assert result.code == 2, result.err
+        assert f"checks[{index}].data.cases[0].{field}: {says}" in result.err, result.err
+    assert not (tmp_path / "o").exists()
