@@ -4,6 +4,7 @@ buildx bake file (plain JSON: targets, tags, cache, args), and the atomic write 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -58,6 +59,22 @@ class Rendering:
         return out
 
 
+# Amazon ECR refuses BuildKit's default cache manifest (an OCI index) with 400 on its PUT and takes
+# the cache as an image manifest (BuildKit 0.12+). Elsewhere the default stays: registries that
+# refused the image-manifest form (moby/buildkit#2251) take the index.
+_ECR_HOST = re.compile(r"(\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?|public\.ecr\.aws)")
+
+
+def cache_export(cache_ref: str, image_manifest: bool | None = None) -> str:
+    """BuildKit's cache-to for a variant's registry cache; `image_manifest` None: by the registry
+    host. ignore-error: a cache only saves time, and parallel builds that commit shared layers at
+    once can lose a race for it."""
+    if image_manifest is None:
+        image_manifest = bool(_ECR_HOST.fullmatch(cache_ref.split("/")[0]))
+    form = ",image-manifest=true,oci-mediatypes=true" if image_manifest else ""
+    return f"type=registry,ref={cache_ref},mode=max{form},ignore-error=true"
+
+
 def oci_layout(variant: str) -> str:
     """Where a variant's build exports its image, relative to the build directory."""
     return f"{OCI_LAYOUTS}/{variant}"
@@ -84,7 +101,7 @@ def bake_file(variants: list[RenderedVariant], revision: Revision, kernels_local
             "tags": [v.tags.immutable],
             "output": [f"type=oci,tar=false,dest={oci_layout(v.name)},rewrite-timestamp=true"],
             "cache-from": [f"type=registry,ref={v.tags.cache}"],
-            "cache-to": [f"type=registry,ref={v.tags.cache},mode=max,ignore-error=true"],
+            "cache-to": [cache_export(v.tags.cache)],
             "platforms": [PLATFORM],
         }
         if v.secrets:  # RUN --mount=type=secret,id=NAME reads them; the image never holds them

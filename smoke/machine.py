@@ -107,8 +107,10 @@ def parse_nvidia_smi(text: str) -> dict[str, Any]:
 
 
 def _pci_address(props: Any) -> tuple[int, int, int] | None:
-    parts = [getattr(props, f"pci_{name}_id", None) for name in ("domain", "bus", "device")]
-    return (parts[0], parts[1], parts[2]) if all(isinstance(p, int) for p in parts) else None
+    domain, bus, device = (getattr(props, f"pci_{name}_id", None) for name in ("domain", "bus", "device"))
+    if isinstance(domain, int) and isinstance(bus, int) and isinstance(device, int):
+        return (domain, bus, device)
+    return None
 
 
 def _cpu_model() -> str | None:

@@ -112,7 +112,12 @@ def test_nvidia_smi_is_asked_about_the_gpu_torch_ran_on_by_its_uuid(
     assert set(gone) == {"nvidia_smi"} and "No devices were found" in gone["nvidia_smi"]  # no clocks
     # A driver that knows no MIG- form: the instance's GPU by its PCI address (bus 0x18).
     smi.write_text(FAKE_SMI.replace("  MIG-*)", "  00000000:18:00.0)"))
-    by_bus = nvidia_smi(smi_ids(mig, (0, 0x18, 0)))
+    from types import SimpleNamespace
+
+    from smoke.machine import _pci_address
+
+    props = SimpleNamespace(uuid=mig, pci_domain_id=0, pci_bus_id=0x18, pci_device_id=0)  # torch's names
+    by_bus = nvidia_smi(smi_ids(props.uuid, _pci_address(props)))
     assert by_bus["nvidia_smi_id"] == "00000000:18:00.0" and by_bus["sm_clock_mhz"] == 1410.0
 
 

@@ -425,3 +425,49 @@ def test_a_cache_export_the_registry_refuses_warns_and_the_image_is_still_pushed
         warning = next(n for n in entry["notes"] if "build cache was not exported" in n)
         assert f"{proxy.address}/tiny:buildcache-{base}" in warning and "400" in warning
     assert output.count("build cache was not exported") == 2  # one warning per variant
+
+
+def test_the_cache_form_ecr_takes_is_an_image_manifest_buildkit_reads_back(
+    registry: RegistryUnderTest, tmp_path: Path
+) -> None:
+    """The cache-to buildtool writes for an ECR registry, on the real engine against registry:2 (no
+    ECR here): BuildKit takes the attributes, pushes the cache as one OCI image manifest (the form
+    ECR accepts, not the index it refuses) and builds from it once its local cache is gone."""
+    import urllib.request
+
+    from buildtool.engine import BakeOutcome, BuildxEngine
+    from buildtool.rendering import cache_export
+
+    ref = f"{registry.address}/probe:buildcache"
+    (tmp_path / "Dockerfile").write_text(f"FROM python:3.11-slim\nRUN echo {uuid.uuid4()} > /probe\n")
+    target = {
+        "context": ".",
+        "dockerfile": "Dockerfile",
+        "output": ["type=oci,tar=false,dest=out"],
+        "cache-from": [f"type=registry,ref={ref}"],
+        "cache-to": [cache_export(ref, image_manifest=True)],
+    }
+    (tmp_path / "docker-bake.json").write_text(json.dumps({"target": {"probe": target}}))
+
+    engine = BuildxEngine()
+
+    def bake() -> BakeOutcome:
+        outcome = engine.bake(tmp_path / "docker-bake.json", "probe", {}, tmp_path / "probe.log")
+        assert outcome.ok, outcome.error
+        assert outcome.cache_export_error is None  # exported, not an ignored failure
+        return outcome
+
+    bake()
+    request = urllib.request.Request(
+        f"http://{registry.address}/v2/probe/manifests/buildcache",
+        headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        manifest = json.load(response)
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.buildkit.cacheconfig.v0"
+    subprocess.run(["docker", "buildx", "prune", "-af"], check=True, capture_output=True)
+    [run] = [step for step in bake().dockerfile_steps if "RUN echo" in step.name]
+    assert run.cached  # from the registry's cache: nothing local was left

@@ -67,6 +67,33 @@ def test_bake_targets_carry_tags_cache_and_oci_labels(rendered: Path) -> None:
     assert sorted(bake["group"]["default"]["targets"]) == sorted(bake["target"])
 
 
+@pytest.mark.parametrize(
+    ("registry", "image_manifest"),
+    [
+        ("123456789012.dkr.ecr.us-east-1.amazonaws.com/team", True),
+        ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com", True),
+        ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/a/b", True),
+        ("public.ecr.aws/acme", True),
+        ("ghcr.io/acme", False),
+        ("ecr.example.com/amazonaws.com", False),  # not an ECR host, whatever its path says
+    ],
+)
+def test_an_ecr_registry_gets_the_cache_as_an_image_manifest(  # type: ignore[no-untyped-def]
+    cli, project: Project, registry: str, image_manifest: bool
+) -> None:
+    """ECR answers BuildKit's default cache manifest (an OCI index) with 400: the bake file asks
+    for the image-manifest form there, and keeps the default everywhere else."""
+    result = cli("render", "--matrix", str(project.matrix), "--commit", COMMIT, "--registry", registry)
+    assert result.code == 0, result.err
+    target = json.loads((project.root / "build" / "docker-bake.json").read_text())["target"][DEFAULT]
+    [cache_to] = target["cache-to"]
+    attributes = dict(a.split("=", 1) for a in cache_to.split(","))
+    assert attributes["ref"] == f"{registry}/worker-embed:buildcache-runpod-torch211-cu130"
+    assert attributes["mode"] == "max" and attributes["ignore-error"] == "true"
+    assert ("image-manifest" in attributes) is image_manifest
+    assert attributes.get("oci-mediatypes") == ("true" if image_manifest else None)
+
+
 def test_every_dockerfile_describes_its_variant(rendered: Path) -> None:
     for dockerfile in rendered.glob("*/Dockerfile"):
         text = dockerfile.read_text()
