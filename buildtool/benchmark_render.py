@@ -40,8 +40,11 @@ def provenance(run: BenchRun) -> str:
     if machine.get("sm_count"):
         parts.append(f"{machine['sm_count']} SMs")
     for key, unit in (("sm_clock_max_mhz", "MHz max SM clock"), ("power_limit_w", "W power limit")):
-        if machine.get(key) is not None:
-            parts.append(f"{machine[key]:g} {unit}")
+        value = machine.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            parts.append(f"{value:g} {unit}")
+        elif value is not None:  # nvidia-smi's words where it gave no number ("Unknown Error")
+            parts.append(f"{unit.split(' ', 1)[1]}: {value}")
     if machine.get("driver"):
         parts.append(f"driver {machine['driver']}")
     parts.append(f"torch {machine.get('torch')}, CUDA {machine.get('cuda')}, cuDNN {machine.get('cudnn')}")

@@ -45,6 +45,9 @@ _CASE: Fields = {
     "paper_tflops": ((*_NUMBER, _NULL), False),
     "percent_of_paper": ((*_NUMBER, _NULL), False),
 }
+_HOST: Fields = {
+    key: ((str, _NULL), False) for key in ("hostname", "device", "arch", "torch", "cuda", "commit", "driver")
+}
 _IMAGE: Fields = {"digest": ((str, _NULL), False), "revision": ((str, _NULL), False)}
 _BENCHMARK: Fields = {key: ((dict,), False) for key in ("machine", "timing", "published")}
 _STATUSES = ("pass", "fail", "skipped")
@@ -121,10 +124,15 @@ def _malformed(document: dict[str, Any]) -> str | None:
                 return (
                     f"{where}.data.cases[{j}].tflops_range: expected [slowest, fastest], found {_shown(span)}"
                 )
+    if not found and isinstance(document.get("host"), dict):
+        found = _fields(document["host"], _HOST, "host.")
     if not found and isinstance(document.get("image"), dict):
         found = _fields(document["image"], _IMAGE, "image.")
     if not found and isinstance(document.get("benchmark"), dict):
         found = _fields(document["benchmark"], _BENCHMARK, "benchmark.")
+        timing = document["benchmark"].get("timing") or {}
+        if not found and isinstance(timing, dict):
+            found = _fields(timing, {"min_timed_seconds": (_NUMBER, False)}, "benchmark.timing.")
     return found
 
 

@@ -306,6 +306,10 @@ def test_a_run_names_the_kernels_it_benchmarked_and_where_it_ran() -> None:
                      "kernel kernels-community/flash-attn3@v1", "commit 6167c4a", "sha256:bbbb"):  # fmt: skip
         assert expected in text
     assert benchmark.bench_run("CPU", "x.json", {**document, "benchmark": None}) is None
+    # nvidia-smi's words where it gave no number (machine.py keeps them): shown, not a crash.
+    document["benchmark"]["machine"]["power_limit_w"] = "Unknown Error"
+    unreadable = benchmark.bench_run("H100", "samples/h100.json", document)
+    assert unreadable is not None and "power limit: Unknown Error" in provenance(unreadable)
 
 
 def test_the_commit_is_read_from_git_files_where_no_git_is_installed(tmp_path: Path) -> None:

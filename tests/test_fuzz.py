@@ -5,6 +5,7 @@ each under a time bound: a hang fails the example as a deadline miss)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -209,3 +210,70 @@ def aliased_yaml(draw: st.DrawFn) -> str:
 @given(text=aliased_yaml())
 def test_aliases_merges_and_bombs(workdir: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
     run_check(workdir, text, capsys)
+
+
+# --- smoke result files: what report and release read, hand-edited -------------------------------
+
+RESULT = json.loads((REPO / "tests" / "golden" / "smoke-results" / "cpu-host.json").read_text())
+RESULT_PATHS = paths(RESULT)
+# By top-level key first, as for the matrix: the checks list would otherwise take nearly every pick.
+RESULT_BY_KEY = {key: [p for p in RESULT_PATHS if p[0] == key] for key in RESULT}
+ANY_RESULT_PATH = st.sampled_from(sorted(RESULT_BY_KEY)).flatmap(
+    lambda key: st.sampled_from(RESULT_BY_KEY[key])
+)
+
+
+@settings(
+    max_examples=max(50, EXAMPLES // 6),  # a report renders plots: about 0.4 s an example
+    deadline=DEADLINE_MS,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    mutations=st.lists(
+        st.tuples(
+            ANY_RESULT_PATH, st.sampled_from(["replace", "replace", "delete", "duplicate"]), ODD_VALUES
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_result_mutations_are_reported_or_refused_never_a_traceback(
+    workdir: Path, capsys: pytest.CaptureFixture[str], mutations: list[tuple[tuple[Any, ...], str, Any]]
+) -> None:
+    """A smoke result the suite wrote, then edited by hand: `buildtool report` renders it (exit 0)
+    or refuses it naming the file (exit 2); the release's reading of it agrees."""
+    from buildtool.errors import ConfigError
+    from buildtool.release import smoke_verdicts
+    from buildtool.results import read_results
+
+    doc = RESULT
+    for path, action, value in mutations:
+        try:
+            doc = mutate(doc, path, action, value)
+        except (KeyError, IndexError, TypeError):
+            continue
+    result = workdir / "edited.json"
+    result.write_text(json.dumps(doc))
+    code = main(
+        [
+            "report",
+            "--matrix",
+            str(REPO / "matrix.yaml"),
+            "--results",
+            str(result),
+            "--out",
+            str(workdir / "out"),
+        ]
+    )
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert code in (0, 2), output
+    assert "Traceback" not in output and "internal error" not in output, output
+    if code == 2:
+        assert f"{result}:" in output
+    try:
+        smoke_verdicts(document for _, document in read_results([result]))
+    except ConfigError:
+        assert code == 2  # refused by both, or by neither
+    else:
+        assert code == 0, output

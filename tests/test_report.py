@@ -173,8 +173,10 @@ def _edited(document: dict[str, object], path: str, value: object) -> dict[str, 
         ("checks[2].status", "ok", 'checks[2].status: expected one of pass, fail, skipped, found "ok"'),
         ("passed", "yes", "passed: expected true/false"),
         ("host", [], "host: expected an object"),
+        ("host", {"commit": True}, "host.commit: expected a string or null, found true"),  # found by fuzzing
         ("image", {"digest": 5}, "image.digest: expected a string or null"),
         ("budget", True, "budget: expected a number or null, found true"),
+        ("benchmark", {"timing": {"min_timed_seconds": "0.1"}}, "benchmark.timing.min_timed_seconds"),
     ],
 )
 def test_a_hand_edited_result_is_one_clear_error_naming_the_file_and_field(
