@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from buildtool.model import (
+    CACHE_MANIFESTS,
     FLASH_ATTENTION_VERSIONS,
     IMAGE_KINDS,
     MODEL_SOURCES,
@@ -47,6 +48,11 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "version": Key({"const": SCHEMA_VERSION}, "the matrix format version", True),
         "source": _string("the repository URL (the images' org.opencontainers.image.source)", True),
         "registry": _string("where images and their build cache go (--registry and $REGISTRY win)"),
+        "cache_manifest": Key(
+            {"enum": list(CACHE_MANIFESTS)},
+            "the registry cache's manifest: auto (image-manifest on Amazon ECR, else index), index, or "
+            "image-manifest (an OCI image manifest: for a registry that refuses BuildKit's index)",
+        ),
         "default_variant": _string("what `buildtool build --default` and `nox -s build` build"),
         "bases": _list_of("base", "the base-image catalogue", True),
         "gpus": _list_of("gpu", "the GPUs RunPod offers, by RunPod GPU type id", True),

@@ -15,6 +15,7 @@ from buildtool.errors import ConfigError, Location, Problem, did_you_mean
 from buildtool.keys import SECTIONS, optional_keys, required_keys
 from buildtool.matrix_images import read_images
 from buildtool.model import (
+    CACHE_MANIFESTS,
     FLASH_ATTENTION_VERSIONS,
     SCHEMA_VERSION,
     TIERS,
@@ -198,6 +199,21 @@ def _registry(r: Reader, node: Node | None) -> str | None:
     return check_registry(value, "registry", r.at(node))
 
 
+def _cache_manifest(r: Reader, node: Node | None) -> str:
+    value = r.optional(node, str, "cache_manifest")
+    if value is None or node is None:
+        return "auto"
+    if value not in CACHE_MANIFESTS:
+        raise r.fail(
+            node,
+            f"unknown cache_manifest '{value}'",
+            did_you_mean(value, CACHE_MANIFESTS)
+            or "one of: auto (by the registry's host), index (BuildKit's default), image-manifest (an OCI "
+            "image manifest, for a registry that refuses the index with 400)",
+        )
+    return value
+
+
 def load_matrix(path: Path) -> Matrix:
     """Read and validate matrix.yaml. Raises ConfigError with file and line on bad input."""
     try:
@@ -229,6 +245,7 @@ def load_matrix(path: Path) -> Matrix:
         images=read_images(r, root["images"], path.parent),
         axes=_axes(r, root["matrix"]),
         policy=_policy(r, root["policy"]),
+        cache_manifest=_cache_manifest(r, root.get("cache_manifest")),
     )
     _check_names(r, matrix)
     return matrix

@@ -21,6 +21,9 @@ ModelSource = Literal["baked", "volume"]
 MODEL_SOURCES: tuple[str, ...] = ("baked", "volume")
 OUTPUT_KINDS: tuple[str, ...] = ("embeddings", "text", "image")  # what a worker answers
 TIERS: tuple[int, ...] = (1, 2, 3)
+# The registry build cache's manifest: auto (an image manifest on Amazon ECR, which refuses an
+# index, else the index BuildKit writes by default), index, or image-manifest.
+CACHE_MANIFESTS: tuple[str, ...] = ("auto", "index", "image-manifest")
 FLASH_ATTENTION_VERSIONS: tuple[int, ...] = (2, 3)
 
 
@@ -195,6 +198,7 @@ class Matrix:
     images: tuple[Image, ...]
     axes: MatrixAxes
     policy: Policy
+    cache_manifest: str = "auto"  # CACHE_MANIFESTS
 
     def base(self, name: str) -> Base:
         return next(b for b in self.bases if b.name == name)

@@ -283,7 +283,8 @@ def render(
                 secrets=cv.image.secrets,
             )
         )
-    return Rendering(tuple(rendered), bake_file(rendered, revision, kernels_local), revision, registry)
+    bake = bake_file(rendered, revision, kernels_local, matrix.cache_manifest)
+    return Rendering(tuple(rendered), bake, revision, registry)
 
 
 def commit_time(revision: Revision) -> str:

@@ -65,13 +65,13 @@ class Rendering:
 _ECR_HOST = re.compile(r"(\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?|public\.ecr\.aws)")
 
 
-def cache_export(cache_ref: str, image_manifest: bool | None = None) -> str:
-    """BuildKit's cache-to for a variant's registry cache; `image_manifest` None: by the registry
-    host. ignore-error: a cache only saves time, and parallel builds that commit shared layers at
-    once can lose a race for it."""
-    if image_manifest is None:
-        image_manifest = bool(_ECR_HOST.fullmatch(cache_ref.split("/")[0]))
-    form = ",image-manifest=true,oci-mediatypes=true" if image_manifest else ""
+def cache_export(cache_ref: str, manifest: str = "auto") -> str:
+    """BuildKit's cache-to for a variant's registry cache. `manifest` (matrix.yaml's cache_manifest):
+    "image-manifest", "index", or "auto" (by the registry's host). ignore-error: a cache only saves
+    time, and parallel builds that commit shared layers at once can lose a race for it."""
+    if manifest == "auto":
+        manifest = "image-manifest" if _ECR_HOST.fullmatch(cache_ref.split("/")[0]) else "index"
+    form = ",image-manifest=true,oci-mediatypes=true" if manifest == "image-manifest" else ""
     return f"type=registry,ref={cache_ref},mode=max{form},ignore-error=true"
 
 
@@ -80,7 +80,12 @@ def oci_layout(variant: str) -> str:
     return f"{OCI_LAYOUTS}/{variant}"
 
 
-def bake_file(variants: list[RenderedVariant], revision: Revision, kernels_local: Path | None = None) -> str:
+def bake_file(
+    variants: list[RenderedVariant],
+    revision: Revision,
+    kernels_local: Path | None = None,
+    cache_manifest: str = "auto",
+) -> str:
     """A docker buildx bake JSON file. Paths are relative to the build directory: run bake there.
 
     A rebuild of the same commit produces the same digest, which is what lets an immutable tag be
@@ -101,7 +106,7 @@ def bake_file(variants: list[RenderedVariant], revision: Revision, kernels_local
             "tags": [v.tags.immutable],
             "output": [f"type=oci,tar=false,dest={oci_layout(v.name)},rewrite-timestamp=true"],
             "cache-from": [f"type=registry,ref={v.tags.cache}"],
-            "cache-to": [cache_export(v.tags.cache)],
+            "cache-to": [cache_export(v.tags.cache, cache_manifest)],
             "platforms": [PLATFORM],
         }
         if v.secrets:  # RUN --mount=type=secret,id=NAME reads them; the image never holds them

@@ -445,7 +445,7 @@ def test_the_cache_form_ecr_takes_is_an_image_manifest_buildkit_reads_back(
         "dockerfile": "Dockerfile",
         "output": ["type=oci,tar=false,dest=out"],
         "cache-from": [f"type=registry,ref={ref}"],
-        "cache-to": [cache_export(ref, image_manifest=True)],
+        "cache-to": [cache_export(ref, "image-manifest")],
     }
     (tmp_path / "docker-bake.json").write_text(json.dumps({"target": {"probe": target}}))
 

@@ -94,6 +94,30 @@ def test_an_ecr_registry_gets_the_cache_as_an_image_manifest(  # type: ignore[no
     assert attributes.get("oci-mediatypes") == ("true" if image_manifest else None)
 
 
+
+@pytest.mark.parametrize(
+    ("registry", "cache_manifest", "image_manifest"),
+    [
+        # ECR behind a name of its own (a pull-through proxy, a custom domain): said in the matrix
+        ("registry.example.com/team", "image-manifest", True),
+        ("123456789012.dkr.ecr.us-east-1.amazonaws.com/team", "index", False),
+        ("123456789012.dkr.ecr.us-east-1.amazonaws.com/team", "auto", True),
+    ],
+)
+def test_the_matrix_says_the_cache_manifest_form_where_the_host_does_not(  # type: ignore[no-untyped-def]
+    cli, project: Project, registry: str, cache_manifest: str, image_manifest: bool
+) -> None:
+    project.edit("default_variant:", f"cache_manifest: {cache_manifest}\ndefault_variant:")
+    result = cli("render", "--matrix", str(project.matrix), "--commit", COMMIT, "--registry", registry)
+    assert result.code == 0, result.err
+    bake = json.loads((project.root / "build" / "docker-bake.json").read_text())
+    for target in bake["target"].values():
+        [cache_to] = target["cache-to"]
+        attributes = dict(a.split("=", 1) for a in cache_to.split(","))
+        assert attributes["ignore-error"] == "true"
+        assert attributes.get("image-manifest") == ("true" if image_manifest else None)
+        assert attributes.get("oci-mediatypes") == ("true" if image_manifest else None)
+
 def test_every_dockerfile_describes_its_variant(rendered: Path) -> None:
     for dockerfile in rendered.glob("*/Dockerfile"):
         text = dockerfile.read_text()

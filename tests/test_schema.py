@@ -43,6 +43,7 @@ def test_the_repository_matrices_validate_and_point_editors_at_the_schema() -> N
     [
         ("    tier: 1\n", "    tier: 4\n", "tier must be 1 or 2 or 3"),
         ("    kind: runtime\n", "    kind: pod\n", "unknown image kind 'pod'"),
+        ("default_variant:", "cache_manifest: image\ndefault_variant:", "unknown cache_manifest 'image'"),
         (
             "    cuda_compat: true\n",
             "    cuda_compat: true\n    cuda_compatible: true\n",
