@@ -22,8 +22,20 @@ if TYPE_CHECKING:
     from buildtool.errors import Finding
     from buildtool.plan import CheckedPlan
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Where output is not a terminal (a CI log, a pipe) and $COLUMNS says nothing, rich would fold every
+# table into 80 columns, a variant name over four lines; a log has room for a row per variant.
+LOG_WIDTH = 160
+
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = LOG_WIDTH
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 def _in_github_actions() -> bool:
@@ -144,7 +156,8 @@ class BuildDisplay:
             if self.live is not None:
                 self.live.update(self._table())
             elif previous is None or previous.phase != event.phase:
-                self.console.print(f"{event.variant}: {event.phase} {event.detail}", markup=False)
+                line = f"{event.variant}: {event.phase} {event.detail}".rstrip()
+                self.console.print(line, markup=False)
 
     def _table(self) -> Table:
         table = Table(box=None)

@@ -24,6 +24,17 @@ def test_check_passes_on_the_repository_matrix_and_shows_b200_refused() -> None:
     assert "Blackwell" in result.out  # the reason, not only the name
 
 
+
+def test_tables_in_a_ci_log_keep_a_row_per_variant() -> None:
+    """A CI log is no terminal and has no $COLUMNS: rich alone would fold the plan's table into 80
+    columns, each variant name over several lines, and a log reader could not grep for one."""
+    result = run_module("plan", env={"COLUMNS": ""})
+    assert result.code == 0, result.err
+    names = [entry["variant"] for entry in json.loads(run_module("plan", "--json").out)["include"]]
+    rows = [line for line in result.out.splitlines() if line.startswith("│")]
+    for name in names:
+        assert any(row.split("│")[1].strip() == name for row in rows), f"{name} folded:\n{result.out}"
+
 def test_no_variant_targets_b200() -> None:
     result = run_module("plan", "--json")
     assert result.code == 0, result.err
