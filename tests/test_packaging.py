@@ -31,6 +31,12 @@ def test_the_wheel_holds_every_module_of_the_checkout(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     wheel = next(tmp_path.glob("*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
+    # PEP 639: the licence as an SPDX expression (setuptools deprecated the table form, to be refused
+    # from 2027-02-18, and warned on every install).
+    [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+    headers = zipfile.ZipFile(wheel).read(metadata).decode().split("\n\n", 1)[0].splitlines()
+    assert "License-Expression: Apache-2.0" in headers
+    assert "BuildBackendWarning" not in done.stderr, done.stderr[-2000:]
     for package in ("buildtool", "smoke"):
         for module in (REPO / package).rglob("*.py"):
             assert module.relative_to(REPO).as_posix() in names, (
