@@ -15,10 +15,12 @@ from pathlib import Path
 from buildtool import refs, reproduce
 from buildtool.build import build as build_rendering
 from buildtool.built import BuildEvent, BuildResult
+from buildtool.catalog import catalog_problems
 from buildtool.deployment import DeploySpec, PushedImage, deploy_spec, pushed_images, write_spec
 from buildtool.engine import BuildxEngine
 from buildtool.errors import (
     ConfigError,
+    DeployError,
     DeploySpecError,
     DirtyWorktreeError,
     EngineError,
@@ -312,4 +314,10 @@ def deploy(
     if api_key is None or options.dry_run:
         return spec, []
     api = RunPodApi(api_key, api_url)
+    # The catalog first: a pool that changed since facts.py was written refuses the deploy before a
+    # template exists, not after an endpoint is up on cards the image was never tested on.
+    [variant] = [v for v in checked.variants if v.name == name]
+    problems = catalog_problems(variant, spec, api.gpu_catalog(spec.variant))
+    if problems:
+        raise DeployError(problems)
     return spec, [api.send(request, spec.variant) for request in spec.requests]

@@ -1,7 +1,8 @@
 """RunPod's REST API v2, as the deploy command calls it: plain HTTPS with the user's API key.
 
-Only what a deploy sends: JSON bodies to the create operations, `Authorization: Bearer <key>`, and
-errors as RunPod answers them (`application/problem+json`: title, detail, status).
+Only what a deploy sends: a read of the GPU catalog, JSON bodies to the create operations,
+`Authorization: Bearer <key>`, and errors as RunPod answers them (`application/problem+json`: title,
+detail, status).
 """
 
 from __future__ import annotations
@@ -25,25 +26,35 @@ class RunPodApi:
 
     def send(self, request: ApiRequest, variant: str) -> dict[str, Any]:
         """The created resource, as RunPod answers it."""
-        url = self.base_url + request.path
-        http = urllib.request.Request(
-            url,
-            data=json.dumps(request.body, sort_keys=True).encode(),
-            method=request.method,
-            headers={
-                "Authorization": f"Bearer {self.api_key}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-            },
-        )
+        answer = self._call(request.method, request.path, request.body, request.operation, variant)
+        return answer if isinstance(answer, dict) else {"answer": answer}
+
+    def gpu_catalog(self, variant: str) -> dict[str, str | None]:
+        """GPU type id -> its serverless pool today (`GET /v2/catalog/gpus`, listGpuTypes)."""
+        from buildtool.catalog import CATALOG_PATH, read_catalog
+
+        answer = self._call("GET", CATALOG_PATH, None, "listGpuTypes", variant)
+        return read_catalog(answer, self.base_url + CATALOG_PATH)
+
+    def _call(self, method: str, path: str, body: object, operation: str, variant: str) -> object:
+        url = self.base_url + path
+        headers = {
+            "Authorization": f"Bearer {self.api_key}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        data = None
+        if body is not None:
+            data = json.dumps(body, sort_keys=True).encode()
+            headers["Content-Type"] = "application/json"
+        http = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(http, timeout=self.timeout) as response:
-                body = response.read()
+                answer = response.read()
         except urllib.error.HTTPError as exc:
             raise DeployError(
                 Problem(
-                    f"{request.operation} ({request.method} {url}) refused: {exc.code} {_reason(exc.read())}",
+                    f"{operation} ({method} {url}) refused: {exc.code} {_reason(exc.read())}",
                     variant=variant,
                     hint=_hint(exc.code),
                 )
@@ -51,16 +62,15 @@ class RunPodApi:
         except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
             raise DeployError(
                 Problem(
-                    f"{request.operation}: {self.base_url} cannot be reached: {getattr(exc, 'reason', exc)}",
+                    f"{operation}: {self.base_url} cannot be reached: {getattr(exc, 'reason', exc)}",
                     variant=variant,
                     hint="check the network, or --api-url / $RUNPOD_API_URL",
                 )
             ) from None
         try:
-            answer = json.loads(body or b"{}")
+            return json.loads(answer or b"{}")
         except ValueError:
-            answer = {}
-        return answer if isinstance(answer, dict) else {"answer": answer}
+            return {}
 
 
 def _reason(body: bytes) -> str:
@@ -80,7 +90,10 @@ def _reason(body: bytes) -> str:
 
 def _hint(status: int) -> str:
     if status in (401, 403):
-        return "check RUNPOD_API_KEY: it must be a key with write access to templates and serverless"
+        return (
+            "check RUNPOD_API_KEY: it must read the GPU catalog and write templates and serverless "
+            "endpoints (or pods)"
+        )
     if status in (400, 409, 422):
         return "the spec does not fit the account (a template of that name, an unknown volume id?)"
     return "try again; RunPod may be busy"

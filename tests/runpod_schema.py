@@ -37,3 +37,15 @@ def request_errors(operation_id: str, body: object) -> list[str]:
     return sorted(
         f"{'/'.join(map(str, e.absolute_path)) or '(body)'}: {e.message}" for e in validator.iter_errors(body)
     )
+
+
+def response_errors(operation_id: str, body: object, status: str = "200") -> list[str]:
+    """Every way `body` breaks the operation's response schema for `status`: what a stand-in for
+    RunPod answers must be what RunPod documents."""
+    method, path = operation(operation_id)
+    op = _document()["paths"][path][method.lower()]
+    schema = op["responses"][status]["content"]["application/json"]["schema"]
+    validator = Draft202012Validator({**schema, "components": _document()["components"]})
+    return sorted(
+        f"{'/'.join(map(str, e.absolute_path)) or '(body)'}: {e.message}" for e in validator.iter_errors(body)
+    )

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from conftest import Project
-from runpod_schema import operation, request_errors
+from runpod_schema import operation, request_errors, response_errors
+
+from buildtool import facts
 
 WORKER = "worker-embed-runpod-torch211-cu130"
 RUNTIME = "pytorch-runtime-runpod-torch211-cu130"
@@ -165,11 +167,41 @@ def test_bad_deploy_settings_are_one_clear_error(cli, project: Project, deploy: 
     assert "Traceback" not in result.err
 
 
+def gpu_type(type_id: str, pool: str | None) -> dict[str, Any]:
+    """One entry of RunPod's GPU catalog, with the fields its OpenAPI description requires."""
+    return {
+        "id": type_id,
+        "name": type_id.removeprefix("NVIDIA ").removeprefix("GeForce "),
+        "pool": pool,
+        "manufacturer": "NVIDIA",
+        "memory": 80,
+        "secure": True,
+        "community": False,
+        "price": {"secure": 2.69, "community": 0.0},
+        "maxCount": {"secure": 8, "community": 0},
+    }
+
+
+def catalog_as_facts_say() -> list[dict[str, Any]]:
+    """The catalog as facts.SERVERLESS_POOLS says it is, and a card in no pool."""
+    gpus = [gpu_type(t, pool) for pool, types in facts.SERVERLESS_POOLS.items() for t in types]
+    return [*gpus, gpu_type("NVIDIA B200", None)]
+
+
 class RecordingApi(BaseHTTPRequestHandler):
-    """RunPod's API as the sender sees it: records each request, answers `status` with an id."""
+    """RunPod's API as the sender sees it: records each request, answers `status` with an id; the
+    GPU catalog from `gpus`."""
 
     records: list[dict[str, Any]]
     status: int
+    gpus: list[dict[str, Any]]
+
+    def do_GET(self) -> None:
+        self.records.append({"path": self.path, "auth": self.headers["Authorization"], "body": None})
+        assert self.path == "/v2/catalog/gpus", self.path
+        answer = {"gpus": self.gpus}
+        assert response_errors("listGpuTypes", answer) == []
+        self._answer(200, answer)
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -178,8 +210,11 @@ class RecordingApi(BaseHTTPRequestHandler):
             answer = {"title": "Unprocessable Entity", "detail": "gpu.pools[0]: unknown pool", "status": 422}
         else:
             answer = {"id": f"id-{len(self.records)}", **body}
+        self._answer(self.status, answer)
+
+    def _answer(self, status: int, answer: object) -> None:
         data = json.dumps(answer).encode()
-        self.send_response(self.status)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -191,7 +226,7 @@ class RecordingApi(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def runpod_api() -> Iterator[tuple[str, type[RecordingApi]]]:
-    handler = type("Handler", (RecordingApi,), {"records": [], "status": 201})
+    handler = type("Handler", (RecordingApi,), {"records": [], "status": 201, "gpus": catalog_as_facts_say()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -206,12 +241,13 @@ def test_deploy_sends_the_spec_with_the_key(cli, project: Project, runpod_api, m
     write_manifest(project, {WORKER: UNPACKED})
     result = cli("deploy", "--matrix", str(project.matrix), "--endpoint", "embed-prod", "--api-url", url)
     assert result.code == 0, result.out + result.err
-    assert [r["path"] for r in api.records] == ["/v2/templates", "/v2/serverless"]
+    # RunPod's GPU catalog first, then the spec's requests in order
+    assert [r["path"] for r in api.records] == ["/v2/catalog/gpus", "/v2/templates", "/v2/serverless"]
     assert {r["auth"] for r in api.records} == {f"Bearer {key}"}
-    assert api.records[1]["body"]["name"] == "embed-prod"  # the default variant, under the given name
-    for record, op in zip(api.records, ("createTemplate", "createEndpoint"), strict=True):
+    assert api.records[2]["body"]["name"] == "embed-prod"  # the default variant, under the given name
+    for record, op in zip(api.records[1:], ("createTemplate", "createEndpoint"), strict=True):
         assert request_errors(op, record["body"]) == []
-    assert "createEndpoint: created id-2" in result.out
+    assert "createEndpoint: created id-3" in result.out
     assert key not in result.out + result.err
 
 
@@ -239,9 +275,79 @@ def test_a_refusal_from_runpod_is_one_clear_error(cli, project: Project, runpod_
         "createTemplate (POST" in result.err
         and "422 Unprocessable Entity; gpu.pools[0]: unknown pool" in result.err
     )
-    assert len(api.records) == 1  # nothing after the refused request
+    assert len(api.records) == 2  # the catalog, the refused request, and nothing after it
     assert "Traceback" not in result.err
 
+
+
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        # RunPod put a new card into a pool the endpoint selects: excludedTypes does not name it
+        (
+            lambda gpus: [*gpus, gpu_type("NVIDIA H100 SXM5 144GB", "ADA_80_PRO")],
+            "RunPod's pool ADA_80_PRO also holds NVIDIA H100 SXM5 144GB, which the variant does not target "
+            "and the spec does not exclude: workers could start there",
+        ),
+        # a target moved to a pool of its own: the endpoint would never get it
+        (
+            lambda gpus: [{**g, "pool": "HOPPER_80"} if g["id"] == H100 else g for g in gpus],
+            f"RunPod's GPU catalog has H100 ({H100}) in pool HOPPER_80, not ADA_80_PRO as "
+            "facts.SERVERLESS_POOLS says",
+        ),
+        # a type id RunPod no longer knows
+        (
+            lambda gpus: [g for g in gpus if g["id"] != H100],
+            f"RunPod's GPU catalog has no type '{H100}' (GPU H100)",
+        ),
+    ],
+)
+def test_a_catalog_that_disagrees_with_the_spec_refuses_before_anything_is_created(  # type: ignore[no-untyped-def]
+    cli, project: Project, runpod_api, monkeypatch, change, says: str
+) -> None:
+    url, api = runpod_api
+    api.gpus = change(api.gpus)
+    monkeypatch.setenv("RUNPOD_API_KEY", "rpa_test")
+    write_manifest(project, {WORKER: UNPACKED})
+    result = cli("deploy", "--matrix", str(project.matrix), "--endpoint", "embed", "--api-url", url)
+    assert result.code == 1, result.out + result.err
+    assert says in result.err, result.err
+    assert "facts.SERVERLESS_POOLS" in result.err or "runpod_id" in result.err  # what to change
+    assert [r["path"] for r in api.records] == ["/v2/catalog/gpus"]  # no template, no endpoint
+    assert "Traceback" not in result.err
+
+
+def test_a_pod_on_a_type_runpod_does_not_know_names_its_matrix_line(  # type: ignore[no-untyped-def]
+    cli, project: Project, runpod_api, monkeypatch
+) -> None:
+    url, api = runpod_api
+    api.gpus = [g for g in api.gpus if not g["id"].startswith("NVIDIA A100")]
+    api.gpus.append(gpu_type("NVIDIA A100 80GB PCIe ", "AMPERE_80"))  # the id as a catalog may spell it
+    monkeypatch.setenv("RUNPOD_API_KEY", "rpa_test")
+    write_manifest(project, {RUNTIME: UNPACKED})
+    result = cli(
+        "deploy", "--matrix", str(project.matrix), "--select", RUNTIME, "--endpoint", "pod", "--api-url", url
+    )
+    assert result.code == 1, result.out + result.err
+    assert "RunPod's GPU catalog has no type 'NVIDIA A100 80GB PCIe' (GPU A100)" in result.err
+    assert f"matrix.yaml:{project.line_of('{name: A100,')}" in result.err
+    assert "Perhaps you meant 'NVIDIA A100 80GB PCIe '?" in result.err
+    assert [r["path"] for r in api.records] == ["/v2/catalog/gpus"]
+
+
+def test_a_catalog_answer_that_is_no_gpu_list_is_one_clear_error(  # type: ignore[no-untyped-def]
+    cli, project: Project, runpod_api, monkeypatch
+) -> None:
+    url, api = runpod_api
+    api.do_GET = lambda self: self._answer(200, {"data": []})  # a proxy, another API version
+    monkeypatch.setenv("RUNPOD_API_KEY", "rpa_test")
+    write_manifest(project, {WORKER: UNPACKED})
+    result = cli("deploy", "--matrix", str(project.matrix), "--endpoint", "embed", "--api-url", url)
+    assert result.code == 1 and "is not a list of GPU types" in result.err, result.err
+    assert "--api-url" in result.err and "Traceback" not in result.err
 
 def test_deploy_takes_one_variant(cli, project: Project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
