@@ -97,6 +97,27 @@ def test_default_worker_variant_builds_pushes_and_passes_smoke(
     assert 0 < entry["above_base_size"] < entry["compressed_size"] < entry["unpacked_size"]
     assert result["image"]["above_base_size"] == entry["above_base_size"]
 
+    # Hostile jobs get the worker's own error, never a traceback; a batch over MAX_TEXTS is refused
+    # whole; a MAX_TEXTS that is no number stops the worker at start, saying so.
+    hostile = subprocess.run(
+        ["docker", "run", "--rm", "-e", "MAX_TEXTS=3", entry["image"], "python", "-c", HOSTILE_EMBED_JOBS],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert hostile.returncode == 0, hostile.stdout[-3000:] + hostile.stderr[-3000:]
+    answers = [json.loads(line) for line in hostile.stdout.splitlines() if line.startswith("{")]
+    not_an_object = 'input must be an object, such as {"texts": ["a sentence"]}'
+    assert [a.get("error") for a in answers[:4]] == [not_an_object] * 3 + [
+        "input.texts must be a non-empty list of strings"
+    ]
+    assert answers[4] == {"error": "input.texts holds 4 texts, over 3 a job (MAX_TEXTS)"}
+    assert answers[5]["shape"] == [3, 384]
+    misconfigured = subprocess.run(
+        ["docker", "run", "--rm", "-e", "MAX_TEXTS=lots", entry["image"], "python", "-c", "import handler"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert misconfigured.returncode == 1
+    assert "MAX_TEXTS must be a positive integer, not 'lots'" in misconfigured.stderr
+
     # The deploy spec of what was pushed: RunPod's schema holds, the image is the pushed digest,
     # and the container disk is the measured image plus headroom and margin.
     spec_done = buildtool(repository_copy.root, "deploy-spec", "--select", entry_name)
@@ -134,6 +155,15 @@ def test_default_worker_variant_builds_pushes_and_passes_smoke(
     assert checks["attention.expected-backend"]["status"] == "pass"
 
 
+# In the embedding worker's image: its handler, as the SDK calls it, with jobs a client could send.
+HOSTILE_EMBED_JOBS = r"""
+import json, handler
+for job in ({"input": "hello"}, {"input": ["a"]}, {"id": "no-input"}, {"input": {"texts": "abc"}},
+            {"input": {"texts": ["a", "b", "c", "d"]}}, {"input": {"texts": ["a", "b", "c"]}}):
+    print(json.dumps(handler.handler(job)))
+"""
+
+
 # In the diffusion image: a Hub (the stand-in) serving the image's tiny pipeline as org/tiny-sd, an
 # empty volume, and the worker imported twice: the first provisions, the second reuses.
 PROVISION = r"""
@@ -165,6 +195,16 @@ echo "dead-host 1" > /runpod-volume/models/.orphaned.provisioning
 touch -d '1 hour ago' /runpod-volume/models/.orphaned.provisioning
 python -c "$run" "$job"
 echo "left on the volume:"; ls -A /runpod-volume/models /runpod-volume/models/.orphaned.without-sentinel-*
+echo "--- hostile jobs ---"
+python - <<'JOBS'
+import json, sys
+sys.path.insert(0, "/app")
+import handler
+for settings in ("x", None, {"prompt": "p", "seed": 2**70}, {"prompt": "p", "seed": True},
+                 {"prompt": "p", "guidance_scale": "high"}, {"prompt": "p", "guidance_scale": float("nan")},
+                 {"prompt": "p", "negative_prompt": 5}, {"prompt": "p", "width": 12}):
+    print(json.dumps(handler.handler({"id": "hostile", "input": settings})))
+JOBS
 """
 
 
@@ -211,7 +251,22 @@ def test_the_diffusion_worker_serves_images_from_its_volume(
     assert provisioned.returncode == 0, provisioned.stdout[-3000:] + provisioned.stderr[-3000:]
     first, rest = provisioned.stdout.split("--- again ---")
     second, rest = rest.split("--- three at once ---")
-    together, orphaned = rest.split("--- a dead worker's claim ---")
+    together, rest = rest.split("--- a dead worker's claim ---")
+    orphaned, hostile = rest.split("--- hostile jobs ---")
+    # Each hostile job is the worker's own error, and none reached the pipeline.
+    errors = [json.loads(line)["error"] for line in hostile.splitlines() if line.startswith("{")]
+    seed = "input.seed must be an integer from 0 to 9223372036854775807"
+    guidance = "input.guidance_scale must be a number from 0 to 50"
+    assert [e.split(", not")[0] for e in errors] == [
+        'input must be an object, such as {"prompt": "a lighthouse at dusk"}',
+        'input must be an object, such as {"prompt": "a lighthouse at dusk"}',
+        seed,
+        seed,
+        guidance,
+        guidance,
+        "input.negative_prompt must be a string",
+        "input.width and input.height must be multiples of 8",
+    ], hostile
     assert "GET /api/models/org/tiny-sd/revision/main" in first and "resolve/" in first
     assert "sentinel: org/tiny-sd" in first and "1 image(s)" in first
     assert "GET " not in second and "1 image(s)" in second  # reused: not one request to the Hub

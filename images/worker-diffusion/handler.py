@@ -35,6 +35,8 @@ SENTINEL = ".models_provisioned"
 PROVISION_STALE_SECONDS = float(os.environ.get("PROVISION_STALE_SECONDS", "120"))
 PROVISION_WAIT_SECONDS = float(os.environ.get("PROVISION_WAIT_SECONDS", "3600"))
 LIMITS = {"width": (8, 2048), "height": (8, 2048), "num_inference_steps": (1, 150), "num_images": (1, 8)}
+SEED_RANGE = (0, 2**63 - 1)  # torch.Generator.manual_seed takes a 64-bit seed
+GUIDANCE_RANGE = (0.0, 50.0)  # a NaN or infinity compares false: refused too
 
 
 def provision(path: Path) -> Path:
@@ -110,8 +112,10 @@ PIPELINE = AutoPipelineForText2Image.from_pretrained(
 ).to(DEVICE)
 
 
-def settings(job_input: dict[str, Any]) -> dict[str, Any]:
+def settings(job_input: object) -> dict[str, Any]:
     """The job's settings, checked; ValueError says what is wrong."""
+    if not isinstance(job_input, dict):
+        raise ValueError('input must be an object, such as {"prompt": "a lighthouse at dusk"}')
     prompt = job_input.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("input.prompt must be a non-empty string")
@@ -120,24 +124,29 @@ def settings(job_input: dict[str, Any]) -> dict[str, Any]:
         "height": 512,
         "num_inference_steps": 25,
         "num_images": 1,
-        **{k: job_input[k] for k in LIMITS if k in job_input},
+        "seed": 0,
+        **{k: job_input[k] for k in (*LIMITS, "seed") if k in job_input},
     }
-    for key, (low, high) in LIMITS.items():
+    for key, (low, high) in {**LIMITS, "seed": SEED_RANGE}.items():
         value = chosen[key]
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise ValueError(f"input.{key} must be an integer from {low} to {high}, not {value!r}")
     if chosen["width"] % 8 or chosen["height"] % 8:
         raise ValueError("input.width and input.height must be multiples of 8")
-    chosen["prompt"] = prompt
-    chosen["negative_prompt"] = job_input.get("negative_prompt")
-    chosen["guidance_scale"] = float(job_input.get("guidance_scale", 7.5))
-    chosen["seed"] = int(job_input.get("seed", 0))
+    negative = job_input.get("negative_prompt")
+    if negative is not None and not isinstance(negative, str):
+        raise ValueError(f"input.negative_prompt must be a string, not {negative!r}")
+    guidance = job_input.get("guidance_scale", 7.5)
+    low, high = GUIDANCE_RANGE
+    if not isinstance(guidance, int | float) or isinstance(guidance, bool) or not low <= guidance <= high:
+        raise ValueError(f"input.guidance_scale must be a number from {low:g} to {high:g}, not {guidance!r}")
+    chosen.update(prompt=prompt, negative_prompt=negative, guidance_scale=float(guidance))
     return chosen
 
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:
     try:
-        wanted = settings(job.get("input") or {})
+        wanted = settings(job.get("input"))
     except (ValueError, TypeError) as exc:
         return {"error": str(exc)}
     generator = torch.Generator(device=DEVICE).manual_seed(wanted["seed"])

@@ -16,6 +16,11 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 VOLUME_PATH = Path(os.environ.get("MODEL_VOLUME_PATH", "/runpod-volume/models/all-MiniLM-L6-v2"))
+# Texts per job: 384 numbers per text come back as JSON, about 8.5 KB each; 1,024 answer in under
+# RunPod's 10 MB /run payload. A bigger batch is refused whole, not cut short.
+MAX_TEXTS = os.environ.get("MAX_TEXTS", "1024")
+if not MAX_TEXTS.isdigit() or int(MAX_TEXTS) < 1:
+    raise SystemExit(f"MAX_TEXTS must be a positive integer, not {MAX_TEXTS!r}")
 
 
 def model_path() -> str:
@@ -31,9 +36,14 @@ MODEL = SentenceTransformer(model_path(), device=DEVICE)
 
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:
-    texts = job.get("input", {}).get("texts")
+    job_input = job.get("input")
+    if not isinstance(job_input, dict):
+        return {"error": 'input must be an object, such as {"texts": ["a sentence"]}'}
+    texts = job_input.get("texts")
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         return {"error": "input.texts must be a non-empty list of strings"}
+    if len(texts) > int(MAX_TEXTS):
+        return {"error": f"input.texts holds {len(texts)} texts, over {MAX_TEXTS} a job (MAX_TEXTS)"}
     vectors = MODEL.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
     return {"embeddings": vectors.tolist(), "shape": list(vectors.shape), "device": DEVICE}
 

@@ -113,7 +113,9 @@ SERVER = start_server()
 wait_until_ready(SERVER)
 
 
-def request_of(job_input: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def request_of(job_input: object) -> tuple[str, dict[str, Any]]:
+    if not isinstance(job_input, dict):
+        raise ValueError('input must be an object, such as {"openai_route": "/v1/models"}')
     route = job_input.get("openai_route", "/v1/chat/completions")
     body = job_input.get("openai_input", {k: v for k, v in job_input.items() if k != "openai_route"})
     if route not in ROUTES:
@@ -125,7 +127,7 @@ def request_of(job_input: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     try:
-        route, body = request_of(job.get("input") or {})
+        route, body = request_of(job.get("input", {}))
     except ValueError as exc:
         yield {"error": str(exc)}
         return
