@@ -10,6 +10,7 @@ import os
 from rich.markup import escape
 from rich.table import Table
 
+from buildtool.catalog import CATALOG_PATH
 from buildtool.deployment import RUNPOD_API, DeploySpec
 from buildtool.display import err, out
 from buildtool.errors import BuildError, Problem
@@ -104,6 +105,9 @@ def run_deploy(args: argparse.Namespace, options: Options) -> int:
     if not answers:
         why = "--dry-run" if options.dry_run else "RUNPOD_API_KEY is not set"
         out.print(f"{why}: nothing sent. It would send, with Authorization: Bearer <RUNPOD_API_KEY>:")
+        # The catalog is read first; a spec it disagrees with is refused before anything is created.
+        catalog = f"GET {api_url}{CATALOG_PATH}  (checked against the spec first)"
+        out.print(catalog, markup=False, highlight=False)
         for request in spec.requests:
             out.print(f"{request.method} {api_url}{request.path}", markup=False, highlight=False)
             out.print(json.dumps(request.body, indent=2, sort_keys=True), markup=False, highlight=False)

@@ -261,6 +261,7 @@ def test_deploy_without_a_key_prints_and_sends_nothing(
     assert result.code == 0, result.err
     assert api.records == []
     assert "RUNPOD_API_KEY is not set: nothing sent" in result.out
+    assert f"GET {url}/v2/catalog/gpus  (checked against the spec first)" in result.out
     assert f"POST {url}/v2/serverless" in result.out and '"flashboot": "FLASHBOOT"' in result.out
 
 
