@@ -84,10 +84,14 @@ def _endpoint(
         actual = catalog.get(gpu.runpod_id, expected)  # an unknown type is said above
         if actual != expected:
             where = f"in pool {actual}" if actual else "in no serverless pool"
+            # In a pool the spec selects anyway, the card is reached, but by a table that is wrong.
+            effect = "the endpoint would not get it"
+            if actual in pools:
+                effect = "the spec was made from a stale table"
             problems.append(
                 Problem(
                     f"RunPod's GPU catalog has {gpu.name} ({gpu.runpod_id}) {where}, not {expected} as "
-                    "facts.SERVERLESS_POOLS says: the endpoint would not get it",
+                    f"facts.SERVERLESS_POOLS says: {effect}",
                     gpu.location,
                     variant=variant.name,
                     hint=FIX_FACTS,

@@ -299,6 +299,12 @@ H100 = "NVIDIA H100 80GB HBM3"
             f"RunPod's GPU catalog has H100 ({H100}) in pool HOPPER_80, not ADA_80_PRO as "
             "facts.SERVERLESS_POOLS says",
         ),
+        # moved into a pool the endpoint selects anyway (H200's): reached, but the table is stale
+        (
+            lambda gpus: [{**g, "pool": "HOPPER_141"} if g["id"] == H100 else g for g in gpus],
+            f"RunPod's GPU catalog has H100 ({H100}) in pool HOPPER_141, not ADA_80_PRO as "
+            "facts.SERVERLESS_POOLS says: the spec was made from a stale table",
+        ),
         # a type id RunPod no longer knows
         (
             lambda gpus: [g for g in gpus if g["id"] != H100],
