@@ -117,6 +117,12 @@ def test_default_worker_variant_builds_pushes_and_passes_smoke(
     )  # fmt: skip
     assert misconfigured.returncode == 1
     assert "MAX_TEXTS must be a positive integer, not 'lots'" in misconfigured.stderr
+    left_empty = subprocess.run(  # a RunPod template's env field left empty: the default
+        ["docker", "run", "--rm", "-e", "MAX_TEXTS=", entry["image"], "python", "-c",
+         "import handler; print(handler.MAX_TEXTS)"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert left_empty.returncode == 0 and left_empty.stdout.split()[-1] == "1024", left_empty.stderr[-2000:]
 
     # The deploy spec of what was pushed: RunPod's schema holds, the image is the pushed digest,
     # and the container disk is the measured image plus headroom and margin.

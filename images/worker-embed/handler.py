@@ -18,8 +18,9 @@ from sentence_transformers import SentenceTransformer
 VOLUME_PATH = Path(os.environ.get("MODEL_VOLUME_PATH", "/runpod-volume/models/all-MiniLM-L6-v2"))
 # Texts per job: 384 numbers per text come back as JSON, about 8.5 KB each; 1,024 answer in under
 # RunPod's 10 MB /run payload. A bigger batch is refused whole, not cut short.
-MAX_TEXTS = os.environ.get("MAX_TEXTS", "1024")
-if not MAX_TEXTS.isdigit() or int(MAX_TEXTS) < 1:
+# A template's field left empty is unset. isdecimal, not isdigit: int() refuses "²".
+MAX_TEXTS = os.environ.get("MAX_TEXTS") or "1024"
+if not (MAX_TEXTS.isascii() and MAX_TEXTS.isdecimal()) or int(MAX_TEXTS) < 1:
     raise SystemExit(f"MAX_TEXTS must be a positive integer, not {MAX_TEXTS!r}")
 
 
