@@ -6,8 +6,9 @@ matrix -> plan -> policy -> render -> build -> smoke -> report -> release
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from buildtool.errors import (
     SelectionError,
 )
 from buildtool.files import write_atomically
+from buildtool.github import append_step_summary
 from buildtool.localregistry import ensure_embedded_registry
 from buildtool.lock import read_lock, read_lock_file
 from buildtool.matrix import load_matrix
@@ -122,9 +124,13 @@ def build(
     if embedded:
         on_note(ensure_embedded_registry(registry))
     rendering = render_checked(checked, revision, registry, options.build_dir, options.kernels_local)
-    return build_rendering(
-        rendering, options, BuildxEngine(), HttpRegistry(), on_event, image_policy(checked)
-    )
+    with contextlib.ExitStack() as stack:
+        if options.cold:  # a new user's first run: no layer facts remembered from earlier builds
+            empty = stack.enter_context(tempfile.TemporaryDirectory(prefix="buildtool-cold-"))
+            options = options.but(cache_dir=Path(empty))
+        return build_rendering(
+            rendering, options, BuildxEngine(), HttpRegistry(), on_event, image_policy(checked)
+        )
 
 
 def image_policy(checked: CheckedPlan) -> Callable[[OciImage], list[Finding]]:
@@ -227,10 +233,7 @@ def report(options: Options, out_dir: Path) -> tuple[Report, list[Path]]:
     ):
         write_atomically(out_dir / name, text)
         written.append(out_dir / name)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with Path(summary).open("a", encoding="utf-8") as handle:
-            handle.write(to_markdown(built))
+    append_step_summary(to_markdown(built))
     return built, written
 
 

@@ -88,6 +88,12 @@ def parser() -> argparse.ArgumentParser:
         "then be the same)",
     )
     b.add_argument(
+        "--cold",
+        action="store_true",
+        help="build as a new user's first run does: BuildKit's build cache unused, the registry cache "
+        "not read, an empty layer cache; implies --rebuild (the weekly from-nothing workflow)",
+    )
+    b.add_argument(
         "--check-reproducible",
         action="store_true",
         help="then rebuild each variant from nothing (no build cache, no registry cache) and compare "

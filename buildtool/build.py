@@ -102,14 +102,16 @@ def _build_one(
                 f"registry {rendering.registry} is unreachable: {exc}",
                 "start it, or point --registry / $REGISTRY at one",
             ) from None
-        if existing is not None and not mutable and not options.rebuild:
+        if existing is not None and not mutable and not (options.rebuild or options.cold):
             earlier = built_earlier(
                 v, rendering.revision.sha, existing, registry, log, emit, options.cache_dir, engine
             )
             if earlier is not None:
                 return earlier
 
-        overrides: dict[str, str] = {}
+        # A cold build meets what a new user's first build meets: every step runs (an install that
+        # stopped working is found), and the registry cache is written but not read.
+        overrides: dict[str, str] = {"no-cache": "true", "cache-from": ""} if options.cold else {}
         recorded = lock.get(v.base_ref)
         if options.locked:
             if recorded is None:

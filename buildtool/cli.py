@@ -94,6 +94,7 @@ def options_from(args: argparse.Namespace) -> Options:
         allow_dirty=getattr(args, "allow_dirty", False),
         jobs=getattr(args, "jobs", 2),
         rebuild=getattr(args, "rebuild", False),
+        cold=getattr(args, "cold", False),
         commit=args.commit if release else None,
         dry_run=getattr(args, "dry_run", False),
     )
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace, options: Options) -> int:
-    from buildtool import api
+    from buildtool import api, github
 
     if args.default:
         default = api.plan_and_check(options.but(select=())).plan.default_variant
@@ -200,6 +201,7 @@ def run_build(args: argparse.Namespace, options: Options) -> int:
     with BuildDisplay(out) as display:
         result = api.build(options, display.event, out.print)
     out.print(results_table(result))
+    github.append_step_summary(github.build_summary(result))
     for variant in result.variants:
         if variant.status == "built-earlier":
             when = f", from the commit of {variant.created}" if variant.created else ""

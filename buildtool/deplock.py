@@ -1,10 +1,11 @@
 """Python dependency locks per image: images/<name>/requirements.in -> requirements.lock.
 
 The lock is every package the image's `pip install` adds, transitive ones included, each pinned
-with its hashes (`pip install --require-hashes`), so that a rebuild on another day installs the same
-files. What the base image already ships for its torch (torch and everything torch needs) is left
-out: the base provides it, pinned by digest, and pip accepts an already-installed package in hash
-mode while it refuses any other unpinned one.
+with its hashes, installed with `pip install --no-deps --require-hashes`: nothing is resolved at
+build time, so a rebuild on another day installs the same files whatever the index holds then. What
+the base image already ships for its torch (torch and everything torch needs) is left out: the base
+provides it, pinned by digest. Because --no-deps fills no gap, a lock is proved complete when it is
+written (complete_lock) and again in the image after the install (smoke/lockcheck.py).
 
 Generated with uv (`uv pip compile --universal --generate-hashes`) against the index pip uses.
 """
@@ -15,7 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,20 +135,20 @@ def provided_by_torch(uv: str, torch: str, python: str) -> dict[str, str]:
 
 
 def generate(job: LockJob, uv: str | None = None) -> str:
-    """The lock text for `job` (deterministic for a given index state)."""
+    """The lock text for `job` (deterministic for a given index state). The images install it with
+    --no-deps, so it must be complete: proved here against uv's full resolution (complete_lock)."""
     uv = uv or uv_command()
     shipped: dict[str, str] = {}
     for torch in job.base_torch:
         shipped |= provided_by_torch(uv, torch, job.python)
     requirements = job.input.read_text(encoding="utf-8")
     constraints = "".join(f"torch=={t}\n" for t in job.base_torch[:1]) if len(job.base_torch) == 1 else ""
-    provided = set(shipped)
-    if shipped:
-        # A package of the base's torch that the image needs at another version (vLLM's cuda-python
-        # pins cuda-bindings~=13.4 where torch takes any 13.x) is locked: pip installs that one.
-        resolved = parse_lock(_compile(uv, requirements + constraints, job.python, []))
-        wanted = {pin.name: pin.version for pin in resolved}
-        provided = {name for name in shipped if wanted.get(name, shipped[name]) == shipped[name]}
+    # Everything the image needs, the base's packages included, as uv resolves it.
+    resolved = parse_lock(_compile(uv, requirements + constraints, job.python, []))
+    wanted = {pin.name: pin.version for pin in resolved}
+    # A package of the base's torch that the image needs at another version (vLLM's cuda-python
+    # pins cuda-bindings~=13.4 where torch takes any 13.x) is locked: pip installs that one.
+    provided = {name for name in shipped if wanted.get(name, shipped[name]) == shipped[name]}
     extra = ["--generate-hashes"]
     for name in sorted(provided):
         extra += ["--no-emit-package", name]
@@ -161,6 +162,7 @@ def generate(job: LockJob, uv: str | None = None) -> str:
     finally:
         constraint_file.unlink(missing_ok=True)
     body = body.replace(str(constraint_file), "the base's torch")
+    complete_lock(job.image, parse_lock(body), provided, resolved)
     base_note = (
         f"# Left out, the base ships them: torch {', '.join(job.base_torch)} and what it installs.\n"
         f"{PROVIDED_MARK} {' '.join(sorted(provided))}\n"
@@ -170,9 +172,38 @@ def generate(job: LockJob, uv: str | None = None) -> str:
     return (
         f"# The {job.image} image's Python packages, locked with hashes from {INPUT_NAME} for Python "
         f">= {job.python}.\n"
-        f"# Installed with pip install --require-hashes. Regenerate: buildtool lock-deps --image "
-        f"{job.image}\n" + base_note + body
+        f"# Installed with pip install --no-deps --require-hashes (nothing resolved at build time). "
+        f"Regenerate: buildtool lock-deps --image {job.image}\n" + base_note + body
     )
+
+
+def complete_lock(
+    image: str, locked: Sequence[LockedPin], provided: Iterable[str], resolved: Sequence[LockedPin]
+) -> None:
+    """Raise unless the lock and the packages left to the base are, together, exactly uv's full
+    resolution: every package the image needs at each version it needs (a universal lock can hold
+    two, under markers), each with a hash. With --no-deps nothing fills a gap at build time, so a
+    gap is refused here, naming the package."""
+    left = set(provided)
+    have = {(pin.name, pin.version) for pin in locked}
+    needed = {(pin.name, pin.version) for pin in resolved}
+    gaps = sorted(f"{n}=={v}" for n, v in needed - have if n not in left)
+    unneeded = sorted(f"{n}=={v}" for n, v in have - needed)
+    unhashed = sorted(f"{pin.name}=={pin.version}" for pin in locked if pin.hashes == 0)
+    if gaps or unhashed or unneeded:
+        said = [
+            f"needed but not locked: {', '.join(gaps)}" if gaps else "",
+            f"without a hash: {', '.join(unhashed)}" if unhashed else "",
+            f"locked but not needed: {', '.join(unneeded)}" if unneeded else "",
+        ]
+        raise EngineError(
+            Problem(
+                f"the lock written for image '{image}' is not complete ({'; '.join(s for s in said if s)}): "
+                "the image installs it with --no-deps, so the build would miss these",
+                hint="run buildtool lock-deps again (the index may have changed between uv's two "
+                "resolutions); if it persists, pin the package in requirements.in",
+            )
+        )
 
 
 def parse_lock(text: str) -> list[LockedPin]:

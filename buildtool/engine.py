@@ -10,12 +10,13 @@ import json
 import shutil
 import subprocess
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from buildtool import refs
+from buildtool import refs, stepfailure
 from buildtool.errors import EngineError, Problem
 
 
@@ -193,7 +194,9 @@ class BuildxEngine:
         if metadata_file.is_file():
             metadata = json.loads(metadata_file.read_text() or "{}").get(target, {})
         steps = tracker.steps()
-        error = None if code == 0 else (tracker.error or _last_error(tracker.tail) or f"buildx exited {code}")
+        error = (
+            None if code == 0 else (tracker.failure() or _last_error(tracker.tail) or f"buildx exited {code}")
+        )
         return BakeOutcome(code == 0, metadata, steps, error)
 
 
@@ -221,6 +224,9 @@ def json_objects(stream: IO[str]) -> Iterator[object]:
             buffer = []
 
 
+STEP_LINES_KEPT = 200  # of each step's output, for the failure's explanation
+
+
 @dataclass
 class _Tracker:
     """Turns rawjson progress into a readable log, step counts and the failing step's error."""
@@ -231,6 +237,8 @@ class _Tracker:
     names: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     tail: str = ""
+    output: dict[str, deque[str]] = field(default_factory=dict)  # each vertex's last lines
+    failed_vertex: str | None = None
 
     def consume(self, stream: IO[str]) -> None:
         for obj in json_objects(stream):
@@ -264,12 +272,15 @@ class _Tracker:
                 and not cancelled
             ):
                 self.error = f"step '{vertex['name']}' failed: {vertex['error']}"
+                self.failed_vertex = digest
         for entry in status.get("logs") or []:  # type: ignore[attr-defined]
             text = base64.b64decode(entry.get("data", "")).decode("utf-8", "replace")
             name = self.names.get(entry.get("vertex", ""), "")
+            kept = self.output.setdefault(entry.get("vertex", ""), deque(maxlen=STEP_LINES_KEPT))
             for line in text.splitlines():
                 self.log.write(f"{name}: {line}\n")
                 self.tail = (self.tail + line + "\n")[-4000:]
+                kept.append(line)
         if self.on_progress:
             mine = [step for step in self.steps() if step.in_dockerfile]
             running = [step.name for step in self.steps() if not step.completed]
@@ -281,6 +292,14 @@ class _Tracker:
                     running[0] if running else "",
                 )
             )
+
+    def failure(self) -> str | None:
+        """The failing step and, where its output says, why (pip's or lockcheck's words)."""
+        if self.error is None:
+            return None
+        lines = list(self.output.get(self.failed_vertex or "", ()))
+        detail = stepfailure.explain(lines)
+        return f"{self.error}: {detail}" if detail else self.error
 
     def steps(self) -> tuple[Step, ...]:
         return tuple(

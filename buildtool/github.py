@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from buildtool.built import BuildResult
 from buildtool.errors import ConfigError, Location, Problem
 from buildtool.files import write_atomically
 from buildtool.plan import CheckedPlan
@@ -118,3 +119,39 @@ def write_outputs(outputs: dict[str, str], path: Path | None = None) -> Path:
 def outputs_for(checked: CheckedPlan) -> dict[str, str]:
     """The plan job's outputs: each matrix as one line of JSON."""
     return {name: json.dumps(matrix(checked, name), sort_keys=True) for name in OUTPUT_NAMES}
+
+
+def _cell(text: str) -> str:
+    """Text for one cell of a Markdown table: no line breaks, no column separators."""
+    return " ".join(text.split()).replace("|", "\\|") or "-"
+
+
+def build_summary(result: BuildResult) -> str:
+    """The build's job summary (Markdown): each variant's status and, for a failure, the failed step
+    with the installer's words for it (pip's or lockcheck's: the package), and the fix."""
+    lines = [
+        f"### buildtool build: {result.registry} @ {result.revision[:12]}",
+        "",
+        "| variant | status | digest | seconds | problem |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for v in result.variants:
+        problem = ""
+        if v.problem is not None:
+            problem = v.problem.message + (f" (fix: {v.problem.hint})" if v.problem.hint else "")
+        lines.append(
+            f"| {_cell(v.variant)} | {v.status} | {_cell((v.digest or '')[:19])} | "
+            f"{v.build_seconds:.1f} | {_cell(problem)} |"
+        )
+    lines += [f"- {_cell(error)}" for error in result.errors]
+    return "\n".join(lines) + "\n\n"
+
+
+def append_step_summary(text: str) -> Path | None:
+    """Append to $GITHUB_STEP_SUMMARY when a GitHub Actions step runs this; else nothing."""
+    value = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not value:
+        return None
+    with Path(value).open("a", encoding="utf-8") as handle:
+        handle.write(text)
+    return Path(value)

@@ -38,6 +38,7 @@ class Options:
     allow_dirty: bool = False  # push -dirty tags from a worktree with changes
     jobs: int = 2  # variants built at once
     rebuild: bool = False  # build even a commit whose immutable tags the registry already holds
+    cold: bool = False  # no build cache, no registry cache read, an empty layer cache; implies rebuild
     commit: str | None = None  # release: the commit to promote (default: the one the git tag names)
     dry_run: bool = False  # release: print what would move; move nothing
     cache_dir: Path = field(default_factory=default_cache_dir)  # layer facts (unpacked sizes, files)

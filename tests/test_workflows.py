@@ -20,7 +20,31 @@ WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 
 
 def test_there_are_ci_and_release_workflows() -> None:
-    assert [w.name for w in WORKFLOWS] == ["ci.yml", "release.yml", "vllm.yml"]
+    assert [w.name for w in WORKFLOWS] == ["ci.yml", "fresh.yml", "release.yml", "vllm.yml"]
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
+def test_every_python_package_a_workflow_installs_comes_from_a_hashed_lock(workflow: Path) -> None:
+    """A release published overnight must not change what a job runs: pip installs a lock exactly
+    (--require-hashes --no-deps) or buildtool through install-tool.sh, which does the same."""
+    for step in steps(workflow):
+        for line in step.get("run", "").splitlines():
+            if "pip install" in line:
+                assert "--require-hashes --no-deps -r requirements/" in line, line
+    script = (REPO / ".github" / "scripts" / "install-tool.sh").read_text()
+    assert "--require-hashes --no-deps -r requirements/tool.txt" in script
+    assert "--no-deps --no-build-isolation ." in script and "pip check" in script
+
+
+def test_a_weekly_build_from_nothing_meets_what_a_new_user_meets() -> None:
+    document = yaml.safe_load((REPO / ".github" / "workflows" / "fresh.yml").read_text())
+    triggers = document[True]  # YAML 1.1 reads the key 'on' as true
+    assert [entry["cron"] for entry in triggers["schedule"]] == ["17 5 * * 1"]
+    job = document["jobs"]["from-nothing"]
+    runs = "\n".join(step.get("run", "") for step in job["steps"])
+    assert "nox -s build -- --default --cold" in runs
+    setup = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
+    assert "cache" not in setup["with"]  # no pip cache: a new user has none
 
 
 def test_zizmor_reports_nothing() -> None:

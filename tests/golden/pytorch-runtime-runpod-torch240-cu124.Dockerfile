@@ -11,11 +11,17 @@ ENV PYTHONUNBUFFERED=1 \
     TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0"
 
 WORKDIR /opt/runtime
-# Exactly the locked packages, hash-checked (buildtool lock-deps). With SOURCE_DATE_EPOCH set, pip
-# writes .pyc files keyed by the source's hash instead of the install time, so this layer is the
-# same on every rebuild (1980-01-01: the earliest time a zip, or a wheel built from an sdist, holds).
+# Exactly the locked packages, hash-checked (buildtool lock-deps), and nothing resolved against the
+# index: --no-deps, so a release published after the lock was written can neither enter the image
+# nor stop the install (Debian 12's pip 23.0 looks a locked package up again when another one asks for
+# it with an extra, and refuses the newer release it finds there as unpinned). smoke/lockcheck.py then fails
+# the build naming any dependency the lock lacks. With SOURCE_DATE_EPOCH set, pip writes .pyc files
+# keyed by the source's hash instead of the install time, so this layer is the same on every rebuild
+# (1980-01-01: the earliest time a zip, or a wheel built from an sdist, holds).
 COPY requirements.lock .
-RUN SOURCE_DATE_EPOCH=315532800 pip install --no-cache-dir --require-hashes -r requirements.lock
+RUN --mount=type=bind,source=smoke/lockcheck.py,target=/tmp/lockcheck.py \
+    SOURCE_DATE_EPOCH=315532800 python3 -m pip install --no-cache-dir --no-deps --require-hashes -r requirements.lock \
+ && python3 /tmp/lockcheck.py requirements.lock
 LABEL org.runpod-images.archs="sm_80,sm_86,sm_89,sm_90" \
       org.runpod-images.cuda="12.4" \
       org.runpod-images.cudnn="9.1" \
