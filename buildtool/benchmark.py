@@ -69,7 +69,7 @@ class BenchRun:
 class FloorVerdict:
     gpu: str
     floor: str  # BenchFloor.describe()
-    status: Literal["pass", "fail", "not run"]
+    status: Literal["pass", "fail", "not run", "no floor"]
     detail: str
     why: str
 
@@ -133,13 +133,28 @@ def _kernel_text(kernel: Mapping[str, Any]) -> str:
 def floor_verdicts(
     runs: Iterable[BenchRun], floors: Iterable[facts.BenchFloor] = facts.BENCH_FLOORS
 ) -> tuple[FloorVerdict, ...]:
+    """Each floor of the run's exact card (its SKU, from the device name the run recorded), or one
+    "no floor" line for a GPU none holds for: never another card's floor. A CPU run gets none."""
     verdicts = []
     floors = tuple(floors)
     for run in runs:
-        for floor in floors:
-            if run.gpu not in floor.gpus:
-                continue
-            verdicts.append(_verdict(run, floor))
+        device = run.machine.get("gpu")
+        if not device:
+            continue  # a CPU: the floors are about GPUs
+        sku = facts.gpu_sku(str(device))
+        held = [floor for floor in floors if sku in floor.skus]
+        verdicts += [_verdict(run, floor) for floor in held]
+        if not held:
+            what = f"the {sku}" if sku else "a card facts.GPU_SKUS does not know"
+            verdicts.append(
+                FloorVerdict(
+                    run.gpu,
+                    "no floor",
+                    "no floor",
+                    f"{device} is {what}: no floor is set for it, and another card's would not hold",
+                    "floors are per exact SKU (facts.BENCH_FLOORS)",
+                )
+            )
     return tuple(verdicts)
 
 

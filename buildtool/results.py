@@ -178,4 +178,9 @@ def run_limits(document: dict[str, Any]) -> tuple[str, ...]:
         seconds = document.get("budget")
         budget = f"{seconds:g} s" if isinstance(seconds, int | float) else "?"
         limits.append(f"--budget {budget} cut {len(cut)} check(s) short: {', '.join(cut)}")
+    raw = document.get("options")
+    options = raw if isinstance(raw, dict) else {}
+    skipped = [part for part in ("model", "attention") if options.get(f"skip_{part}") is True]
+    if skipped:
+        limits.append("run with " + " ".join(f"--skip-{part}" for part in skipped))
     return tuple(limits)

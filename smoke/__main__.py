@@ -6,9 +6,17 @@ Expectations come from the image's SMOKE_* environment; options override them. W
 
 from __future__ import annotations
 
+import sys
+
+# Before anything that an older Python cannot import: one line, not a traceback (bare hosts run
+# whatever python3 they have; Ubuntu 22.04's is 3.10, which works).
+if sys.version_info < (3, 10):  # noqa: UP036 - the point: an older python3 on a host
+    sys.exit(
+        f"python -m smoke needs Python 3.10 or newer; this is {sys.version.split()[0]} ({sys.executable})"
+    )
+
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +35,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--torch", help="expected torch version, e.g. 2.11.0+cu130")
     parser.add_argument("--cuda", help="expected CUDA major.minor, e.g. 13.0")
     parser.add_argument("--cudnn", help="expected cuDNN major.minor, e.g. 9.19")
+    parser.add_argument("--driver-floor", help="the oldest driver the image's CUDA runs on, e.g. 580.65")
     parser.add_argument("--flash-attention", help="FlashAttention versions the image ships, e.g. 2,3")
     parser.add_argument("--handler", type=Path, help="the worker's handler module")
     parser.add_argument("--input", help="the job input for the handler, as JSON")
@@ -67,6 +76,7 @@ def expectations(args: argparse.Namespace) -> Expectations:
         "torch": args.torch,
         "cuda": args.cuda,
         "cudnn": args.cudnn,
+        "driver_floor": args.driver_floor,
         "handler": args.handler,
         "kernels_lock": args.kernels_lock,
         "flash_attention": tuple(int(v) for v in args.flash_attention.split(","))

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import traceback
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +29,22 @@ class Check:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+def guarded(name: str, run: Callable[[], Check]) -> Check:
+    """`run`'s check, or, when it raises, check `name` failed with the last line of the traceback
+    (the whole of it in data), so that one broken check never takes its neighbours with it."""
+    try:
+        return run()
+    except Exception as exc:
+        return crashed(name, exc)
+
+
+def crashed(name: str, exc: BaseException) -> Check:
+    """Check `name` failed by an exception: the traceback's last line, and the whole in data."""
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    whole = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return Check(name, "fail", f"crashed: {last}", data={"traceback": whole[-4000:]})
+
+
 @dataclass(frozen=True)
 class SuiteResult:
     variant: str | None
@@ -37,6 +55,8 @@ class SuiteResult:
     benchmark: dict[str, Any] | None = None  # --bench: the machine, the grid, the published source
     only: tuple[str, ...] = ()  # --only: the patterns that narrowed the run; none: every check ran
     budget: float | None = None  # --budget: seconds the run could start work in
+    # How it was run: skip_model, skip_attention, quick, bench (a run that skipped a part says so).
+    options: dict[str, bool] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -59,6 +79,7 @@ class SuiteResult:
             **({"benchmark": self.benchmark} if self.benchmark is not None else {}),
             **({"only": list(self.only)} if self.only else {}),
             **({"budget": self.budget} if self.budget is not None else {}),
+            **({"options": dict(self.options)} if self.options else {}),
         }
 
     def to_junit(self) -> str:

@@ -9,7 +9,7 @@ import subprocess
 import time
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,7 @@ def run_suite(
             return budget.skipped(names)
         return _guarded(group, run)
 
-    started = datetime.now(UTC).isoformat(timespec="seconds")
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     began = time.perf_counter()
     checks: list[Check] = []
     checks += part("environment", ENVIRONMENT, lambda: environment.checks(expect))
@@ -178,4 +178,5 @@ def run_suite(
         benchmark,
         only.patterns,
         budget.seconds,
+        {"skip_model": not model, "skip_attention": not attention, "quick": quick, "bench": bench},
     )

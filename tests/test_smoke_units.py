@@ -240,3 +240,57 @@ def test_an_h100_that_ran_flash_where_cudnn_comes_first_passes_and_says_so() -> 
     verdict = expected_backend(dispatched(["flash"]), [], no_fa, "sm_90", 91900)
     assert verdict.status == "pass" and "first choice here, cudnn, took 0 of" in verdict.message
     assert verdict.data["expected"][0] == "cudnn" and verdict.data["cudnn"] == 91900
+
+
+def test_an_environment_check_that_raises_fails_alone_and_the_others_report() -> None:
+    """torch 2.11 has no torch._C._cuda_getDriverVersion: the check that called it raised, and the
+    group's one expression turned all six checks into one failed environment.crashed."""
+    from smoke.checks import environment
+
+    def raising(_: Expectations) -> Check:
+        raise AttributeError("module 'torch._C' has no attribute '_cuda_getDriverVersion'")
+
+    names = [name for name, _ in environment.CHECKS]
+    original = environment.CHECKS
+    environment.CHECKS = tuple((n, raising if n == "environment.driver" else r) for n, r in original)
+    try:
+        results = environment.checks(Expectations())
+    finally:
+        environment.CHECKS = original
+    assert [c.name for c in results] == names and len(names) == 6
+    driver = next(c for c in results if c.name == "environment.driver")
+    assert driver.status == "fail"
+    assert (
+        driver.message
+        == "crashed: AttributeError: module 'torch._C' has no attribute '_cuda_getDriverVersion'"
+    )
+    assert "Traceback" in driver.data["traceback"]
+
+
+def test_the_driver_and_its_cuda_api_version_come_from_the_driver_with_their_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from smoke.checks import environment
+
+    proc = tmp_path / "version"
+    monkeypatch.setattr(environment, "PROC_VERSION", proc)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no nvidia-smi
+    assert environment.host_driver() == (None, None)
+    assert environment.no_device_reason().startswith("no driver")
+    proc.write_text(
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27 06:54:38 UTC 2025\n"
+    )
+    assert environment.host_driver() == ("580.65.06", str(proc))
+    # nvidia-smi, where /proc says nothing (a container without /proc/driver/nvidia)
+    proc.unlink()
+    (tmp_path / "bin").mkdir()
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = --query-gpu=driver_version ]; then echo 580.95.05; exit 0; fi\n'
+        "echo '| NVIDIA-SMI 580.95.05   Driver Version: 580.95.05   CUDA Version: 13.0 |'\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setattr(environment, "LIBCUDA", "libcuda-that-is-not-here.so.1")
+    assert environment.host_driver() == ("580.95.05", "nvidia-smi --query-gpu=driver_version")
+    assert environment.driver_api_version() == (13000, "nvidia-smi")

@@ -1,27 +1,40 @@
 #!/usr/bin/env bash
-# The smoke suite and the attention benchmark on a bare GPU host (no Docker, torch installed), from
-# this checkout; the result is named for reports/samples/ (<device>-<variant>.json: the GPU first), unedited.
+# The one script to run on a bare GPU host (no Docker, torch installed), from this checkout: the smoke
+# suite held to what the default variant's base declares (torch, CUDA, and the driver floor of that
+# CUDA), then the attention benchmark at the FlashAttention-3 paper's shapes for every SDPA backend,
+# with nvidia-smi's facts (clocks, power, memory) in the result; all under a budget, so that the
+# result is written even when the machine is slower than planned.
 #
 #   tools/gpu-host-smoke.sh [OUT_DIR] [python -m smoke options...]
 #
-# OUT_DIR defaults to $OUT (the device tool's folder), else smoke-results/. Exit code: the suite's.
-# Under a limit per command (the device tool: 600 s), pass a budget below it, so that the result
-# is written whatever the machine's speed: tools/gpu-host-smoke.sh "$OUT" --budget 480
+# OUT_DIR: $OUT (the device tool's folder), else smoke-results/. Writes OUT_DIR/<device>-host.json
+# (the GPU first, for reports/samples/: commit it unedited). Exit code: the suite's.
+# Each default is an environment variable: SMOKE_TORCH=2.11.0+cu130 SMOKE_CUDA=13.0 (the default
+# variant's base in matrix.yaml), SMOKE_DRIVER_FLOOR=580.65 (facts.DRIVER_FLOOR_BY_CUDA for it; a
+# test keeps the three equal to those), BUDGET=390 (seconds of checks and shapes started: the run
+# fits 7 minutes on an H200 with 16 cores, start-up included). Options given after OUT_DIR win.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 out=${1:-${OUT:-smoke-results}}
 shift || true
 python=${PYTHON:-python3}
+torch=${SMOKE_TORCH:-2.11.0+cu130}
+cuda=${SMOKE_CUDA:-13.0}
+floor=${SMOKE_DRIVER_FLOOR:-580.65}
+budget=${BUDGET:-390}
 if ! name=$("$python" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")' 2>/dev/null); then
   echo "error: $python cannot import torch: install torch (the suite needs it), or set PYTHON" >&2
   exit 2
 fi
 device=$(printf '%s' "$name" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/-$//')
 mkdir -p "$out/raw"
-"$python" -m smoke --variant host --bench --out "$out/raw" "$@"
+"$python" -m smoke --variant host --bench --torch "$torch" --cuda "$cuda" --driver-floor "$floor" \
+  --budget "$budget" --out "$out/raw" "$@"
 status=$?
 if [ -f "$out/raw/host.json" ]; then
   cp "$out/raw/host.json" "$out/$device-host.json"
   echo "wrote $out/$device-host.json: commit it under reports/samples/ as it is"
+else
+  echo "error: the suite wrote no result (exit code $status)" >&2
 fi
 exit "$status"

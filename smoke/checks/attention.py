@@ -26,7 +26,7 @@ from smoke.checks.dispatch import expected_backend, observed_backends
 from smoke.checks.kernels import KernelEntry, load_kernel, read_lock
 from smoke.checks.numerics import attention_math, cases, judge
 from smoke.expect import Expectations
-from smoke.result import Check
+from smoke.result import Check, guarded
 from smoke.selection import EVERY, EXPECTED_BACKEND, Selection
 
 SDPA_BACKENDS = {
@@ -322,7 +322,10 @@ def checks(
         results += budget.skipped([EXPECTED_BACKEND])  # its evidence is incomplete: not judged
     elif judged:
         cudnn = torch.backends.cudnn.version() if arch else None  # the runtime cuDNN torch loaded
-        results.append(expected_backend(results, entries, expect, arch, cudnn))
+        judging = results  # every other check's outcome, as it is now
+        results.append(
+            guarded(EXPECTED_BACKEND, lambda: expected_backend(judging, entries, expect, arch, cudnn))
+        )
     return results
 
 

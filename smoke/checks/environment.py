@@ -3,13 +3,18 @@ on this host's GPU with this host's driver?"""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import re
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from smoke.archs import arch_covered
 from smoke.expect import Expectations
-from smoke.result import Check
+from smoke.result import Check, guarded
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -73,7 +78,7 @@ def device_arch() -> Check:
 
     name = "environment.device-arch"
     if not torch.cuda.is_available():
-        return Check(name, "skipped", "no CUDA device")
+        return Check(name, "skipped", no_device_reason())
     major, minor = torch.cuda.get_device_capability()
     arch = f"sm_{major}{minor}"
     arch_list = torch.cuda.get_arch_list()
@@ -91,10 +96,62 @@ def parse_driver_version(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+PROC_VERSION = Path("/proc/driver/nvidia/version")
+LIBCUDA = "libcuda.so.1"
+
+
+def _nvidia_smi(*args: str) -> str | None:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        done = subprocess.run([smi, *args], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def host_driver() -> tuple[str | None, str | None]:
+    """The kernel module's version ('580.65.06') and where it was read: /proc/driver/nvidia/version,
+    else nvidia-smi; (None, None) without a driver."""
+    if PROC_VERSION.is_file():
+        found = parse_driver_version(PROC_VERSION.read_text())
+        if found:
+            return found, str(PROC_VERSION)
+    said = _nvidia_smi("--query-gpu=driver_version", "--format=csv,noheader")
+    first = said.strip().splitlines()[0].strip() if said and said.strip() else ""
+    if re.fullmatch(r"\d+\.\d+(\.\d+)?", first):
+        return first, "nvidia-smi --query-gpu=driver_version"
+    return None, None
+
+
 def host_driver_version() -> str | None:
-    """The kernel module's version, from /proc/driver/nvidia/version (None without a driver)."""
-    path = Path("/proc/driver/nvidia/version")
-    return parse_driver_version(path.read_text()) if path.is_file() else None
+    return host_driver()[0]
+
+
+def driver_api_version() -> tuple[int | None, str | None]:
+    """The CUDA driver API version the driver provides (13000 for CUDA 13.0) and its source: libcuda's
+    own cuDriverGetVersion (through ctypes: no CUDA context, no private torch API), else the 'CUDA
+    Version' nvidia-smi prints; (None, None) when neither is there."""
+    try:
+        library = ctypes.CDLL(LIBCUDA)
+        version = ctypes.c_int(0)
+        if library.cuDriverGetVersion(ctypes.byref(version)) == 0 and version.value > 0:
+            return version.value, f"{LIBCUDA} cuDriverGetVersion"
+    except (OSError, AttributeError):
+        pass
+    said = _nvidia_smi()
+    match = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", said or "")
+    if match:
+        return int(match[1]) * 1000 + int(match[2]) * 10, "nvidia-smi"
+    return None, None
+
+
+def no_device_reason() -> str:
+    """Why torch sees no CUDA device: no driver at all, or a driver torch cannot use."""
+    if host_driver()[0] is None:
+        return f"no driver (no {PROC_VERSION}, no nvidia-smi)"
+    return "no CUDA device visible to torch (a driver is installed)"
 
 
 def libcuda_verdict(mapped: list[str], resolved: list[str], driver: str | None) -> tuple[bool, str]:
@@ -113,43 +170,51 @@ def libcuda_verdict(mapped: list[str], resolved: list[str], driver: str | None) 
     return True, resolved[0] if resolved else mapped[0]
 
 
+def _cuda_text(api: int) -> str:
+    return f"{api // 1000}.{api % 1000 // 10}"
+
+
 def driver_supports_cuda(expect: Expectations) -> Check:
+    """The host's driver against the CUDA torch was built for (its driver API version) and against the
+    driver floor. Either source alone still judges what it can; neither: skipped, no driver."""
     import torch
 
     name = "environment.driver"
-    if not torch.cuda.is_available():
-        return Check(name, "skipped", "no CUDA device")
-    driver = host_driver_version()
-    # The driver API version the driver provides (e.g. 13000) vs the runtime torch was built for.
-    provided = torch._C._cuda_getDriverVersion()
-    needed = _version_tuple(torch.version.cuda or "0.0")
+    driver, driver_source = host_driver()
+    api, api_source = driver_api_version()
+    # Without the kernel module a libcuda can still answer (a compat libcuda.so in the image): that
+    # counts only where torch really reaches a device through it.
+    if driver is None and (api is None or not torch.cuda.is_available()):
+        return Check(name, "skipped", f"no driver (no {PROC_VERSION}, no nvidia-smi)")
     data = {
         "driver": driver,
-        "driver_cuda_api": provided,
+        "driver_source": driver_source,
+        "driver_cuda_api": api,
+        "driver_cuda_api_source": api_source,
         "torch_cuda": torch.version.cuda,
         "floor": expect.driver_floor,
     }
-    if (provided // 1000, provided % 1000 // 10) < needed[:2]:
-        return Check(
-            name,
-            "fail",
-            f"the driver provides CUDA {provided // 1000}.{provided % 1000 // 10}, "
-            f"torch needs {torch.version.cuda}: use a host with a newer driver",
-            data=data,
+    needed = _version_tuple(torch.version.cuda or "0.0")[:2]
+    problems = []
+    if api is not None and (api // 1000, api % 1000 // 10) < needed:
+        problems.append(
+            f"the driver provides CUDA {_cuda_text(api)}, torch needs {torch.version.cuda}: "
+            "use a host with a newer driver"
         )
     if expect.driver_floor and driver and _version_tuple(driver) < _version_tuple(expect.driver_floor):
-        return Check(
-            name,
-            "fail",
-            f"driver {driver} is older than {expect.driver_floor}, the floor for CUDA {torch.version.cuda}",
-            data=data,
+        problems.append(
+            f"driver {driver} is older than {expect.driver_floor}, the floor for CUDA {torch.version.cuda}"
         )
-    return Check(
-        name,
-        "pass",
-        f"driver {driver or '?'} provides CUDA {provided // 1000}.{provided % 1000 // 10}",
-        data=data,
-    )
+    if problems:
+        return Check(name, "fail", "; ".join(problems), data=data)
+    said = f"driver {driver or '?'}"
+    said += f" provides CUDA {_cuda_text(api)} ({api_source})" if api is not None else ""
+    unknown = []
+    if api is None:
+        unknown.append("its CUDA API version is unknown (no libcuda.so.1, no nvidia-smi)")
+    if driver is None:
+        unknown.append("its version is unknown: the floor is not judged")
+    return Check(name, "pass", said + (": " + "; ".join(unknown) if unknown else ""), data=data)
 
 
 def libcuda_source() -> Check:
@@ -159,7 +224,7 @@ def libcuda_source() -> Check:
 
     name = "environment.libcuda"
     if not torch.cuda.is_available():
-        return Check(name, "skipped", "no CUDA device")
+        return Check(name, "skipped", no_device_reason())
     torch.cuda.init()
     maps = Path("/proc/self/maps").read_text().splitlines()
     loaded = sorted({line.split()[-1] for line in maps if "libcuda.so" in line and "/" in line})
@@ -169,12 +234,16 @@ def libcuda_source() -> Check:
     return Check(name, "pass" if ok else "fail", message, data={"libcuda": resolved, "driver": driver})
 
 
+CHECKS: tuple[tuple[str, Callable[[Expectations], Check]], ...] = (
+    ("environment.torch-version", torch_version),
+    ("environment.cuda-version", cuda_version),
+    ("environment.cudnn-version", cudnn_version),
+    ("environment.device-arch", lambda _: device_arch()),
+    ("environment.driver", driver_supports_cuda),
+    ("environment.libcuda", lambda _: libcuda_source()),
+)
+
+
 def checks(expect: Expectations) -> list[Check]:
-    return [
-        torch_version(expect),
-        cuda_version(expect),
-        cudnn_version(expect),
-        device_arch(),
-        driver_supports_cuda(expect),
-        libcuda_source(),
-    ]
+    """Each check on its own: one that raises fails alone, with its traceback's last line."""
+    return [guarded(name, functools.partial(run, expect)) for name, run in CHECKS]

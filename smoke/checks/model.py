@@ -17,7 +17,7 @@ from typing import Any
 
 from smoke.checks import outputs, serve
 from smoke.expect import Expectations
-from smoke.result import Check
+from smoke.result import Check, guarded
 
 # Files whose opening during a request means the handler loads its model per request.
 MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx")
@@ -130,9 +130,11 @@ def checks(expect: Expectations) -> list[Check]:
             Check("model.handler", "skipped", "the handler module did not load"),
         ]
     load_seconds = time.perf_counter() - start
-    results = [loaded(expect, load_seconds, opened_at_load)]
-    results.append(call_handler(getattr(module, "handler", None), expect))
-    results.append(ran_on_cuda(expect, results[-1]))
+    # Each on its own: one that raises fails alone, with its traceback's last line.
+    results = [guarded("model.load", lambda: loaded(expect, load_seconds, opened_at_load))]
+    answered = guarded("model.handler", lambda: call_handler(getattr(module, "handler", None), expect))
+    results.append(answered)
+    results.append(guarded("model.cuda", lambda: ran_on_cuda(expect, answered)))
     return results
 
 

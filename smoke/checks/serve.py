@@ -24,7 +24,7 @@ from typing import Any
 
 from smoke.checks import outputs
 from smoke.expect import Expectations
-from smoke.result import Check
+from smoke.result import Check, crashed, guarded
 
 NAME = "model.serve"
 STARTUP_SECONDS = float(os.environ.get("SMOKE_SERVE_TIMEOUT", "900"))  # a vLLM engine can take minutes
@@ -212,8 +212,12 @@ def attention_check(expect: Expectations, served: Check) -> Check | None:
 
 
 def checks(expect: Expectations) -> list[Check]:
-    served = check(expect)
-    attention = attention_check(expect, served)
+    """Each on its own: one that raises fails alone, with its traceback's last line."""
+    served = guarded(NAME, lambda: check(expect))
+    try:
+        attention = attention_check(expect, served)
+    except Exception as exc:
+        attention = crashed(ATTENTION, exc)
     return [served] if attention is None else [served, attention]
 
 
