@@ -162,6 +162,12 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--image", action="append", default=[], help="only this image (repeatable; default: every image)"
     )
+    d.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="take the newest releases that fit requirements.in (default: keep the locked versions "
+        "that still fit, and resolve only what changed)",
+    )
     sub.add_parser(
         "rules",
         parents=[common],

@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"wrote {target}")
         return 0
     if args.command == "lock-deps":
-        for path in locking.lock_dependencies(matrix_path, tuple(args.image)):
+        for path in locking.lock_dependencies(matrix_path, tuple(args.image), args.upgrade):
             out.print(f"wrote {path}")
         return 0
     if args.command == "smoke":

@@ -96,10 +96,17 @@ def uv_command() -> str:
     return str(find_uv_bin())
 
 
-def _compile(uv: str, requirements: str, python: str, extra: Iterable[str] = ()) -> str:
+def _compile(
+    uv: str, requirements: str, python: str, extra: Iterable[str] = (), keep: str | None = None
+) -> str:
+    """uv's resolution of `requirements`. `keep`: the lock as it is, whose versions uv keeps where
+    they still fit (its output file is its preferences), as pip-compile does; None: the newest."""
     with tempfile.TemporaryDirectory(prefix="deplock-") as temporary:
         source = Path(temporary) / INPUT_NAME
         source.write_text(requirements)
+        output = Path(temporary) / LOCK_NAME
+        if keep is not None:
+            output.write_text(keep)
         done = subprocess.run(
             [
                 uv,
@@ -111,6 +118,8 @@ def _compile(uv: str, requirements: str, python: str, extra: Iterable[str] = ())
                 python,
                 "--no-header",
                 "--quiet",
+                "--output-file",
+                str(output),
                 *extra,
             ],
             capture_output=True,
@@ -118,6 +127,7 @@ def _compile(uv: str, requirements: str, python: str, extra: Iterable[str] = ())
             check=False,
             cwd=temporary,
         )
+        text = output.read_text() if done.returncode == 0 else ""
     if done.returncode != 0:
         raise EngineError(
             Problem(
@@ -125,7 +135,7 @@ def _compile(uv: str, requirements: str, python: str, extra: Iterable[str] = ())
                 hint="fix requirements.in (versions that exist and fit together)",
             )
         )
-    return done.stdout.replace(str(source), INPUT_NAME)
+    return text.replace(str(source), INPUT_NAME)
 
 
 def provided_by_torch(uv: str, torch: str, python: str) -> dict[str, str]:
@@ -134,17 +144,20 @@ def provided_by_torch(uv: str, torch: str, python: str) -> dict[str, str]:
     return {pin.name: pin.version for pin in parse_lock(text)}
 
 
-def generate(job: LockJob, uv: str | None = None) -> str:
-    """The lock text for `job` (deterministic for a given index state). The images install it with
-    --no-deps, so it must be complete: proved here against uv's full resolution (complete_lock)."""
+def generate(job: LockJob, uv: str | None = None, upgrade: bool = False) -> str:
+    """The lock text for `job` (deterministic for a given index state and lock). The versions of the
+    lock as it is are kept where they still fit requirements.in (`upgrade`: the newest instead). The
+    images install it with --no-deps, so it must be complete: proved here against uv's full
+    resolution (complete_lock)."""
     uv = uv or uv_command()
+    keep = None if upgrade or not job.lock.is_file() else job.lock.read_text(encoding="utf-8")
     shipped: dict[str, str] = {}
     for torch in job.base_torch:
         shipped |= provided_by_torch(uv, torch, job.python)
     requirements = job.input.read_text(encoding="utf-8")
     constraints = "".join(f"torch=={t}\n" for t in job.base_torch[:1]) if len(job.base_torch) == 1 else ""
     # Everything the image needs, the base's packages included, as uv resolves it.
-    resolved = parse_lock(_compile(uv, requirements + constraints, job.python, []))
+    resolved = parse_lock(_compile(uv, requirements + constraints, job.python, [], keep))
     wanted = {pin.name: pin.version for pin in resolved}
     # A package of the base's torch that the image needs at another version (vLLM's cuda-python
     # pins cuda-bindings~=13.4 where torch takes any 13.x) is locked: pip installs that one.
@@ -158,7 +171,7 @@ def generate(job: LockJob, uv: str | None = None) -> str:
     try:
         if constraints:
             extra += ["--constraint", str(constraint_file)]
-        body = _compile(uv, requirements, job.python, extra)
+        body = _compile(uv, requirements, job.python, extra, keep)
     finally:
         constraint_file.unlink(missing_ok=True)
     body = body.replace(str(constraint_file), "the base's torch")
@@ -172,8 +185,10 @@ def generate(job: LockJob, uv: str | None = None) -> str:
     return (
         f"# The {job.image} image's Python packages, locked with hashes from {INPUT_NAME} for Python "
         f">= {job.python}.\n"
-        f"# Installed with pip install --no-deps --require-hashes (nothing resolved at build time). "
-        f"Regenerate: buildtool lock-deps --image {job.image}\n" + base_note + body
+        "# Installed with pip install --no-deps --require-hashes: nothing is resolved at build time.\n"
+        f"# Regenerate: buildtool lock-deps --image {job.image} (--upgrade for the newest releases)\n"
+        + base_note
+        + body
     )
 
 
@@ -305,8 +320,9 @@ def lock_problems(directory: Path, image: str) -> list[LockProblem]:
     return out
 
 
-def write_locks(plan: Plan, images: tuple[str, ...] = ()) -> list[Path]:
-    """Generate and write the lock of each image (all images of the plan, or those named)."""
+def write_locks(plan: Plan, images: tuple[str, ...] = (), upgrade: bool = False) -> list[Path]:
+    """Generate and write the lock of each image (all images of the plan, or those named); each
+    keeps its versions where they still fit, unless `upgrade`."""
     from buildtool.files import write_atomically
 
     uv = uv_command()
@@ -314,6 +330,6 @@ def write_locks(plan: Plan, images: tuple[str, ...] = ()) -> list[Path]:
     for job in lock_jobs(plan):
         if images and job.image not in images:
             continue
-        write_atomically(job.lock, generate(job, uv))
+        write_atomically(job.lock, generate(job, uv, upgrade))
         written.append(job.lock)
     return written

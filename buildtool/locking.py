@@ -60,8 +60,9 @@ def _base_digest(engine: BuildxEngine, ref: str, matrix_path: Path) -> str:
     return digest
 
 
-def lock_dependencies(matrix_path: Path, images: tuple[str, ...] = ()) -> list[Path]:
-    """Write images/<name>/requirements.lock for each image (or those named) from requirements.in."""
+def lock_dependencies(matrix_path: Path, images: tuple[str, ...] = (), upgrade: bool = False) -> list[Path]:
+    """Write images/<name>/requirements.lock for each image (or those named) from requirements.in,
+    keeping the locked versions that still fit (`upgrade`: the newest)."""
     from buildtool import deplock
 
     plan = make_plan(load_matrix(matrix_path))
@@ -75,4 +76,4 @@ def lock_dependencies(matrix_path: Path, images: tuple[str, ...] = ()) -> list[P
                     hint=did_you_mean(name, known) or f"images with one: {', '.join(known) or 'none'}",
                 )
             )
-    return deplock.write_locks(plan, images)
+    return deplock.write_locks(plan, images, upgrade)

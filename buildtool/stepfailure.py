@@ -1,8 +1,8 @@
 """What a failed build step's own output says went wrong, in one line for the build's message.
 
 BuildKit's error for a RUN step is only its exit code ("process ... did not complete successfully:
-exit code: 1"); the cause is in the step's output: pip's `ERROR:` line (and the indented lines that
-name the package after one that ends with ':'), or smoke/lockcheck.py's `lockcheck:` lines. A
+exit code: 1"); the cause is in the step's output: pip's `ERROR:` line (and the indented lines after
+it, which name the package), or smoke/lockcheck.py's `lockcheck:` lines. A
 failed build then names the step and the package, in the terminal and in a job summary.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 LOCKCHECK = "lockcheck: "  # smoke/lockcheck.py's prefix
 PIP_ERROR = "ERROR: "
-MAX_DETAIL = 3  # indented lines kept after an error line that ends with ':'
+MAX_DETAIL = 3  # indented lines kept after pip's error line
 MAX_CHARS = 1200
 
 
@@ -26,11 +26,10 @@ def explain(lines: Sequence[str]) -> str | None:
         if not text.startswith(PIP_ERROR):
             continue
         words = [text.removeprefix(PIP_ERROR)]
-        if text.endswith(":"):
-            for detail in lines[number + 1 : number + 1 + MAX_DETAIL]:
-                if not detail.startswith((" ", "\t")) or not detail.strip():
-                    break
-                words.append(detail.strip())
+        for detail in lines[number + 1 : number + 1 + MAX_DETAIL]:  # the package, when pip names it
+            if not detail.startswith((" ", "\t")) or not detail.strip():
+                break
+            words.append(detail.strip())
         return _short("pip: " + " ".join(words))
     return None
 

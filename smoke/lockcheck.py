@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
@@ -44,7 +45,10 @@ def lock_requirements(text: str) -> list[Requirement]:
         line = _OPTION.sub("", " " + logical).strip()
         if not line or line.startswith("-"):
             continue  # --index-url and the like: not a package
-        out.append(Requirement(line))
+        try:
+            out.append(Requirement(line))
+        except InvalidRequirement as exc:
+            raise ValueError(f"not a requirement in the lock: {line!r}: {exc}") from None
     return out
 
 
@@ -85,8 +89,17 @@ def _version(text: str) -> Version | None:
         return None
 
 
-def _applies(requirement: Requirement, extra: str = "") -> bool:
-    return requirement.marker is None or requirement.marker.evaluate({"extra": extra})
+def _applies(requirement: Requirement, extras: Iterable[str] = ("",)) -> bool:
+    """Whether the requirement's marker holds for any of the spellings of an extra: the packaging
+    that pip 24.0 and older vendor (21.3) compares extra names as written, not normalised."""
+    marker = requirement.marker
+    return marker is None or any(marker.evaluate({"extra": extra}) for extra in extras)
+
+
+def _spellings(dist: metadata.Distribution, extra: str) -> set[str]:
+    """An extra as asked (normalised) and as the distribution declares it (Provides-Extra)."""
+    declared = dist.metadata.get_all("Provides-Extra") or []
+    return {extra, extra.replace("-", "_")} | {e for e in declared if canonicalize_name(e) == extra}
 
 
 def problems(lock_text: str, dists: dict[str, metadata.Distribution]) -> list[str]:
@@ -103,7 +116,9 @@ def problems(lock_text: str, dists: dict[str, metadata.Distribution]) -> list[st
             found.append(f"the lock pins {pin}, but {dist.version} is installed")
     # Each distribution is checked once per extra asked of it, starting from the lock's pins.
     queue: list[tuple[str, str, str]] = [(canonicalize_name(p.name), "", "the lock") for p in pins]
-    queue += [(canonicalize_name(p.name), e, "the lock") for p in pins for e in sorted(p.extras)]
+    queue += [
+        (canonicalize_name(p.name), canonicalize_name(e), "the lock") for p in pins for e in sorted(p.extras)
+    ]
     seen: set[tuple[str, str]] = set()
     while queue:
         name, extra, asked_by = queue.pop(0)
@@ -114,13 +129,18 @@ def problems(lock_text: str, dists: dict[str, metadata.Distribution]) -> list[st
         holder = f"{dist.metadata['Name']} {dist.version}" + (
             f" [{extra}] (asked by {asked_by})" if extra else ""
         )
+        spellings = _spellings(dist, extra) if extra else set()
         for text in dist.requires or []:
             try:
                 requirement = Requirement(text)
             except InvalidRequirement:
                 continue  # a distribution's own broken metadata: pip would not install it either
             if extra:  # only what the extra adds: the plain requirements are checked without it
-                if requirement.marker is None or not _applies(requirement, extra) or _applies(requirement):
+                if (
+                    requirement.marker is None
+                    or not _applies(requirement, spellings)
+                    or _applies(requirement)
+                ):
                     continue
             elif not _applies(requirement):
                 continue
@@ -147,7 +167,10 @@ def main(argv: list[str]) -> int:
         print("usage: python3 lockcheck.py requirements.lock", file=sys.stderr)
         return 2
     text = Path(argv[0]).read_text(encoding="utf-8")
-    found = problems(text, installed())
+    try:
+        found = problems(text, installed())
+    except ValueError as exc:
+        found = [str(exc)]
     if not found:
         print(f"{PREFIX}{argv[0]}: every locked package and what it requires is installed")
         return 0

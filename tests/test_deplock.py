@@ -124,3 +124,18 @@ def test_a_package_of_the_base_the_image_needs_at_another_version_is_locked(tmp_
     provided = deplock.provided_by_base(text)
     assert "cuda-bindings" not in provided and {"torch", "nvidia-cudnn-cu13", "triton"} <= provided
     assert not set(pins) & provided
+
+
+def test_lock_deps_keeps_the_locked_versions_that_still_fit_unless_asked_to_upgrade(tmp_path: Path) -> None:
+    """As pip-compile and uv keep their output file: a rerun with an index that has moved on changes
+    nothing that still fits requirements.in; --upgrade takes the newest (six 1.16.0 -> 1.17.0+)."""
+    (tmp_path / deplock.INPUT_NAME).write_text("six\n")
+    job = deplock.LockJob("probe", tmp_path, "3.11", ())
+    old = (
+        "six==1.16.0 \\\n    --hash=sha256:1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926\n"
+    )
+    (tmp_path / deplock.LOCK_NAME).write_text(old)
+    kept = {p.name: p.version for p in deplock.parse_lock(deplock.generate(job))}
+    assert kept == {"six": "1.16.0"}
+    upgraded = {p.name: p.version for p in deplock.parse_lock(deplock.generate(job, upgrade=True))}
+    assert upgraded["six"] != "1.16.0"

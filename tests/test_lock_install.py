@@ -136,12 +136,18 @@ def install_line() -> str:
     return env.from_string('{% import "macros.j2" as m %}{{ m.pip_install_locked() }}').render()
 
 
+# The pips a base can ship: Ubuntu 22.04's, Debian 12's (the runpod/pytorch stand-in's), and a current
+# one (get-pip's). Each is installed from its hash lock in tests/locks/, whatever the image has.
+PIPS = ("22.0.2", "23.0.1", "25.3")
+
+
 def build(
-    context: Path, index: PackageIndex, install: str, pip_upgrade: str = ""
+    context: Path, index: PackageIndex, install: str, pip: str = "23.0.1"
 ) -> tuple[BakeOutcome, dict[str, str], str]:
-    """Build FROM python:3.11-slim (Debian 12's pip 23.0.1, the oldest pip of the catalogue's bases)
-    with the index as the only one pip knows; the installed set and pip's version come back."""
+    """Build FROM python:3.11-slim with pip `pip` and the index as the only one it knows; the
+    installed set and pip's version come back."""
     docker_ok()
+    shutil.copy(REPO / "tests" / "locks" / f"pip-{pip}.lock", context / "pip.lock")
     (context / "smoke").mkdir(exist_ok=True)
     shutil.copy(REPO / "smoke" / "lockcheck.py", context / "smoke" / "lockcheck.py")
     # The same index, as files: bake (buildx 0.13) has no host network to reach the loopback server.
@@ -150,7 +156,8 @@ def build(
     (context / "Dockerfile").write_text(
         "FROM python:3.11-slim AS built\n"
         "ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1\n"
-        f"{pip_upgrade}"
+        "COPY pip.lock .\n"
+        "RUN python3 -m pip install --require-hashes -r pip.lock\n"
         "COPY index /index\n"
         "ENV PIP_INDEX_URL=file:///index/simple\n"
         "WORKDIR /app\n"
@@ -173,22 +180,19 @@ def build(
     (context / "docker-bake.json").write_text(json.dumps(bake))
     outcome = BuildxEngine().bake(context / "docker-bake.json", "lockdemo", {}, context / "build.log")
     installed: dict[str, str] = {}
-    pip = ""
+    ran = ""
     if outcome.ok:
         for line in (out / "installed.txt").read_text().splitlines():
             name, _, version = line.partition("==")
             installed[name.lower()] = version
-        pip = (out / "pip.txt").read_text().split()[1]
-    return outcome, installed, pip
-
-
-PIP_FROM_PYPI = "COPY pip.lock .\nRUN python3 -m pip install --require-hashes -r pip.lock\n"
+        ran = (out / "pip.txt").read_text().split()[1]
+    return outcome, installed, ran
 
 
 @pytest.mark.container
-@pytest.mark.parametrize("newest_pip", [False, True], ids=["base-pip-23.0.1", "pip-25.3"])
+@pytest.mark.parametrize("pip", PIPS)
 def test_a_newer_release_of_a_package_asked_for_with_an_extra_does_not_stop_the_install(
-    index: PackageIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newest_pip: bool
+    index: PackageIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pip: str
 ) -> None:
     publish_the_locked_world(index)
     context = tmp_path / "context"
@@ -196,13 +200,9 @@ def test_a_newer_release_of_a_package_asked_for_with_an_extra_does_not_stop_the_
     lock = write_lock(index, context, monkeypatch)
     assert {p.name: p.version for p in deplock.parse_lock(lock)} == {APP: "1.0", MODELS: "1.0", EMAIL: "1.0"}
     index.publish(MODELS, "1.1", requires=(f'{EMAIL}>=1.0 ; extra == "email"',), extras=("email",))
-    upgrade = ""
-    if newest_pip:  # a base that ships a current pip (get-pip), as pip 25.3 from its hash lock
-        shutil.copy(REPO / "tests" / "locks" / "pip-25.3.lock", context / "pip.lock")
-        upgrade = PIP_FROM_PYPI
-    outcome, installed, pip = build(context, index, install_line(), upgrade)
+    outcome, installed, ran = build(context, index, install_line(), pip)
     assert outcome.ok, outcome.error
-    assert pip == ("25.3" if newest_pip else "23.0.1")
+    assert ran == pip
     assert installed[APP] == "1.0" and installed[MODELS] == "1.0" and installed[EMAIL] == "1.0"
 
 
@@ -217,7 +217,7 @@ def test_the_resolving_install_the_templates_had_fails_on_the_same_index(
     context.mkdir()
     write_lock(index, context, monkeypatch)
     index.publish(MODELS, "1.1", requires=(f'{EMAIL}>=1.0 ; extra == "email"',), extras=("email",))
-    outcome, _, _ = build(context, index, f"COPY requirements.lock .\n{RESOLVING_INSTALL}")
+    outcome, _, _ = build(context, index, f"COPY requirements.lock .\n{RESOLVING_INSTALL}", "23.0.1")
     assert not outcome.ok
     log = (context / "build.log").read_text()
     assert "all requirements must have their versions pinned with ==" in log and f"{MODELS}[email]" in log
@@ -261,10 +261,13 @@ def _without_pin(lock: str, name: str) -> str:
 # --- smoke/lockcheck.py on its own: distributions on a path made for the test -----------------
 
 
-def dist_info(site: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> None:
+def dist_info(
+    site: Path, name: str, version: str, requires: tuple[str, ...] = (), extras: tuple[str, ...] = ()
+) -> None:
     info = site / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True)
     text = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    text += "".join(f"Provides-Extra: {extra}\n" for extra in extras)
     text += "".join(f"Requires-Dist: {requirement}\n" for requirement in requires)
     (info / "METADATA").write_text(text)
 
@@ -305,3 +308,28 @@ def test_lockcheck_runs_standalone_and_says_how_to_fix(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "lockcheck: surely-not-installed-here==1.0 is in the lock but not installed" in done.stdout
     assert "buildtool lock-deps" in done.stdout
+
+
+def test_lockcheck_matches_an_extra_however_its_name_is_spelled(tmp_path: Path) -> None:
+    """lib declares the extra 'use_fast' and its marker says extra == "use_fast"; app asks for
+    lib[use_fast]. The packaging pip 24.0 and older vendor compares extra names as written, so the
+    normalised 'use-fast' alone would never match and speedup's absence would pass unseen."""
+    site = tmp_path / "site"
+    dist_info(site, "app", "1.0", ("lib[use_fast]>=1",))
+    dist_info(site, "lib", "1.0", ('speedup>=2 ; extra == "use_fast"',), extras=("use_fast",))
+    lock = "app==1.0 --hash=sha256:00\nlib==1.0 --hash=sha256:11\n"
+    assert lockcheck.problems(lock, lockcheck.installed([str(site)])) == [
+        "lib 1.0 [use-fast] (asked by app 1.0) requires speedup>=2, which is not installed"
+    ]
+
+
+def test_lockcheck_names_a_line_of_the_lock_that_is_no_requirement(tmp_path: Path) -> None:
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("this is == not a requirement\n")
+    script = tmp_path / "lockcheck.py"
+    shutil.copy(REPO / "smoke" / "lockcheck.py", script)
+    done = subprocess.run(
+        [sys.executable, str(script), str(lock)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "lockcheck: not a requirement in the lock: 'this is == not a requirement'" in done.stdout

@@ -40,6 +40,19 @@ def test_pip_s_error_and_the_package_it_names() -> None:
             "lockcheck: a 1.0 requires b>=2, which is not installed; fix: buildtool lock-deps",
         ),
         (["Step output with no installer error"], None),
+        (
+            [
+                "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. If you have "
+                "updated the package versions, please update the hashes.",
+                "    pydantic==2.14.3 from https://files.example/pydantic-2.14.3-py3-none-any.whl:",
+                "        Expected sha256 00",
+                "             Got        11",
+                "",
+            ],
+            "pip: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. If you have updated "
+            "the package versions, please update the hashes. pydantic==2.14.3 from "
+            "https://files.example/pydantic-2.14.3-py3-none-any.whl: Expected sha256 00 Got        11",
+        ),
     ],
 )
 def test_what_other_failures_say(lines: list[str], expected: str | None) -> None:

@@ -15,8 +15,11 @@
 # fits 7 minutes on an H200 with 16 cores, start-up included). Options given after OUT_DIR win.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
-out=${1:-${OUT:-smoke-results}}
-shift || true
+out=${OUT:-smoke-results}
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then  # a first argument that is no option is OUT_DIR
+  out=$1
+  shift
+fi
 python=${PYTHON:-python3}
 torch=${SMOKE_TORCH:-2.11.0+cu130}
 cuda=${SMOKE_CUDA:-13.0}

@@ -136,8 +136,12 @@ def driver_api_version() -> tuple[int | None, str | None]:
     try:
         library = ctypes.CDLL(LIBCUDA)
         version = ctypes.c_int(0)
-        if library.cuDriverGetVersion(ctypes.byref(version)) == 0 and version.value > 0:
-            return version.value, f"{LIBCUDA} cuDriverGetVersion"
+        path = _mapped_libcuda()
+        # A compat libcuda (/usr/local/cuda/compat, ahead on LD_LIBRARY_PATH) answers its own version,
+        # not the driver's: the libcuda check names that; here nvidia-smi is asked instead.
+        trusted = "/compat/" not in path
+        if trusted and library.cuDriverGetVersion(ctypes.byref(version)) == 0 and version.value > 0:
+            return version.value, f"{path or LIBCUDA} cuDriverGetVersion"
     except (OSError, AttributeError):
         pass
     said = _nvidia_smi()
@@ -145,6 +149,16 @@ def driver_api_version() -> tuple[int | None, str | None]:
     if match:
         return int(match[1]) * 1000 + int(match[2]) * 10, "nvidia-smi"
     return None, None
+
+
+def _mapped_libcuda() -> str:
+    """The libcuda.so file this process has mapped, or '' (not Linux, or none yet)."""
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return ""
+    found = sorted({line.split()[-1] for line in maps if "libcuda.so" in line and "/" in line})
+    return os.path.realpath(found[0]) if found else ""
 
 
 def no_device_reason() -> str:
