@@ -32,6 +32,7 @@ INPUT_NAME = "requirements.in"
 LOCK_NAME = "requirements.lock"
 UNLOCKED_NAME = "requirements.txt"
 PROVIDED_MARK = "# provided-by-base:"
+_HASH = re.compile(r"\s--hash[= ]\S+")
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)")
 
 
@@ -150,7 +151,7 @@ def generate(job: LockJob, uv: str | None = None, upgrade: bool = False) -> str:
     images install it with --no-deps, so it must be complete: proved here against uv's full
     resolution (complete_lock)."""
     uv = uv or uv_command()
-    keep = None if upgrade or not job.lock.is_file() else job.lock.read_text(encoding="utf-8")
+    keep = None if upgrade or not job.lock.is_file() else preferences(job.lock.read_text(encoding="utf-8"))
     shipped: dict[str, str] = {}
     for torch in job.base_torch:
         shipped |= provided_by_torch(uv, torch, job.python)
@@ -195,10 +196,9 @@ def generate(job: LockJob, uv: str | None = None, upgrade: bool = False) -> str:
 def complete_lock(
     image: str, locked: Sequence[LockedPin], provided: Iterable[str], resolved: Sequence[LockedPin]
 ) -> None:
-    """Raise unless the lock and the packages left to the base are, together, exactly uv's full
-    resolution: every package the image needs at each version it needs (a universal lock can hold
-    two, under markers), each with a hash. With --no-deps nothing fills a gap at build time, so a
-    gap is refused here, naming the package."""
+    """Raise, naming the packages, unless the lock and what it leaves to the base are exactly uv's
+    full resolution (each version: a universal lock can hold two, under markers), each with a hash:
+    with --no-deps nothing fills a gap at build time."""
     left = set(provided)
     have = {(pin.name, pin.version) for pin in locked}
     needed = {(pin.name, pin.version) for pin in resolved}
@@ -219,6 +219,21 @@ def complete_lock(
                 "resolutions); if it persists, pin the package in requirements.in",
             )
         )
+
+
+def preferences(lock_text: str) -> str:
+    """The pins of a lock as uv reads preferences (name==version ; marker), each line checked: a
+    line a hand edit broke is left out, so that it cannot stop the lock from being written anew."""
+    out = []
+    for _, logical in _logical_lines(lock_text):
+        line = _HASH.sub("", logical).strip()
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if str(requirement.specifier).startswith("=="):
+            out.append(line + "\n")
+    return "".join(out)
 
 
 def parse_lock(text: str) -> list[LockedPin]:
@@ -326,10 +341,10 @@ def write_locks(plan: Plan, images: tuple[str, ...] = (), upgrade: bool = False)
     from buildtool.files import write_atomically
 
     uv = uv_command()
-    written = []
-    for job in lock_jobs(plan):
-        if images and job.image not in images:
-            continue
-        write_atomically(job.lock, generate(job, uv, upgrade))
-        written.append(job.lock)
-    return written
+    # Every lock is generated before any is written: one that cannot be leaves all as they were.
+    texts = [
+        (job.lock, generate(job, uv, upgrade)) for job in lock_jobs(plan) if not images or job.image in images
+    ]
+    for path, text in texts:
+        write_atomically(path, text)
+    return [path for path, _ in texts]

@@ -55,6 +55,7 @@ class StepRun:
     outputs: dict[str, str]
     log: str = ""
     new_env: dict[str, str] = field(default_factory=dict)  # what it wrote to GITHUB_ENV
+    summary: str = ""  # what it appended to GITHUB_STEP_SUMMARY
 
 
 @dataclass
@@ -470,7 +471,15 @@ exec "$@"
         except ExpressionError as exc:
             raise RehearsalError(f"step {label!r}: {exc}") from exc
         outputs = parse_file_command(files["output"].read_text())
-        run = StepRun(label, outcome, outcome, outputs, log, parse_file_command(files["env"].read_text()))
+        run = StepRun(
+            label,
+            outcome,
+            outcome,
+            outputs,
+            log,
+            parse_file_command(files["env"].read_text()),
+            files["summary"].read_text(),
+        )
         for line in files["path"].read_text().splitlines():
             if line.strip():
                 path_prefix.append(line.strip())

@@ -139,3 +139,39 @@ def test_lock_deps_keeps_the_locked_versions_that_still_fit_unless_asked_to_upgr
     assert kept == {"six": "1.16.0"}
     upgraded = {p.name: p.version for p in deplock.parse_lock(deplock.generate(job, upgrade=True))}
     assert upgraded["six"] != "1.16.0"
+
+
+def test_a_lock_a_hand_edit_broke_is_written_anew_not_an_error(tmp_path: Path) -> None:
+    """Its pins are uv's preferences: a line that is no requirement is left out of them, instead of
+    uv refusing the file and lock-deps blaming requirements.in."""
+    (tmp_path / deplock.INPUT_NAME).write_text("six\n")
+    (tmp_path / deplock.LOCK_NAME).write_text(
+        "this is not ==== a lock\n--frobnicate\nsix==1.16.0 \\\n  --hash=sha256:00\n"
+    )
+    text = deplock.generate(deplock.LockJob("probe", tmp_path, "3.11", ()))
+    assert {p.name: p.version for p in deplock.parse_lock(text)} == {"six": "1.16.0"}
+
+
+def test_lock_deps_writes_no_lock_when_one_image_cannot_be_locked(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    """Images lock in name order; worker-embed's fails after pytorch-runtime's and worker-diffusion's
+    resolved: none of the three is written, and the error names the package."""
+    before = {
+        name: (project.root / "images" / name / deplock.LOCK_NAME).read_text()
+        for name in ("pytorch-runtime", "worker-diffusion")
+    }
+    (project.root / WORKER / "requirements.in").write_text("no-such-package-runpod-images-test==1.0\n")
+    result = cli(
+        "lock-deps",
+        "--matrix",
+        str(project.matrix),
+        "--image",
+        "pytorch-runtime",
+        "--image",
+        "worker-diffusion",
+        "--image",
+        "worker-embed",
+    )
+    assert result.code != 0 and "no-such-package-runpod-images-test" in result.err
+    assert "Traceback" not in result.err
+    for name, text in before.items():
+        assert (project.root / "images" / name / deplock.LOCK_NAME).read_text() == text

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import http.server
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -243,6 +244,25 @@ def test_a_lock_that_lacks_a_dependency_fails_the_build_naming_it(
     assert "buildtool lock-deps" in outcome.error
 
 
+@pytest.mark.container
+def test_a_file_that_does_not_match_its_hash_fails_the_build_naming_the_package(
+    index: PackageIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index serves another file than the one locked (a re-upload, a tampered mirror): pip's own
+    words reach the build's message, with the package they name."""
+    publish_the_locked_world(index)
+    context = tmp_path / "context"
+    context.mkdir()
+    lock = write_lock(index, context, monkeypatch)
+    sha = re.search(rf"{EMAIL}==1\.0 \\\n    --hash=sha256:([0-9a-f]{{64}})", lock)
+    assert sha is not None
+    (context / deplock.LOCK_NAME).write_text(lock.replace(sha[1], "0" * 64))
+    outcome, _, _ = build(context, index, install_line())
+    assert not outcome.ok and outcome.error is not None
+    assert "pip: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE" in outcome.error
+    assert f"{EMAIL}==1.0 from file:///index/files/lockdemo_email-1.0-py3-none-any.whl" in outcome.error
+
+
 def _without_pin(lock: str, name: str) -> str:
     """The lock with one package's entry (its pin line, hashes and annotations) removed."""
     out: list[str] = []
@@ -296,15 +316,20 @@ def test_lockcheck_passes_a_whole_lock_and_ignores_pins_for_other_platforms(tmp_
     assert lockcheck.problems(lock, lockcheck.installed([str(site)])) == []
 
 
+def lockcheck_alone(directory: Path, lock_text: str) -> subprocess.CompletedProcess[str]:
+    """smoke/lockcheck.py as the build runs it: a file on its own, not the smoke package."""
+    lock = directory / "requirements.lock"
+    lock.write_text(lock_text)
+    script = directory / "lockcheck.py"
+    shutil.copy(REPO / "smoke" / "lockcheck.py", script)
+    return subprocess.run(
+        [sys.executable, str(script), str(lock)], capture_output=True, text=True, check=False, cwd=directory
+    )
+
+
 def test_lockcheck_runs_standalone_and_says_how_to_fix(tmp_path: Path) -> None:
     """As the build runs it: a file on its own, not the smoke package."""
-    lock = tmp_path / "requirements.lock"
-    lock.write_text("surely-not-installed-here==1.0 --hash=sha256:00\n")
-    script = tmp_path / "lockcheck.py"
-    shutil.copy(REPO / "smoke" / "lockcheck.py", script)
-    done = subprocess.run(
-        [sys.executable, str(script), str(lock)], capture_output=True, text=True, check=False, cwd=tmp_path
-    )
+    done = lockcheck_alone(tmp_path, "surely-not-installed-here==1.0 --hash=sha256:00\n")
     assert done.returncode == 1
     assert "lockcheck: surely-not-installed-here==1.0 is in the lock but not installed" in done.stdout
     assert "buildtool lock-deps" in done.stdout
@@ -324,12 +349,6 @@ def test_lockcheck_matches_an_extra_however_its_name_is_spelled(tmp_path: Path) 
 
 
 def test_lockcheck_names_a_line_of_the_lock_that_is_no_requirement(tmp_path: Path) -> None:
-    lock = tmp_path / "requirements.lock"
-    lock.write_text("this is == not a requirement\n")
-    script = tmp_path / "lockcheck.py"
-    shutil.copy(REPO / "smoke" / "lockcheck.py", script)
-    done = subprocess.run(
-        [sys.executable, str(script), str(lock)], capture_output=True, text=True, check=False
-    )
+    done = lockcheck_alone(tmp_path, "this is == not a requirement\n")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "lockcheck: not a requirement in the lock: 'this is == not a requirement'" in done.stdout

@@ -126,6 +126,10 @@ def test_build_pushes_to_the_registry_and_hands_its_manifest_on(
     digest = manifest["variants"][VARIANT]["digest"]
     tag = f"runpod-torch211-cu130-{rehearsed.rehearsal.sha}"
     assert registry_module.digest(f"{OWNER}/worker-embed", tag) == digest
+    # The job summary GitHub shows: the variant's row, as buildtool build appended it.
+    summary = "".join(step.summary for step in rehearsed.one("build").steps)
+    row = next(line for line in summary.splitlines() if line.startswith(f"| {VARIANT} |"))
+    assert f"| pushed | {digest[:19]} |" in row
     # The runner's daemon.json kept its settings and gained the containerd image store.
     config = json.loads(rehearsed.rehearsal.daemon_config.read_text())
     assert config["cgroup-parent"] == "/actions_job" and config["features"]["containerd-snapshotter"] is True
