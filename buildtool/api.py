@@ -37,7 +37,7 @@ from buildtool.github import append_step_summary
 from buildtool.localregistry import ensure_embedded_registry
 from buildtool.lock import read_lock, read_lock_file
 from buildtool.matrix import load_matrix
-from buildtool.naming import Revision, current_revision, revision_of, tag_commit
+from buildtool.naming import Revision, check_build_dir, current_revision, revision_of, tag_commit
 from buildtool.oci import SIZES_FILE, OciImage, registry_unpacked_size
 from buildtool.options import Options
 from buildtool.plan import CheckedPlan, make_plan
@@ -83,12 +83,25 @@ def check(options: Options) -> tuple[CheckedPlan, Rendering]:
     return checked, rendering
 
 
+def revision_for(options: Options, checked: CheckedPlan) -> Revision:
+    """What the images are tagged with: --commit or HEAD, -dirty unless the matrix, the templates
+    and smoke/ are exactly that commit's (their build contexts are then read from the commit)."""
+    check_build_dir(options.build_dir, options.root)
+    return current_revision(
+        options.root,
+        context_sources(checked.plan),
+        reaches_context,
+        commit=options.revision,
+        matrix=checked.plan.matrix.path,
+    )
+
+
 def render(options: Options) -> tuple[CheckedPlan, Rendering]:
     _check_kernels_local(options)
     checked = plan_and_check(options)
     rendering = render_checked(
         checked,
-        options.revision or current_revision(options.root),
+        revision_for(options, checked),
         options.registry_for(checked.plan.matrix)[0],
         options.build_dir,
         options.kernels_local,
@@ -105,7 +118,7 @@ def build(
     _check_kernels_local(options)
     checked = plan_and_check(options)
     root = options.root
-    revision = options.revision or current_revision(root, context_sources(checked.plan), reaches_context)
+    revision = revision_for(options, checked)
     if revision.dirty and not options.allow_dirty:
         strays = ", ".join(revision.strays[:5]) + (" ..." if len(revision.strays) > 5 else "")
         raise DirtyWorktreeError(

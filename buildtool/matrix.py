@@ -14,6 +14,7 @@ from buildtool.arch import Arch, InvalidArch
 from buildtool.errors import ConfigError, Location, Problem, did_you_mean
 from buildtool.keys import SECTIONS, optional_keys, required_keys
 from buildtool.matrix_images import read_images
+from buildtool.matrix_text import check_text
 from buildtool.model import (
     CACHE_MANIFESTS,
     FLASH_ATTENTION_VERSIONS,
@@ -225,9 +226,9 @@ def load_matrix(path: Path) -> Matrix:
     except UnicodeDecodeError:
         raise ConfigError(Problem("the matrix is not UTF-8 text", Location(path))) from None
     r = Reader(path)
-    root = r.mapping(
-        parse_yaml(text, path), "the matrix file", required_keys("matrix file"), optional_keys("matrix file")
-    )
+    document = parse_yaml(text, path)
+    check_text(document, path)
+    root = r.mapping(document, "the matrix file", required_keys("matrix file"), optional_keys("matrix file"))
     version = r.scalar(root["version"], int, "version")
     if version != SCHEMA_VERSION:
         raise r.fail(

@@ -37,6 +37,7 @@ def read_images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
                 did_you_mean(kind, IMAGE_KINDS) or f"one of: {', '.join(IMAGE_KINDS)}",
             )
         template = root / r.scalar(m["template"], str, "template")
+        _no_link(r, m["template"], root, template, "template")
         if not (template / "Dockerfile.j2").is_file():
             raise r.fail(
                 m["template"],
@@ -57,6 +58,8 @@ def read_images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
                 f"image '{name}' is a serverless-worker but names no handler",
                 "add handler: handler.py",
             )
+        if handler is not None:
+            _no_link(r, m["handler"], root, template / handler, "handler")
         if handler is not None and not (template / handler).is_file():
             raise r.fail(m["handler"], f"image '{name}': handler {template / handler} does not exist")
         model = _model(r, m["model"]) if "model" in m else None
@@ -89,6 +92,22 @@ def read_images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
         )
     r.unique(out, lambda i: i.name, lambda i: i.location, "image")
     return tuple(out)
+
+
+def _no_link(r: Reader, node: Node, root: Path, path: Path, what: str) -> None:
+    """A path of the matrix (its grammar keeps it relative, without '..') may not pass through a
+    symbolic link: a link would take the build context, or the handler checked, from outside the
+    repository, or from a file the commit does not hold."""
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            raise r.fail(
+                node,
+                f"{what} {current.relative_to(root)} is a symbolic link (to {current.readlink()}): "
+                "a build context is the commit's own files",
+                "commit the directory or file itself in place of the link",
+            )
 
 
 def _model(r: Reader, node: Node) -> Model:

@@ -27,6 +27,9 @@ class Revision:
     dirty: bool
     epoch: int = 0  # commit time: the image's org.opencontainers.image.created label
     strays: tuple[str, ...] = ()  # files outside the commit that would reach a build context
+    # The checkout whose git objects hold the commit's files: a clean revision's build contexts are
+    # read from there (context_files.CommitFiles), never from the worktree. None: the worktree.
+    checkout: Path | None = None
 
     @property
     def tag_suffix(self) -> str:
@@ -45,9 +48,13 @@ def current_revision(
     directory: Path,
     sources: Sequence[Path] = (),
     reaches_context: Callable[[str], bool] = lambda _: True,
+    commit: Revision | None = None,
+    matrix: Path | None = None,
 ) -> Revision:
-    """HEAD's full sha and whether the worktree differs from it: uncommitted changes to tracked
-    files, or files outside the commit under `sources` (what render copies into build contexts)."""
+    """The revision a build is tagged with: `commit` (--commit) or HEAD, and whether the worktree
+    differs from it: tracked files changed since that commit, files outside it under `sources`
+    (what render copies into build contexts), or a matrix the commit does not hold. A clean one
+    reads its build contexts from git's objects (`checkout`)."""
 
     def git(*args: str) -> str:
         try:
@@ -65,10 +72,17 @@ def current_revision(
             ) from None
         return done.stdout.strip()
 
-    sha, epoch = git("show", "-s", "--format=%H %ct", "HEAD").split()
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    if commit is None:
+        sha, epoch = git("show", "-s", "--format=%H %ct", "HEAD").split()
+        commit = Revision(sha, False, int(epoch))
+    dirty = bool(git("diff", "--name-only", commit.sha, "--"))
     strays = stray_files(directory, sources, reaches_context) if sources else ()
-    return Revision(sha, dirty or bool(strays), int(epoch), strays)
+    top = Path(git("rev-parse", "--show-toplevel"))
+    if matrix is not None and not git("ls-files", "--", str(matrix.resolve())):
+        # An untracked or ignored matrix is no commit's matrix.
+        strays = (matrix.resolve().relative_to(top.resolve()).as_posix(), *strays)
+    clean = not dirty and not strays
+    return Revision(commit.sha, not clean, commit.epoch, strays, top if clean else None)
 
 
 def stray_files(
@@ -98,14 +112,14 @@ def stray_files(
 
 
 def revision_of(directory: Path, sha: str) -> Revision:
-    """An explicit commit (--commit). Immutable tags promise the full sha: a short one is expanded
-    when the checkout has the commit, and refused otherwise. Its time comes from git (else 0)."""
+    """An explicit commit (--commit): one the repository holds, a short sha expanded. Immutable tags
+    promise the commit's content, so a sha git cannot find (or a tree's, or a blob's) is refused."""
     if not re.fullmatch(r"[0-9a-f]{7,40}", sha):
         raise GitError(
             Problem(f"--commit '{sha}' is not a git sha", hint="give the commit's 40 lower-case hex digits")
         )
     done = subprocess.run(
-        ["git", "-C", str(directory), "show", "-s", "--format=%H %ct", f"{sha}^{{commit}}"],
+        ["git", "-C", str(directory), "show", "-s", "--format=%H %ct", f"{sha}^{{commit}}", "--"],
         capture_output=True,
         text=True,
         check=False,
@@ -113,16 +127,18 @@ def revision_of(directory: Path, sha: str) -> Revision:
     fields = done.stdout.split() if done.returncode == 0 else []
     if len(fields) == 2 and fields[0].startswith(sha):
         return Revision(fields[0], dirty=False, epoch=int(fields[1]))
-    if len(sha) != 40:
-        raise GitError(
-            Problem(
-                f"--commit '{sha}' is a short sha this checkout cannot expand: immutable tags name the "
-                "full sha",
-                Location(directory),
-                hint="give all 40 hex digits (git rev-parse <sha> where the commit is)",
-            )
+    kind = subprocess.run(
+        ["git", "-C", str(directory), "cat-file", "-t", sha], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    what = f"a {kind}, not a commit" if kind and kind != "commit" else "not a commit of this repository"
+    raise GitError(
+        Problem(
+            f"--commit '{sha}' is {what}: an immutable tag names a commit whose files it holds",
+            Location(directory),
+            hint="give a commit of this checkout (git rev-parse HEAD); fetch it first if it is only "
+            "on the remote (git fetch origin <sha>)",
         )
-    return Revision(sha, dirty=False, epoch=0)
+    )
 
 
 # The distribution reference grammar's registry host and repository path (docker/distribution
@@ -172,3 +188,33 @@ def variant_tags(registry: str, image: str, base: str, revision: Revision, is_de
     return VariantTags(
         repository, f"{repository}:{base}-{revision.tag_suffix}", moving, f"{repository}:buildcache-{base}"
     )
+
+
+def check_build_dir(build_dir: Path, root: Path) -> None:
+    """The build directory is rewritten by every run: it may hold no file the repository tracks,
+    nor be the repository itself or above it."""
+    target, top = build_dir.resolve(), root.resolve()
+    if target == top or target in top.parents:
+        raise ConfigError(
+            Problem(
+                f"--build-dir {build_dir} holds the repository {root}: every render rewrites it",
+                Location(build_dir),
+                hint="use a directory of its own, e.g. build/ (git-ignored)",
+            )
+        )
+    done = subprocess.run(
+        ["git", "-C", str(top), "ls-files", "-z", "--", str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    tracked = [name for name in done.stdout.split("\0") if name]
+    if tracked:
+        raise ConfigError(
+            Problem(
+                f"--build-dir {build_dir} holds files the repository tracks ({', '.join(tracked[:3])}"
+                f"{' ...' if len(tracked) > 3 else ''}): a render replaces what is there",
+                Location(build_dir),
+                hint="use a directory of its own, e.g. build/ (git-ignored)",
+            )
+        )

@@ -7,8 +7,7 @@ anything written, and then atomically. Same matrix + commit + registry -> byte-i
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -18,6 +17,7 @@ import jinja2
 
 from buildtool import facts
 from buildtool.arch import Arch
+from buildtool.context_files import CachedTree, SourceFile, SourceTree, source_tree
 from buildtool.errors import Finding, Location, PolicyError, Problem, TemplateError
 from buildtool.naming import Revision, variant_tags
 from buildtool.plan import CheckedPlan, Plan, Variant
@@ -173,16 +173,21 @@ def _render_template(
         ) from None
 
 
-def _environment(template_dir: Path) -> jinja2.Environment:
-    """Templates see their own directory first, then images/_shared/ (macros every image uses)."""
-    loader = jinja2.ChoiceLoader(
-        [
-            jinja2.FileSystemLoader(str(template_dir)),
-            jinja2.FileSystemLoader(str(template_dir.parent / SHARED_TEMPLATES)),
-        ]
-    )
+def _environment(template_dir: Path, tree: SourceTree) -> jinja2.Environment:
+    """Templates see their own directory first, then images/_shared/ (macros every image uses),
+    both read from `tree`: the commit's objects for a clean revision."""
+    shared = template_dir.parent / SHARED_TEMPLATES
+    directories = [(template_dir, {f.relative: f for f in tree.files(template_dir)})]
+    directories.append((shared, {f.relative: f for f in tree.files(shared)}))
+
+    def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        for directory, files in directories:
+            if name in files:
+                return files[name].content.decode("utf-8"), str(directory / name), lambda: True
+        return None
+
     env = jinja2.Environment(
-        loader=loader,
+        loader=jinja2.FunctionLoader(load),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -206,38 +211,33 @@ def context_sources(plan: Plan) -> list[Path]:
     return sorted(templates | shared | {plan.matrix.path.parent / SMOKE_PACKAGE})
 
 
-def _tree(directory: Path) -> list[tuple[str, Path]]:
-    """Files under `directory`, sorted, as (relative posix path, path); caches left out."""
-    out = []
-    for path in sorted(directory.rglob("*")):
-        relative = path.relative_to(directory)
-        if path.is_file() and reaches_context(relative.as_posix()):
-            out.append((relative.as_posix(), path))
-    return out
+def _tree(tree: SourceTree, directory: Path) -> list[SourceFile]:
+    """Files under `directory` that reach a build context, sorted; caches left out."""
+    return [f for f in tree.files(directory) if reaches_context(f.relative)]
 
 
 def _context_files(
-    cv: Variant, context: Mapping[str, Any], env: jinja2.Environment, smoke_dir: Path
+    cv: Variant, context: Mapping[str, Any], env: jinja2.Environment, tree: SourceTree, smoke_dir: Path
 ) -> tuple[str, list[RenderedFile]]:
     template_dir = cv.image.template
     dockerfile = _render_template(env, template_dir, "Dockerfile.j2", context, cv.name)
     files = [RenderedFile(f"{cv.name}/Dockerfile", dockerfile.encode())]
-    for relative, path in _tree(template_dir):
+    for source in _tree(tree, template_dir):
+        relative = source.relative
         if relative == "Dockerfile.j2":
             continue
-        if path.suffix == ".j2":
+        if relative.endswith(".j2"):
             text = _render_template(env, template_dir, relative, context, cv.name)
             files.append(RenderedFile(f"{cv.name}/{relative.removesuffix('.j2')}", text.encode()))
         else:
-            files.append(RenderedFile(f"{cv.name}/{relative}", path.read_bytes(), os.access(path, os.X_OK)))
+            files.append(RenderedFile(f"{cv.name}/{relative}", source.content, source.executable))
     pins = cv.kernels
     if pins:
         files.append(RenderedFile(f"{cv.name}/kernels.lock.json", kernels_lock(pins).encode()))
-    if smoke_dir.is_dir():
-        files += [
-            RenderedFile(f"{cv.name}/{SMOKE_PACKAGE}/{relative}", path.read_bytes())
-            for relative, path in _tree(smoke_dir)
-        ]
+    files += [
+        RenderedFile(f"{cv.name}/{SMOKE_PACKAGE}/{source.relative}", source.content)
+        for source in _tree(tree, smoke_dir)
+    ]
     return dockerfile, files
 
 
@@ -249,14 +249,15 @@ def render(
     matrix = checked.plan.matrix
     rendered = []
     environments: dict[Path, jinja2.Environment] = {}
+    tree = CachedTree(source_tree(revision.checkout, revision.sha))
     for cv in checked.variants:
         image = cv.image
         context = _template_context(cv)
         # One environment per template directory: each template compiles once, not once per variant.
         if image.template not in environments:
-            environments[image.template] = _environment(image.template)
+            environments[image.template] = _environment(image.template, tree)
         env = environments[image.template]
-        dockerfile, files = _context_files(cv, context, env, matrix.path.parent / SMOKE_PACKAGE)
+        dockerfile, files = _context_files(cv, context, env, tree, matrix.path.parent / SMOKE_PACKAGE)
         tags = variant_tags(
             registry, image.name, cv.base.name, revision, cv.name == checked.plan.default_variant
         )

@@ -41,6 +41,11 @@ class Project:
         assert old in text, f"{old!r} not in matrix.yaml"
         self.matrix.write_text(text.replace(old, new, count))
 
+    @property
+    def commit(self) -> str:
+        """HEAD's sha: the commit render and build read the templates from (--commit)."""
+        return git(self.root, "rev-parse", "HEAD")
+
     def line_of(self, needle: str) -> int:
         for number, line in enumerate(self.matrix.read_text().splitlines(), 1):
             if needle in line:
@@ -64,8 +69,14 @@ def layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
+    """The repository's matrix.yaml and images/ committed in a checkout of their own: render reads
+    a clean revision's templates from the commit, so an edit made after it makes the render -dirty."""
     shutil.copy(REPO / "matrix.yaml", tmp_path / "matrix.yaml")
     shutil.copytree(REPO / "images", tmp_path / "images", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / ".gitignore").write_text("/build/\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-q", "-m", "project")
     return Project(tmp_path)
 
 
@@ -258,6 +269,9 @@ def git(root: Path, *args: str) -> str:
             "GIT_AUTHOR_EMAIL": "t@example.invalid",
             "GIT_COMMITTER_NAME": "t",
             "GIT_COMMITTER_EMAIL": "t@example.invalid",
+            # A fixed time: the image's created label is the commit's time, and golden files hold it.
+            "GIT_AUTHOR_DATE": "2001-09-09T01:46:40Z",
+            "GIT_COMMITTER_DATE": "2001-09-09T01:46:40Z",
         },
     )
     return done.stdout.strip()

@@ -18,11 +18,15 @@ from buildtool.naming import Revision
 from buildtool.options import Options
 
 REGISTRY = "registry.test/org"
-SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def run(tiny: Project, engine: FakeEngine, registry: FakeRegistry, dirty: bool = False) -> BuildResult:
-    options = Options.for_matrix(tiny.matrix, registry=REGISTRY, revision=Revision(SHA, dirty), jobs=1)
+    if dirty:  # an uncommitted change: the revision is the commit's, -dirty
+        app = tiny.root / "images" / "tiny" / "app.py"
+        app.write_text(app.read_text() + "# changed\n")
+    options = Options.for_matrix(
+        tiny.matrix, registry=REGISTRY, revision=Revision(tiny.commit, False), jobs=1
+    )
     checked, rendering = api.render(options)
     return build(rendering, options, engine, registry, check_image=api.image_policy(checked))
 
@@ -70,7 +74,7 @@ def test_an_immutable_tag_holding_other_content_is_never_overwritten(tiny: Proje
 def test_a_dirty_worktree_pushes_dirty_tags_and_moves_nothing(tiny: Project) -> None:
     registry = FakeRegistry()
     result = run(tiny, FakeEngine(), registry, dirty=True)
-    assert all(v.immutable_tag.endswith(f"{SHA}-dirty") for v in result.variants)
+    assert all(v.immutable_tag.endswith(f"{tiny.commit}-dirty") for v in result.variants)
     assert result.moved_tags == () and "dirty worktree" in (result.moving_tags_note or "")
 
 

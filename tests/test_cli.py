@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import COMMIT, REPO, Project, committed_copy, run_module
+from conftest import REPO, Project, committed_copy, run_module
 from rehearsal import parse_file_command
 
 from buildtool import api, github
@@ -24,7 +24,6 @@ def test_check_passes_on_the_repository_matrix_and_shows_b200_refused() -> None:
     assert "Blackwell" in result.out  # the reason, not only the name
 
 
-
 def test_tables_in_a_ci_log_keep_a_row_per_variant() -> None:
     """A CI log is no terminal and has no $COLUMNS: rich alone would fold the plan's table into 80
     columns, each variant name over several lines, and a log reader could not grep for one."""
@@ -34,6 +33,7 @@ def test_tables_in_a_ci_log_keep_a_row_per_variant() -> None:
     rows = [line for line in result.out.splitlines() if line.startswith("│")]
     for name in names:
         assert any(row.split("│")[1].strip() == name for row in rows), f"{name} folded:\n{result.out}"
+
 
 def test_no_variant_targets_b200() -> None:
     result = run_module("plan", "--json")
@@ -86,9 +86,9 @@ def test_render_twice_gives_byte_identical_files(project: Project) -> None:
         build = project.root / "build"
         return {str(p.relative_to(build)): p.read_bytes() for p in sorted(build.rglob("*")) if p.is_file()}
 
-    assert run_module("render", "--matrix", str(project.matrix), "--commit", COMMIT).code == 0
+    assert run_module("render", "--matrix", str(project.matrix), "--commit", project.commit).code == 0
     first = snapshot()
-    assert run_module("render", "--matrix", str(project.matrix), "--commit", COMMIT).code == 0
+    assert run_module("render", "--matrix", str(project.matrix), "--commit", project.commit).code == 0
     assert snapshot() == first
     assert "docker-bake.json" in first
 
@@ -175,7 +175,7 @@ def test_render_refuses_a_kernels_local_that_is_no_directory(project: Project, t
         "--matrix",
         str(project.matrix),
         "--commit",
-        COMMIT,
+        project.commit,
         "--kernels-local",
         str(tmp_path / "absent"),
     )

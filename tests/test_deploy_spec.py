@@ -155,7 +155,7 @@ def test_the_same_build_gives_byte_identical_specs(cli, project: Project) -> Non
         ("{workers_min: 4, workers_max: 2}", "workers_min (4) is above workers_max (2)"),
         ("{idle_timeout_s: 0}", "idle_timeout_s must be from 1 to 3600, not 0"),
         ("{queue_delay_s: 0.1}", "queue_delay_s must be at least 0.5"),
-        ("{env: {1BAD: x}}", "'1BAD' is not an environment variable name"),
+        ("{env: {1BAD: x}}", "'1BAD' is not of the allowed form"),
         ("{worker_max: 3}", "Perhaps you meant 'workers_max'?"),
     ],
 )
@@ -280,7 +280,6 @@ def test_a_refusal_from_runpod_is_one_clear_error(cli, project: Project, runpod_
     assert "Traceback" not in result.err
 
 
-
 H100 = "NVIDIA H100 80GB HBM3"
 
 
@@ -355,6 +354,7 @@ def test_a_catalog_answer_that_is_no_gpu_list_is_one_clear_error(  # type: ignor
     result = cli("deploy", "--matrix", str(project.matrix), "--endpoint", "embed", "--api-url", url)
     assert result.code == 1 and "is not a list of GPU types" in result.err, result.err
     assert "--api-url" in result.err and "Traceback" not in result.err
+
 
 def test_deploy_takes_one_variant(cli, project: Project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv("RUNPOD_API_KEY", raising=False)

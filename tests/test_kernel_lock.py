@@ -47,14 +47,20 @@ def test_lock_records_the_commit_each_revision_names_and_the_build_bakes_it(
     lock = json.loads((project.root / "matrix.lock").read_text())
     assert lock["kernels"] == {f"{r}@v1": {"commit": commit} for r in FA} and lock["bases"] == {}
     assert "GET /api/kernels/kernels-community/flash-attn2/revision/v1" in (hub.log or Path()).read_text()
-    assert cli("render", "--matrix", str(project.matrix), "--select", RUNTIME, "--commit", "0" * 40).code == 0
+    assert (
+        cli("render", "--matrix", str(project.matrix), "--select", RUNTIME, "--commit", project.commit).code
+        == 0
+    )
     assert [(k["repo_id"], k["revision"]) for k in rendered_kernels(project, RUNTIME)] == [
         (r, commit) for r in FA
     ]
 
 
 def test_without_a_lock_entry_the_build_bakes_the_branch(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
-    assert cli("render", "--matrix", str(project.matrix), "--select", RUNTIME, "--commit", "0" * 40).code == 0
+    assert (
+        cli("render", "--matrix", str(project.matrix), "--select", RUNTIME, "--commit", project.commit).code
+        == 0
+    )
     assert {k["revision"] for k in rendered_kernels(project, RUNTIME)} == {"v1"}
 
 

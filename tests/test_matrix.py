@@ -42,12 +42,12 @@ def test_unknown_top_level_key(cli, project: Project) -> None:  # type: ignore[n
     assert "unknown key 'defualt_variant'" in err and "Perhaps you meant 'default_variant'?" in err
 
 
-
 def test_unknown_cache_manifest_names_the_forms(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
     project.edit("default_variant:", "cache_manifest: idx\ndefault_variant:")
     err = error_of(cli, project)
     assert f"matrix.yaml:{project.line_of('cache_manifest: idx')}:" in err
     assert "unknown cache_manifest 'idx'" in err and "Perhaps you meant 'index'?" in err
+
 
 @pytest.mark.parametrize(
     ("old", "new", "what"),

@@ -22,12 +22,17 @@ DEFAULT = "worker-embed-runpod-torch211-cu130"
 
 @pytest.fixture
 def rendered(cli, project: Project) -> Path:  # type: ignore[no-untyped-def]
-    result = cli("render", "--matrix", str(project.matrix), "--commit", COMMIT, "--registry", REGISTRY)
+    result = cli(
+        "render", "--matrix", str(project.matrix), "--commit", project.commit, "--registry", REGISTRY
+    )
     assert result.code == 0, result.err
     return project.root / "build"
 
 
-def assert_golden(name: str, actual: str) -> None:
+def assert_golden(name: str, actual: str, commit: str | None = None) -> None:
+    """`commit`, the project's own sha, is written as COMMIT: golden files outlive its content."""
+    if commit:
+        actual = actual.replace(commit, COMMIT)
     path = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.write_text(actual)
@@ -35,17 +40,17 @@ def assert_golden(name: str, actual: str) -> None:
     assert actual == path.read_text(), f"{name} differs from its golden file (UPDATE_GOLDEN=1 to accept)"
 
 
-def test_golden_worker_dockerfile(rendered: Path) -> None:
-    assert_golden(f"{DEFAULT}.Dockerfile", (rendered / DEFAULT / "Dockerfile").read_text())
+def test_golden_worker_dockerfile(rendered: Path, project: Project) -> None:
+    assert_golden(f"{DEFAULT}.Dockerfile", (rendered / DEFAULT / "Dockerfile").read_text(), project.commit)
 
 
-def test_golden_runtime_dockerfile_without_compat_fix(rendered: Path) -> None:
+def test_golden_runtime_dockerfile_without_compat_fix(rendered: Path, project: Project) -> None:
     name = "pytorch-runtime-runpod-torch240-cu124"
-    assert_golden(f"{name}.Dockerfile", (rendered / name / "Dockerfile").read_text())
+    assert_golden(f"{name}.Dockerfile", (rendered / name / "Dockerfile").read_text(), project.commit)
 
 
-def test_golden_bake_file(rendered: Path) -> None:
-    assert_golden("docker-bake.json", (rendered / "docker-bake.json").read_text())
+def test_golden_bake_file(rendered: Path, project: Project) -> None:
+    assert_golden("docker-bake.json", (rendered / "docker-bake.json").read_text(), project.commit)
 
 
 def test_golden_plan_json(cli) -> None:  # type: ignore[no-untyped-def]
@@ -54,7 +59,8 @@ def test_golden_plan_json(cli) -> None:  # type: ignore[no-untyped-def]
     assert_golden("plan.json", result.out)
 
 
-def test_bake_targets_carry_tags_cache_and_oci_labels(rendered: Path) -> None:
+def test_bake_targets_carry_tags_cache_and_oci_labels(rendered: Path, project: Project) -> None:
+    COMMIT = project.commit
     bake = json.loads((rendered / "docker-bake.json").read_text())
     target = bake["target"][DEFAULT]
     assert target["tags"] == [f"{REGISTRY}/worker-embed:runpod-torch211-cu130-{COMMIT}"]
@@ -83,7 +89,9 @@ def test_an_ecr_registry_gets_the_cache_as_an_image_manifest(  # type: ignore[no
 ) -> None:
     """ECR answers BuildKit's default cache manifest (an OCI index) with 400: the bake file asks
     for the image-manifest form there, and keeps the default everywhere else."""
-    result = cli("render", "--matrix", str(project.matrix), "--commit", COMMIT, "--registry", registry)
+    result = cli(
+        "render", "--matrix", str(project.matrix), "--commit", project.commit, "--registry", registry
+    )
     assert result.code == 0, result.err
     target = json.loads((project.root / "build" / "docker-bake.json").read_text())["target"][DEFAULT]
     [cache_to] = target["cache-to"]
@@ -92,7 +100,6 @@ def test_an_ecr_registry_gets_the_cache_as_an_image_manifest(  # type: ignore[no
     assert attributes["mode"] == "max" and attributes["ignore-error"] == "true"
     assert ("image-manifest" in attributes) is image_manifest
     assert attributes.get("oci-mediatypes") == ("true" if image_manifest else None)
-
 
 
 @pytest.mark.parametrize(
@@ -108,7 +115,9 @@ def test_the_matrix_says_the_cache_manifest_form_where_the_host_does_not(  # typ
     cli, project: Project, registry: str, cache_manifest: str, image_manifest: bool
 ) -> None:
     project.edit("default_variant:", f"cache_manifest: {cache_manifest}\ndefault_variant:")
-    result = cli("render", "--matrix", str(project.matrix), "--commit", COMMIT, "--registry", registry)
+    result = cli(
+        "render", "--matrix", str(project.matrix), "--commit", project.commit, "--registry", registry
+    )
     assert result.code == 0, result.err
     bake = json.loads((project.root / "build" / "docker-bake.json").read_text())
     for target in bake["target"].values():
@@ -117,6 +126,7 @@ def test_the_matrix_says_the_cache_manifest_form_where_the_host_does_not(  # typ
         assert attributes["ignore-error"] == "true"
         assert attributes.get("image-manifest") == ("true" if image_manifest else None)
         assert attributes.get("oci-mediatypes") == ("true" if image_manifest else None)
+
 
 def test_every_dockerfile_describes_its_variant(rendered: Path) -> None:
     for dockerfile in rendered.glob("*/Dockerfile"):
@@ -184,7 +194,9 @@ def test_failed_render_leaves_the_previous_one_untouched(cli, project: Project, 
     template = project.root / "images" / "worker-embed" / "Dockerfile.j2"
     template.write_text(template.read_text().replace("{{ image.handler }} .", "{{ image.handlr }} ."))
     (project.root / "images" / "pytorch-runtime" / "requirements.txt").write_text("kernels==9.9.9\n")
-    result = cli("render", "--matrix", str(project.matrix), "--commit", COMMIT, "--registry", REGISTRY)
+    result = cli(
+        "render", "--matrix", str(project.matrix), "--commit", project.commit, "--registry", REGISTRY
+    )
     assert result.code == 2
     after = {p: p.read_bytes() for p in rendered.rglob("*") if p.is_file()}
     assert after == before
@@ -198,15 +210,16 @@ def test_rendered_dockerfile_policy_stops_the_write(cli, project: Project) -> No
             "ARG BASE_IMAGE={{ base.ref }}", "ARG BASE_IMAGE=nvidia/cuda:13.0.0-devel-ubuntu22.04"
         )
     )
-    result = cli("render", "--matrix", str(project.matrix), "--commit", COMMIT)
+    result = cli("render", "--matrix", str(project.matrix), "--commit", project.commit)
     assert result.code == 2
     assert "FROM nvidia/cuda:13.0.0-devel-ubuntu22.04" in result.err and "Dockerfile:" in result.err
     assert not (project.root / "build" / "docker-bake.json").exists()
 
 
 @pytest.mark.container
-def test_buildx_bake_accepts_the_bake_file(rendered: Path) -> None:
+def test_buildx_bake_accepts_the_bake_file(rendered: Path, project: Project) -> None:
     """The real buildx reads the generated file and resolves every target (no build)."""
+    COMMIT = project.commit
     done = subprocess.run(
         ["docker", "buildx", "bake", "--print", "-f", "docker-bake.json"],
         cwd=rendered,
@@ -231,7 +244,16 @@ def test_an_image_torch_is_what_its_smoke_suite_and_labels_expect(cli, project: 
     project.edit(kernels, kernels + "    torch: 2.11.0+cu130\n")
     project.edit("base: [runpod-torch211-cu130, runpod-torch240-cu124,", "base: [runpod-torch211-cu130,")
     select = "pytorch-runtime-runpod-torch291-cu130-noble"
-    args = ("--matrix", str(project.matrix), "--commit", COMMIT, "--registry", REGISTRY, "--select", select)
+    args = (
+        "--matrix",
+        str(project.matrix),
+        "--commit",
+        project.commit,
+        "--registry",
+        REGISTRY,
+        "--select",
+        select,
+    )
     result = cli("render", *args)
     assert result.code == 0, result.err
     dockerfile = (project.root / "build" / select / "Dockerfile").read_text()

@@ -60,7 +60,7 @@ def test_a_token_in_the_template_or_a_context_file_is_refused_with_its_line(cli,
 def test_declared_secrets_become_build_secret_mounts(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
     project.edit("    handler: handler.py\n", "    handler: handler.py\n    secrets: [HF_TOKEN]\n")
     variant = "worker-embed-runpod-torch211-cu130"
-    result = cli("render", "--matrix", str(project.matrix), "--select", variant, "--commit", "0" * 40)
+    result = cli("render", "--matrix", str(project.matrix), "--select", variant, "--commit", project.commit)
     assert result.code == 0, result.err
     bake = json.loads((project.root / "build" / "docker-bake.json").read_text())
     assert bake["target"][variant]["secret"] == ["id=HF_TOKEN,env=HF_TOKEN"]
