@@ -15,6 +15,7 @@ from pathlib import Path
 
 from buildtool import refs, reproduce
 from buildtool.build import build as build_rendering
+from buildtool.build_dir import exclusive, write_rendering
 from buildtool.built import BuildEvent, BuildResult
 from buildtool.catalog import catalog_problems
 from buildtool.deployment import DeploySpec, PushedImage, deploy_spec, pushed_images, write_spec
@@ -96,16 +97,16 @@ def revision_for(options: Options, checked: CheckedPlan) -> Revision:
     )
 
 
-def render(options: Options) -> tuple[CheckedPlan, Rendering]:
+def render(
+    options: Options, on_note: Callable[[str], None] = lambda _: None
+) -> tuple[CheckedPlan, Rendering]:
     _check_kernels_local(options)
     checked = plan_and_check(options)
-    rendering = render_checked(
-        checked,
-        revision_for(options, checked),
-        options.registry_for(checked.plan.matrix)[0],
-        options.build_dir,
-        options.kernels_local,
-    )
+    revision = revision_for(options, checked)
+    registry = options.registry_for(checked.plan.matrix)[0]
+    rendering = render_checked(checked, revision, registry, options.build_dir, options.kernels_local)
+    with exclusive(options.build_dir, on_note):  # written whole, one run at a time (build_dir.py)
+        write_rendering(rendering, options.build_dir)
     return checked, rendering
 
 
@@ -138,6 +139,8 @@ def build(
         on_note(ensure_embedded_registry(registry))
     rendering = render_checked(checked, revision, registry, options.build_dir, options.kernels_local)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(exclusive(options.build_dir, on_note))  # one run per build directory
+        write_rendering(rendering, options.build_dir)
         if options.cold:  # a new user's first run: no layer facts remembered from earlier builds
             empty = stack.enter_context(tempfile.TemporaryDirectory(prefix="buildtool-cold-"))
             options = options.but(cache_dir=Path(empty))

@@ -28,7 +28,7 @@ from buildtool import refs
 from buildtool.built import BuildEvent, BuildResult, Status, VariantResult, manifest_document
 from buildtool.earlier import built_earlier
 from buildtool.engine import BakeOutcome, Engine
-from buildtool.errors import Finding, Problem, RegistryError
+from buildtool.errors import Finding, Problem, RegistryDenied, RegistryError
 from buildtool.files import write_atomically
 from buildtool.lock import read_lock
 from buildtool.oci import OciImage, prune_layout, read_image
@@ -97,6 +97,12 @@ def _build_one(
         mutable = rendering.revision.dirty
         try:
             existing = registry.manifest(v.tags.immutable)
+        except RegistryDenied as exc:
+            raise _VariantFailed(
+                f"registry {rendering.registry} refused this client: {exc}",
+                f"run docker login {rendering.registry.split('/')[0]} (buildtool reads docker's "
+                "credentials: config.json, credsStore, credHelpers)",
+            ) from None
         except RegistryError as exc:
             raise _VariantFailed(
                 f"registry {rendering.registry} is unreachable: {exc}",

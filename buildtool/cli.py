@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         report_findings(checked.warnings)
         out.print(f"[green]ok[/green]: {len(checked.variants)} variant(s) pass every policy")
         return 0
-    checked, rendering = api.render(options)
+    checked, rendering = api.render(options, out.print)
     report_findings(checked.warnings)
     build_dir = options.build_dir
     for variant in rendering.variants:

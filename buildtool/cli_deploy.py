@@ -97,8 +97,11 @@ def run_deploy_spec(options: Options) -> int:
 
 def run_deploy(args: argparse.Namespace, options: Options) -> int:
     from buildtool import api
+    from buildtool.runpod_api import checked_api_url
 
-    api_url = args.api_url or os.environ.get("RUNPOD_API_URL") or RUNPOD_API
+    # The URL is checked before anything else: the key must not go in plain text to another host.
+    source = "--api-url" if args.api_url else "$RUNPOD_API_URL"
+    api_url = checked_api_url(args.api_url or os.environ.get("RUNPOD_API_URL") or RUNPOD_API, source)
     api_key = os.environ.get("RUNPOD_API_KEY") or None
     spec, answers = api.deploy(options, args.endpoint, api_url, api_key)
     out.print(spec_table([spec]))

@@ -163,6 +163,9 @@ class BuildxEngine:
         log: Path,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> BakeOutcome:
+        # Inside the rendering the bake file's link resolves to (build_dir.py): contexts are its own
+        # directories, whatever render runs later.
+        bake_file = bake_file.resolve()
         metadata_file = log.with_suffix(".metadata.json")
         metadata_file.unlink(missing_ok=True)
         command = [

@@ -18,13 +18,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from buildtool import refs, registry_http
-from buildtool.errors import RegistryDenied, RegistryError, RegistryUnreachable
+from buildtool.errors import RegistryError, RegistryUnreachable
 
 # The slowest commit allowed for; GHCR committed 700 MB in 5-11 s (GoogleContainerTools/jib#4301).
 COMMIT_BYTES_PER_SECOND = 16 * 2**20
@@ -99,6 +98,7 @@ class HttpRegistry:
         # a time, and the next finds it there.
         self._blob_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._blob_locks_guard = threading.Lock()
+        self._token_locks: dict[tuple[str, str], threading.Lock] = {}
         self._opener = registry_http.opener()
 
     def manifest(self, ref: str) -> RemoteManifest | None:
@@ -108,7 +108,7 @@ class HttpRegistry:
         )
         if status == 404:
             return None
-        _raise_for(status, body, ref)
+        registry_http.raise_for(status, body, ref)
         media_type = headers.get("content-type", "").split(";")[0] or str(
             json.loads(body).get("mediaType", "")
         )
@@ -127,7 +127,7 @@ class HttpRegistry:
             {"Content-Type": manifest.media_type},
             manifest.raw,
         )
-        _raise_for(status, body, tag)
+        registry_http.raise_for(status, body, tag)
 
     def blob(self, repository: str, digest: str) -> bytes:
         with self.open_blob(repository, digest) as stream:
@@ -138,7 +138,7 @@ class HttpRegistry:
         response = self._call_open(where, "GET", f"/blobs/{digest}", "pull", {})
         if response.status != 200:
             with response:
-                _raise_for(
+                registry_http.raise_for(
                     response.status if response.status >= 400 else 500,
                     response.read(),
                     f"{repository}@{digest}",
@@ -161,7 +161,7 @@ class HttpRegistry:
             {"Content-Type": media_type},
             manifest_bytes,
         )
-        _raise_for(status, body, tag)
+        registry_http.raise_for(status, body, tag)
         return uploaded
 
     def _upload_blob(self, target: Reference, layout: Path, digest: str) -> int:
@@ -176,11 +176,11 @@ class HttpRegistry:
         if status == 200:
             return 0
         if status not in (404,):
-            _raise_for(status, body, f"{target.host}/{target.repository}@{digest}")
+            registry_http.raise_for(status, body, f"{target.host}/{target.repository}@{digest}")
         path = _layout_blob(layout, digest)
         status, headers, body = self._call(target, "POST", "/blobs/uploads/", "pull,push", {}, b"")
         if status != 202 or "location" not in headers:
-            _raise_for(status if status >= 400 else 500, body, f"upload to {target.repository}")
+            registry_http.raise_for(status if status >= 400 else 500, body, f"upload to {target.repository}")
         location = urllib.parse.urljoin(target.base_url + "/blobs/uploads/", headers["location"])
         separator = "&" if "?" in location else "?"
         size = path.stat().st_size
@@ -206,7 +206,7 @@ class HttpRegistry:
             raise
         if status == 404 and self._has_blob(target, digest):
             return size  # a retried commit of an upload that went through (BLOB_UPLOAD_UNKNOWN)
-        _raise_for(status, body, f"{target.host}/{target.repository}@{digest}")
+        registry_http.raise_for(status, body, f"{target.host}/{target.repository}@{digest}")
         return size
 
     def _has_blob(self, target: Reference, digest: str) -> bool:
@@ -226,7 +226,7 @@ class HttpRegistry:
     ) -> tuple[int, dict[str, str], bytes]:
         """`path` is under the repository's /v2/<name> URL, or a whole URL (an upload location)."""
         with self._call_open(where, method, path, actions, headers, data, timeout) as response:
-            return response.status, _lower_keys(response.headers.items()), response.read()
+            return response.status, registry_http.lower_keys(response.headers.items()), response.read()
 
     def _call_open(
         self,
@@ -241,23 +241,37 @@ class HttpRegistry:
         """`_call`'s response, open: a blob's body is streamed from it by the caller."""
         key = (where.host, f"repository:{where.repository}:{actions}")
         url = path if path.startswith(("http://", "https://")) else where.base_url + path
-        if key in self._tokens:
-            headers = {**headers, "Authorization": self._tokens[key]}
-        response = self._open(method, url, headers, data, timeout)
-        if response.status == 401 and key not in self._tokens:
-            challenge = _lower_keys(response.headers.items()).get("www-authenticate", "")
+        sent = self._tokens.get(key)
+        response = self._open(
+            method, url, {**headers, **({"Authorization": sent} if sent else {})}, data, timeout
+        )
+        if response.status == 401:
+            # No credentials were sent, or what was sent has expired (a Bearer token lives minutes).
+            # Parallel pushes share one answer per scope: the first thread to be refused fetches it,
+            # the others wait for it and use it, and a refused request is repeated once with it.
+            challenge = registry_http.lower_keys(response.headers.items()).get("www-authenticate", "")
             response.close()
-            self._tokens[key] = self._authorize(where.host, challenge, key[1])
+            token = self._token(key, where.host, challenge, sent)
             if not isinstance(data, bytes | None):
                 data.seek(0)  # a streamed body was (partly) read by the refused attempt
-            response = self._open(method, url, {**headers, "Authorization": self._tokens[key]}, data, timeout)
+            response = self._open(method, url, {**headers, "Authorization": token}, data, timeout)
         return response
+
+    def _token(self, key: tuple[str, str], host: str, challenge: str, refused: str | None) -> str:
+        """The credentials for `key` that are newer than the `refused` ones, fetched by one thread."""
+        with self._blob_locks_guard:
+            lock = self._token_locks.setdefault(key, threading.Lock())
+        with lock:
+            current = self._tokens.get(key)
+            if current is None or current == refused:
+                current = self._tokens[key] = self._authorize(host, challenge, key[1])
+            return current
 
     def _send(
         self, method: str, url: str, headers: dict[str, str], data: bytes | BinaryIO | None
     ) -> tuple[int, dict[str, str], bytes]:
         with self._open(method, url, headers, data) as response:
-            return response.status, _lower_keys(response.headers.items()), response.read()
+            return response.status, registry_http.lower_keys(response.headers.items()), response.read()
 
     def _open(
         self,
@@ -306,23 +320,6 @@ def _layout_blob(layout: Path, digest: str) -> Path:
     if not path.is_file():
         raise RegistryError(f"the OCI layout {layout} has no blob {digest}")
     return path
-
-
-def _lower_keys(items: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """HTTP header names are case-insensitive (Go's registry sends 'Www-Authenticate')."""
-    return {key.lower(): value for key, value in items}
-
-
-def _raise_for(status: int, body: bytes, ref: str) -> None:
-    if status == 429:
-        raise RegistryError(
-            f"{ref}: the registry is rate-limiting this client (429): wait, or docker login to the "
-            "registry (Docker Hub's limits are far higher for a signed-in account)"
-        )
-    if status in (401, 403):
-        raise RegistryDenied(f"{ref}: access denied ({status}); run docker login")
-    if status >= 400:
-        raise RegistryError(f"{ref}: the registry answered {status}: {body[:200].decode('utf-8', 'replace')}")
 
 
 def compressed_size(

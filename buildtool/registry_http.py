@@ -15,11 +15,11 @@ import json
 import subprocess
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from buildtool.errors import RegistryDenied
+from buildtool.errors import RegistryDenied, RegistryError
 
 RETRY_DELAYS = (1.0, 4.0)  # seconds before the 2nd and the 3rd attempt of a repeatable request
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
@@ -126,3 +126,25 @@ def retry_wait(status: int, retry_after: str | None, delay: float | None) -> flo
     except ValueError:
         return delay  # an HTTP date: not worth parsing for a short wait
     return wait if wait <= MAX_RETRY_AFTER else None
+
+
+def lower_keys(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """HTTP header names are case-insensitive (Go's registry sends 'Www-Authenticate')."""
+    return {key.lower(): value for key, value in items}
+
+
+def raise_for(status: int, body: bytes, ref: str) -> None:
+    """The error an answer of `status` is, with what to run; nothing for a success."""
+    if status == 429:
+        raise RegistryError(
+            f"{ref}: the registry is rate-limiting this client (429): wait, or docker login to the "
+            "registry (Docker Hub's limits are far higher for a signed-in account)"
+        )
+    if status in (401, 403):
+        host = ref.split("/", 1)[0]
+        what = "the credentials were refused" if status == 401 else "this account may not push or pull here"
+        raise RegistryDenied(
+            f"{ref}: {what} ({status}): run docker login {host} with an account that may push to it"
+        )
+    if status >= 400:
+        raise RegistryError(f"{ref}: the registry answered {status}: {body[:200].decode('utf-8', 'replace')}")

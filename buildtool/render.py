@@ -22,7 +22,7 @@ from buildtool.errors import Finding, Location, PolicyError, Problem, TemplateEr
 from buildtool.naming import Revision, variant_tags
 from buildtool.plan import CheckedPlan, Plan, Variant
 from buildtool.policy import check_dockerfile
-from buildtool.rendering import RenderedFile, RenderedVariant, Rendering, bake_file, write_rendering
+from buildtool.rendering import RenderedFile, RenderedVariant, Rendering, bake_file
 
 LABEL_PREFIX = "org.runpod-images"
 SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
@@ -311,10 +311,9 @@ def render_checked(
     build_dir: Path,
     kernels_local: Path | None = None,
 ) -> Rendering:
-    """Render, refuse on rendered-Dockerfile policy errors, then write. The whole render stage."""
+    """Render in memory and refuse on rendered-Dockerfile policy errors: nothing is written yet."""
     rendering = render(checked, revision, registry, kernels_local)
     errors = [f for f in check_rendering(rendering, checked, build_dir) if f.severity == "error"]
     if errors:
         raise PolicyError(f.problem for f in errors)
-    write_rendering(rendering, build_dir)
     return rendering

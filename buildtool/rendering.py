@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,30 +113,3 @@ def bake_file(
             targets[v.name]["contexts"] = {"kernels-local": str(kernels_local.resolve())}
     bake = {"group": {"default": {"targets": [v.name for v in variants]}}, "target": targets}
     return json.dumps(bake, indent=2, sort_keys=True) + "\n"
-
-
-def write_rendering(rendering: Rendering, build_dir: Path) -> list[Path]:
-    """Write everything into a staging directory first, then move each variant directory and the
-    bake file into place; a failure leaves the previous rendering as it was."""
-    build_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".render-", dir=build_dir))
-    try:
-        for f in rendering.files():
-            target = staging / f.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(f.content)
-            target.chmod(0o755 if f.executable else 0o644)
-        written = []
-        for v in rendering.variants:
-            final = build_dir / v.name
-            old = build_dir / f".old-{v.name}"
-            if final.exists():
-                final.rename(old)
-            (staging / v.name).rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-            written.append(final)
-        (staging / "docker-bake.json").replace(build_dir / "docker-bake.json")
-        written.append(build_dir / "docker-bake.json")
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

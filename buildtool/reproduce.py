@@ -112,7 +112,7 @@ def check_reproducible(
         "no-cache": "true",
         "cache-from": "",
         "cache-to": "",
-        "output": f"type=oci,tar=false,dest={relative},rewrite-timestamp=true",
+        "output": f"type=oci,tar=false,dest={destination.resolve()},rewrite-timestamp=true",
     }
     log = build_dir / "logs" / f"{variant}.reproduce.log"
     outcome = engine.bake(build_dir / "docker-bake.json", variant, settings, log)

@@ -7,21 +7,73 @@ detail, status).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
 from buildtool.deployment import RUNPOD_API, ApiRequest
-from buildtool.errors import DeployError, Problem
+from buildtool.errors import ConfigError, DeployError, Problem
 
 USER_AGENT = "runpod-images-buildtool"
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8, ::1 (and ::ffff:127.x): what never leaves this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def checked_api_url(url: str, source: str = "the API URL") -> str:
+    """`url` if the API key may be sent to it: https, or http to this machine only (a stand-in).
+    ConfigError (exit 2) otherwise, before anything is sent; `source` says where the URL came from."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        host = parts.hostname
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        host = None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigError(
+            Problem(
+                f"{source} '{url}' is not an https:// URL with a host",
+                hint=f"set {source} to {RUNPOD_API}, or leave it unset",
+            )
+        )
+    if parts.scheme == "http" and not is_loopback(host):
+        raise ConfigError(
+            Problem(
+                f"{source} '{url}' is plain http: the RunPod API key would be sent unencrypted to {host} "
+                "(Authorization: Bearer); nothing was sent",
+                hint=f"use https:// (RunPod's API is {RUNPOD_API}); plain http is taken only for a local "
+                "stand-in on localhost, 127.0.0.0/8 or [::1]",
+            )
+        )
+    return url
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is not followed: urllib would send the key on to wherever it points (http too)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 class RunPodApi:
     def __init__(self, api_key: str, base_url: str = RUNPOD_API, timeout: float = 60) -> None:
         self.api_key = api_key
-        self.base_url = base_url.rstrip("/")
+        self.base_url = checked_api_url(base_url).rstrip("/")
         self.timeout = timeout
 
     def send(self, request: ApiRequest, variant: str) -> dict[str, Any]:
@@ -49,7 +101,7 @@ class RunPodApi:
             headers["Content-Type"] = "application/json"
         http = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(http, timeout=self.timeout) as response:
+            with _OPENER.open(http, timeout=self.timeout) as response:
                 answer = response.read()
         except urllib.error.HTTPError as exc:
             raise DeployError(
@@ -89,6 +141,8 @@ def _reason(body: bytes) -> str:
 
 
 def _hint(status: int) -> str:
+    if 300 <= status < 400:
+        return "a redirect is not followed (the key would go with it): check --api-url / $RUNPOD_API_URL"
     if status in (401, 403):
         return (
             "check RUNPOD_API_KEY: it must read the GPU catalog and write templates and serverless "

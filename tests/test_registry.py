@@ -64,6 +64,32 @@ def test_wrong_or_missing_credentials_say_docker_login(private_registry: str, tm
         none.manifest(f"{private_registry}/nothing:here")
 
 
+def test_parallel_pushes_to_a_registry_that_wants_credentials_all_succeed(
+    private_registry: str, tmp_path: Path
+) -> None:
+    """`build --jobs N` pushes variants at once with one client: a push refused before another
+    thread's credentials arrived is repeated with them, not failed with 401."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fakes import write_layout
+
+    layouts = []
+    for n in range(6):
+        layout = tmp_path / f"v{n}"
+        layouts.append((layout, write_layout(layout, os.urandom(50_000).hex(), {"Labels": {"n": str(n)}})))
+    client = HttpRegistry(docker_config=docker_config(tmp_path / "good", private_registry, USER, PASSWORD))
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        pushed = list(
+            pool.map(
+                lambda job: client.push_layout(job[0], job[1], f"{private_registry}/parallel:{job[0].name}"),
+                layouts,
+            )
+        )
+    assert len(pushed) == 6
+    for layout, digest in layouts:
+        assert client.manifest(f"{private_registry}/parallel:{layout.name}").digest == digest  # type: ignore[union-attr]
+
+
 def test_a_closed_port_is_unreachable(tmp_path: Path) -> None:
     with pytest.raises(RegistryUnreachable):
         HttpRegistry(docker_config=tmp_path).manifest(f"localhost:{free_port()}/x:y")

@@ -200,7 +200,13 @@ def test_failed_render_leaves_the_previous_one_untouched(cli, project: Project, 
     assert result.code == 2
     after = {p: p.read_bytes() for p in rendered.rglob("*") if p.is_file()}
     assert after == before
-    assert [p.name for p in rendered.iterdir() if p.name.startswith(".")] == []
+    # What render keeps (build_dir.py): the lock, the link to the rendering in use, and that one.
+    assert sorted(p.name for p in rendered.iterdir() if p.name.startswith(".")) == [
+        ".buildtool.lock",
+        ".current",
+        ".renders",
+    ]
+    assert len(list((rendered / ".renders").iterdir())) == 1
 
 
 def test_rendered_dockerfile_policy_stops_the_write(cli, project: Project) -> None:  # type: ignore[no-untyped-def]

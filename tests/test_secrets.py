@@ -4,8 +4,14 @@ build time as BuildKit secret mounts from the images' `secrets:`."""
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
 
+import pytest
 from conftest import Project
 
 TOKEN = "hf_" + "Qw7" * 12
@@ -67,3 +73,79 @@ def test_declared_secrets_become_build_secret_mounts(cli, project: Project) -> N
     project.edit("secrets: [HF_TOKEN]", "secrets: [hf-token]")
     bad = cli("check", "--matrix", str(project.matrix))
     assert bad.code == 2 and "secret name 'hf-token' is not an upper-case name" in bad.err
+
+
+def _context_file(project: Project, name: str, content: bytes) -> Path:
+    path = project.root / "images" / "worker-embed" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def _pem_key() -> bytes:
+    done = subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        capture_output=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def _der(pem: bytes, *form: str) -> bytes:
+    done = subprocess.run(["openssl", *form, "-outform", "DER"], input=pem, capture_output=True, check=True)
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        (".env", "an environment file (.env)"),
+        (".env.production", "an environment file (.env)"),
+        ("certs/server.p12", "a key store"),
+        ("deploy/id_ed25519", "an SSH private key"),
+        (".docker/config.json", "a credentials file"),
+    ],
+)
+def test_files_that_hold_secrets_by_convention_are_refused(
+    cli, project: Project, name: str, what: str
+) -> None:  # type: ignore[no-untyped-def]
+    _context_file(project, name, b"DB_PASSWORD=correct-horse\nAWS_SECRET_ACCESS_KEY=abc\n")
+    result = check(cli, project)
+    assert result.code == 2 and f"{name} holds {what}" in result.err, result.err
+    assert "correct-horse" not in result.err
+
+
+def test_an_example_env_file_is_no_secret(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    _context_file(project, ".env.example", b"HF_TOKEN=\n")
+    assert check(cli, project).code == 0
+
+
+@pytest.mark.parametrize("form", [("pkey",), ("ec",)])
+def test_a_der_private_key_is_refused(cli, project: Project, form: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    _context_file(project, "model/key.bin", _der(_pem_key(), *form))
+    result = check(cli, project)
+    assert result.code == 2 and "model/key.bin holds a private key (DER)" in result.err, result.err
+
+
+def test_secrets_inside_archives_are_refused(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        pem = _pem_key()
+        info = tarfile.TarInfo("keys/server.pem")
+        info.size = len(pem)
+        archive.addfile(info, io.BytesIO(pem))
+    _context_file(project, "bundle.tar.gz", buffer.getvalue())
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("settings.py", f"TOKEN = '{TOKEN}'\n")
+    _context_file(project, "extra.zip", zipped.getvalue())
+    result = check(cli, project)
+    assert result.code == 2
+    assert "bundle.tar.gz!keys/server.pem holds a private key" in result.err
+    assert "extra.zip!settings.py holds a Hugging Face token" in result.err and TOKEN not in result.err
+
+
+def test_a_token_in_a_binary_file_is_refused(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    _context_file(project, "weights.bin", b"\x00\xff\xfe" * 100 + TOKEN.encode() + b"\x00\xff" * 50)
+    result = check(cli, project)
+    assert result.code == 2 and "weights.bin holds a Hugging Face token" in result.err

@@ -95,7 +95,7 @@ def check_handler(
     from buildtool.errors import Problem
 
     return [
-        Finding("handler", "error", Problem(p.message, p.where, variant, p.hint))
+        Finding("handler", handlers.severity(p), Problem(p.message, p.where, variant, p.hint))
         for p in handlers.analyse(path, handlers.Loaders(loaders, servers))
     ]
 

@@ -15,7 +15,7 @@ from buildtool import refs
 from buildtool.errors import Finding, Location, did_you_mean
 from buildtool.policy.catalogue import refusal_for
 from buildtool.policy.registry import Context, error, rule
-from buildtool.policy.secrets import HINT, redacted, secrets_in
+from buildtool.policy.secrets import HINT, SECRET_FILE_HINT, file_secrets, redacted, secrets_in
 
 
 @dataclass(frozen=True)
@@ -31,15 +31,18 @@ class RenderedDockerfile:
 )
 def rendered_secrets(dockerfile: RenderedDockerfile, context: Context) -> Iterator[Finding]:
     """Secret-looking text in the rendered Dockerfile (ENV, LABEL, ARG defaults, RUN lines) and in
-    every text file of the build context, with its file and line."""
-    for path, content in ((dockerfile.path, dockerfile.text.encode()), *dockerfile.files):
-        try:
-            text = content.decode("utf-8")
-        except UnicodeDecodeError:
-            continue  # binary files (weights, archives) are not scanned
-        for number, line in enumerate(text.splitlines(), start=1):
-            for kind, secret in secrets_in(line):
-                yield error(f"{path.name} holds {kind}: {redacted(secret)}", Location(path, number), HINT)
+    every file of the build context, with its file and line: text and binary files, DER keys, the
+    files inside archives, and files that hold secrets by convention (.env, key stores)."""
+    for number, line in enumerate(dockerfile.text.splitlines(), start=1):
+        for kind, secret in secrets_in(line):
+            where = Location(dockerfile.path, number)
+            yield error(f"{dockerfile.path.name} holds {kind}: {redacted(secret)}", where, HINT)
+    context_dir = dockerfile.path.parent
+    for path, content in dockerfile.files:
+        relative = path.relative_to(context_dir).as_posix() if path.is_relative_to(context_dir) else path.name
+        for name, at, kind, secret in file_secrets(relative, content):
+            shown = "" if secret == name.rsplit("/", 1)[-1] else f": {redacted(secret)}"
+            yield error(f"{name} holds {kind}{shown}", Location(path, at), SECRET_FILE_HINT)
 
 
 _VAR = re.compile(

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from buildtool import deplock, handlers
 from buildtool.errors import Finding
 from buildtool.model import Image
-from buildtool.policy.registry import Context, error, rule
+from buildtool.policy.registry import Context, error, rule, warning
 from buildtool.policy.secrets import HINT, looks_secret, redacted
 
 
@@ -24,7 +24,8 @@ def handler(image: Image, context: Context) -> Iterator[Finding]:
     policy = context.matrix.policy
     loaders = handlers.Loaders(policy.model_loaders, policy.model_servers)
     for p in handlers.analyse(image.template / image.handler, loaders):
-        yield error(p.message, p.where, p.hint)
+        # What the analysis cannot see (exec, a computed import) is said, not passed in silence.
+        yield (warning if handlers.severity(p) == "warning" else error)(p.message, p.where, p.hint)
 
 
 @rule("dependency-lock", "template", "a rebuild on another day must install the same files")
