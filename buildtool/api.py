@@ -93,7 +93,7 @@ def revision_for(options: Options, checked: CheckedPlan) -> Revision:
         context_sources(checked.plan),
         reaches_context,
         commit=options.revision,
-        matrix=checked.plan.matrix.path,
+        inputs=(checked.plan.matrix.path, options.lock_path),
     )
 
 

@@ -49,11 +49,12 @@ def current_revision(
     sources: Sequence[Path] = (),
     reaches_context: Callable[[str], bool] = lambda _: True,
     commit: Revision | None = None,
-    matrix: Path | None = None,
+    inputs: Sequence[Path] = (),
 ) -> Revision:
     """The revision a build is tagged with: `commit` (--commit) or HEAD, and whether the worktree
     differs from it: tracked files changed since that commit, files outside it under `sources`
-    (what render copies into build contexts), or a matrix the commit does not hold. A clean one
+    (what render copies into build contexts), or `inputs` (the matrix, its lock) that the commit does
+    not hold. A clean one
     reads its build contexts from git's objects (`checkout`)."""
 
     def git(*args: str) -> str:
@@ -78,9 +79,9 @@ def current_revision(
     dirty = bool(git("diff", "--name-only", commit.sha, "--"))
     strays = stray_files(directory, sources, reaches_context) if sources else ()
     top = Path(git("rev-parse", "--show-toplevel"))
-    if matrix is not None and not git("ls-files", "--", str(matrix.resolve())):
-        # An untracked or ignored matrix is no commit's matrix.
-        strays = (matrix.resolve().relative_to(top.resolve()).as_posix(), *strays)
+    for path in inputs:  # an untracked or ignored matrix (or lock) is no commit's
+        if path.exists() and not git("ls-files", "--", str(path.resolve())):
+            strays = (path.resolve().relative_to(top.resolve()).as_posix(), *strays)
     clean = not dirty and not strays
     return Revision(commit.sha, not clean, commit.epoch, strays, top if clean else None)
 

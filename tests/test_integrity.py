@@ -156,3 +156,11 @@ def test_a_build_dir_over_tracked_files_is_refused(cli, tiny: Project, build_dir
     result = render(cli, tiny, "--build-dir", str(tiny.root / build_dir))
     assert result.code == 2 and "--build-dir" in result.err, result.err
     assert git(tiny.root, "status", "--porcelain") == before
+
+
+def test_an_ignored_lock_of_the_matrix_is_no_clean_revision(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]
+    (tiny.root / ".gitignore").write_text("/build/\nmatrix.lock\n")
+    git(tiny.root, "commit", "-qam", "ignore the lock")
+    (tiny.root / "matrix.lock").write_text('{"version": 1, "bases": {}, "kernels": {}}\n')
+    result = cli("build", "--matrix", str(tiny.matrix), "--registry", "localhost:1")
+    assert result.code == 2 and "matrix.lock" in result.err and "--allow-dirty" in result.err

@@ -15,7 +15,7 @@ from typing import Any
 
 import bcrypt
 import pytest
-from conftest import RegistryUnderTest, free_port, running_registry
+from conftest import Project, RegistryUnderTest, free_port, running_registry
 
 from buildtool.errors import RegistryDenied, RegistryError, RegistryUnreachable
 from buildtool.registry import HttpRegistry
@@ -88,6 +88,17 @@ def test_parallel_pushes_to_a_registry_that_wants_credentials_all_succeed(
     assert len(pushed) == 6
     for layout, digest in layouts:
         assert client.manifest(f"{private_registry}/parallel:{layout.name}").digest == digest  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_a_build_with_a_wrong_password_says_docker_login_not_start_it(  # type: ignore[no-untyped-def]
+    cli, tiny: Project, private_registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config(tmp_path / "bad", private_registry, USER, "nope")))
+    result = cli("build", "--matrix", str(tiny.matrix), "--registry", private_registry, "--jobs", "1")
+    assert result.code != 0
+    assert f"docker login {private_registry}" in result.out + result.err
+    assert "start it" not in result.out + result.err and "unreachable" not in result.out + result.err
 
 
 def test_a_closed_port_is_unreachable(tmp_path: Path) -> None:
