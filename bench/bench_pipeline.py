@@ -43,7 +43,6 @@ sys.path.insert(0, str(REPO))
 from buildtool import api  # noqa: E402
 from buildtool.built import BuildResult  # noqa: E402
 from buildtool.localregistry import answers  # noqa: E402
-from buildtool.naming import Revision  # noqa: E402
 from buildtool.options import Options  # noqa: E402
 from buildtool.registry import HttpRegistry  # noqa: E402
 
@@ -100,11 +99,16 @@ def synthetic_matrix(work: Path, images: int = 10, bases: int = 100) -> Path:
     }
     doc.pop("default_variant", None)
     (root / "matrix.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    shutil.copytree(REPO / "smoke", root / "smoke", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / ".gitignore").write_text("/build/\n")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "synthetic")  # a clean revision: contexts read from the commit
     return root / "matrix.yaml"
 
 
 def render_vs_bake_print(matrix: Path) -> dict[str, float]:
-    options = Options.for_matrix(matrix, registry="localhost:5000", revision=Revision("0" * 40, False, 0))
+    options = Options.for_matrix(matrix, registry="localhost:5000")  # HEAD of the matrix's checkout
     render_seconds = median_time(lambda: api.render(options))
     build_dir = matrix.parent / "build"
     targets = len(json.loads((build_dir / "docker-bake.json").read_text())["target"])

@@ -88,13 +88,17 @@ def revision_for(options: Options, checked: CheckedPlan) -> Revision:
     """What the images are tagged with: --commit or HEAD, -dirty unless the matrix, the templates
     and smoke/ are exactly that commit's (their build contexts are then read from the commit)."""
     check_build_dir(options.build_dir, options.root)
-    return current_revision(
+    revision = current_revision(
         options.root,
         context_sources(checked.plan),
         reaches_context,
         commit=options.revision,
         inputs=(checked.plan.matrix.path, options.lock_path),
     )
+    if options.kernels_local is not None:  # kernels from this machine, not the commit's pins
+        strays = (f"--kernels-local {options.kernels_local}", *revision.strays)
+        revision = replace(revision, dirty=True, strays=strays, checkout=revision.checkout)
+    return revision
 
 
 def render(

@@ -15,30 +15,56 @@ import hashlib
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from buildtool.errors import ConfigError, Location, Problem
 from buildtool.rendering import OCI_LAYOUTS, RenderedFile, Rendering
 
 LOCK_NAME = ".buildtool.lock"
+
+
+class BuildDirError(ConfigError):
+    """The build directory cannot be used as it is."""
+
+
 CURRENT = ".current"
 RENDERS = ".renders"
 BAKE_FILE = "docker-bake.json"
+
+
+# Build directories held, by the thread that holds each: a nested hold (build, then its
+# reproducibility check) is the same hold; another thread waits like another process.
+_HELD: dict[Path, int] = {}
 
 
 @contextlib.contextmanager
 def exclusive(build_dir: Path, on_note: Callable[[str], None] = lambda _: None) -> Iterator[None]:
     """Hold the build directory's lock; a second run waits, and says for whom."""
     build_dir.mkdir(parents=True, exist_ok=True)
+    key = build_dir.resolve()
+    if _HELD.get(key) == threading.get_ident():
+        yield
+        return
     lock_path = build_dir / LOCK_NAME
-    with lock_path.open("a+", encoding="utf-8") as lock:
+    try:  # never through a link: the file is truncated and written
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise BuildDirError(
+            Problem(
+                f"cannot open the build directory's lock {lock_path}: {exc.strerror}",
+                Location(lock_path),
+                hint="remove it if it is a link or not a file; buildtool makes it anew",
+            )
+        ) from None
+    with os.fdopen(fd, "r+", encoding="utf-8") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            lock.seek(0)
             holder = lock.read().strip() or "another process"
             on_note(f"waiting for {holder}, which holds {lock_path} (one run per build directory)")
             started = time.monotonic()
@@ -48,10 +74,13 @@ def exclusive(build_dir: Path, on_note: Callable[[str], None] = lambda _: None) 
         lock.truncate()
         lock.write(f"buildtool pid {os.getpid()}\n")
         lock.flush()
+        _HELD[key] = threading.get_ident()
         try:
             yield
         finally:
-            lock.truncate(0)
+            _HELD.pop(key, None)
+            lock.seek(0)
+            lock.truncate()
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
@@ -92,7 +121,10 @@ def write_rendering(rendering: Rendering, build_dir: Path) -> list[Path]:
     staging = build_dir / name
     current = build_dir / CURRENT
     if current.is_symlink() and str(current.readlink()) == name:
-        return _links(rendering, build_dir)  # already switched in: nothing to write
+        if _holds_exactly(staging, files):
+            return _links(rendering, build_dir)  # already switched in, untouched: nothing to write
+        name = f"{name}-{secrets.token_hex(4)}"  # edited by hand since: written anew beside it
+        staging = build_dir / name
     for f in files:
         target = staging / f.path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +147,29 @@ def _links(rendering: Rendering, build_dir: Path) -> list[Path]:
             _replace_link(link, f"{CURRENT}/{entry}")
         written.append(link)
     return written
+
+
+def _holds_exactly(directory: Path, files: list[RenderedFile]) -> bool:
+    """Whether `directory` holds these files, byte for byte and mode for mode, and nothing else."""
+    expected = {f.path: f for f in files}
+    found = 0
+    for path in directory.rglob("*"):
+        relative = path.relative_to(directory).as_posix()
+        if relative == OCI_LAYOUTS and path.is_symlink():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            continue
+        f = expected.get(relative)
+        mode = 0o755 if f is not None and f.executable else 0o644
+        if (
+            f is None
+            or path.is_symlink()
+            or path.read_bytes() != f.content
+            or path.stat().st_mode & 0o777 != mode
+        ):
+            return False
+        found += 1
+    return found == len(expected)
 
 
 def content_id(files: list[RenderedFile]) -> str:

@@ -118,7 +118,14 @@ def run(args: argparse.Namespace) -> int:
         report_findings(checked.warnings)
         return 0
     if args.command == "build":
-        return run_build(args, options)
+        from buildtool.build_dir import exclusive
+
+        if not args.check_reproducible:
+            return run_build(args, options)
+        # One hold for the build and its reproducibility check: no other run switches the
+        # rendering between them (api.build's own hold is the same one).
+        with exclusive(options.build_dir, out.print):
+            return run_build(args, options)
     if args.command == "lock":
         path, locked = locking.lock(matrix_path, _select(args), not args.kernels_only, not args.bases_only)
         for ref, digest in sorted(locked.bases.items()):

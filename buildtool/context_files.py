@@ -113,6 +113,14 @@ class CommitFiles:
             out.append(SourceFile(relative, blobs[obj], mode == "100755"))
         return sorted(out, key=lambda f: f.relative)
 
+    def read(self, relative: str) -> bytes | None:
+        """The commit's bytes of one file (no filter, no end-of-line conversion), or None."""
+        listing = self._git("ls-tree", "-z", "--full-tree", self.sha, "--", relative)
+        meta = listing.split(b"\t", 1)[0].decode().split()
+        if len(meta) != 3 or meta[1] != "blob" or meta[0] == "120000":
+            return None
+        return self._blobs([meta[2]])[meta[2]]
+
     def _blobs(self, objects: list[str]) -> dict[str, bytes]:
         """Every blob's content through one `git cat-file --batch`."""
         if not objects:
@@ -139,6 +147,27 @@ class CachedTree:
         if directory not in self._files:
             self._files[directory] = self.tree.files(directory)
         return self._files[directory]
+
+
+def differences(checkout: Path, sha: str, directories: list[Path], files: list[Path]) -> list[str]:
+    """What the worktree holds other than the commit, byte for byte, of the files the commit has
+    under `directories` and of `files`: what git's own status can be told to overlook
+    (update-index --assume-unchanged or --skip-worktree, a clean filter, a sparse checkout)."""
+    commit, top = CommitFiles(checkout, sha), checkout.resolve()
+    out = []
+    for directory in directories:
+        for f in commit.files(directory):
+            path = directory / f.relative
+            if path.is_symlink() or not path.is_file() or path.read_bytes() != f.content:
+                out.append(path.resolve().relative_to(top).as_posix())
+    for path in files:
+        if not path.exists():
+            continue
+        relative = path.resolve().relative_to(top).as_posix()
+        blob = commit.read(relative)
+        if blob is None or path.is_symlink() or path.read_bytes() != blob:
+            out.append(relative)
+    return out
 
 
 def source_tree(checkout: Path | None, sha: str) -> SourceTree:

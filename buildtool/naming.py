@@ -82,6 +82,13 @@ def current_revision(
     for path in inputs:  # an untracked or ignored matrix (or lock) is no commit's
         if path.exists() and not git("ls-files", "--", str(path.resolve())):
             strays = (path.resolve().relative_to(top.resolve()).as_posix(), *strays)
+    if not dirty and not strays:
+        from buildtool.context_files import differences
+
+        strays = tuple(
+            f"{name} (differs from the commit)"
+            for name in differences(top, commit.sha, list(sources), list(inputs))
+        )
     clean = not dirty and not strays
     return Revision(commit.sha, not clean, commit.epoch, strays, top if clean else None)
 
@@ -193,29 +200,49 @@ def variant_tags(registry: str, image: str, base: str, revision: Revision, is_de
 
 def check_build_dir(build_dir: Path, root: Path) -> None:
     """The build directory is rewritten by every run: it may hold no file the repository tracks,
-    nor be the repository itself or above it."""
+    lie in no directory of the repository that holds tracked files (but its top), nor be the
+    repository itself or above it."""
     target, top = build_dir.resolve(), root.resolve()
+    fix = "use a directory of its own, e.g. build/ (git-ignored)"
     if target == top or target in top.parents:
         raise ConfigError(
             Problem(
                 f"--build-dir {build_dir} holds the repository {root}: every render rewrites it",
                 Location(build_dir),
-                hint="use a directory of its own, e.g. build/ (git-ignored)",
+                hint=fix,
             )
         )
-    done = subprocess.run(
-        ["git", "-C", str(top), "ls-files", "-z", "--", str(target)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    tracked = [name for name in done.stdout.split("\0") if name]
-    if tracked:
+
+    def tracked(directory: Path) -> list[str]:
+        done = subprocess.run(
+            ["git", "-C", str(top), "ls-files", "-z", "--", str(directory)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return [name for name in done.stdout.split("\0") if name]
+
+    inside = tracked(target)
+    if inside:
         raise ConfigError(
             Problem(
-                f"--build-dir {build_dir} holds files the repository tracks ({', '.join(tracked[:3])}"
-                f"{' ...' if len(tracked) > 3 else ''}): a render replaces what is there",
+                f"--build-dir {build_dir} holds files the repository tracks ({', '.join(inside[:3])}"
+                f"{' ...' if len(inside) > 3 else ''}): a render replaces what is there",
                 Location(build_dir),
-                hint="use a directory of its own, e.g. build/ (git-ignored)",
+                hint=fix,
             )
         )
+    if top not in target.parents:
+        return  # outside the repository
+    for parent in target.parents:
+        if parent == top:
+            break
+        if tracked(parent):
+            raise ConfigError(
+                Problem(
+                    f"--build-dir {build_dir} is inside {parent.relative_to(top)}/, which the repository "
+                    "tracks: a rendering there lands in build contexts and templates",
+                    Location(build_dir),
+                    hint=fix,
+                )
+            )

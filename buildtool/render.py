@@ -121,14 +121,15 @@ def _template_context(cv: Variant) -> dict[str, Any]:
             "python": v.base.python,
             "cuda_compat": v.base.cuda_compat,
         },
+        # Only values with a grammar (keys.py) or quoted by the macros reach a template: build args
+        # reach the Dockerfile as build args (ARG NAME, then ${NAME}), the smoke settings as
+        # smoke_env through docker_quote.
         "image": {
             "name": image.name,
             "kind": image.kind,
             "version": image.version,
-            "args": dict(image.args),
             "handler": image.handler,
             "model": image.model,
-            "smoke": image.smoke,
         },
         "labels": variant_labels(cv),
     }

@@ -68,6 +68,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER = urllib.request.build_opener(_NoRedirect)
+# A loopback stand-in is reached directly: an http_proxy would carry the key in plain text.
+_LOOPBACK_OPENER = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
 
 
 class RunPodApi:
@@ -75,6 +77,7 @@ class RunPodApi:
         self.api_key = api_key
         self.base_url = checked_api_url(base_url).rstrip("/")
         self.timeout = timeout
+        self._opener = _OPENER if self.base_url.startswith("https://") else _LOOPBACK_OPENER
 
     def send(self, request: ApiRequest, variant: str) -> dict[str, Any]:
         """The created resource, as RunPod answers it."""
@@ -101,7 +104,7 @@ class RunPodApi:
             headers["Content-Type"] = "application/json"
         http = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with _OPENER.open(http, timeout=self.timeout) as response:
+            with self._opener.open(http, timeout=self.timeout) as response:
                 answer = response.read()
         except urllib.error.HTTPError as exc:
             raise DeployError(

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from conftest import Project
+from conftest import Project, run_module
 from test_deploy_spec import UNPACKED, WORKER, RecordingApi, catalog_as_facts_say, write_manifest
 
 from buildtool.errors import ConfigError
@@ -185,3 +185,17 @@ def test_a_redirect_is_not_followed_with_the_key(cli, project: Project, monkeypa
     assert result.code == 1, result.out + result.err
     assert "302" in result.err and "redirect is not followed" in result.err
     assert redirected == [f"Bearer {KEY}"] and api.records == []
+
+
+def test_a_loopback_stand_in_is_reached_directly_not_through_a_proxy(project: Project, standin) -> None:  # type: ignore[no-untyped-def]
+    """An http_proxy would carry the key in plain text; for loopback, none is used (a process that
+    starts with the proxy set, as a user's shell has it)."""
+    url, api = standin
+    write_manifest(project, {WORKER: UNPACKED})
+    proxy = "http://127.0.0.1:9"  # nothing listens there: a proxied request fails
+    env = {"RUNPOD_API_KEY": KEY, "http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""}
+    result = run_module(
+        "deploy", "--matrix", str(project.matrix), "--endpoint", "embed", "--api-url", url, env=env
+    )
+    assert result.code == 0, result.out + result.err
+    assert {r["auth"] for r in api.records} == {f"Bearer {KEY}"}

@@ -33,6 +33,8 @@ KEYS: tuple[tuple[Any, ...], ...] = (
     ("bases", 0, "torch"),
     ("bases", 0, "python"),
     ("gpus", 0, "name"),
+    ("gpus", 0, "arch"),
+    ("images", 0, "kernels"),
     ("gpus", 1, "runpod_id"),
     ("images", 0, "version"),
     ("images", 0, "description"),

