@@ -137,6 +137,7 @@ def _build_one(
             )
 
         emit(BuildEvent(v.name, "building", str(log)))
+        layout.parent.mkdir(parents=True, exist_ok=True)  # behind each rendering's oci link (build_dir.py)
         build_started = time.monotonic()
         outcome = bake()
         if not outcome.ok and engine.local_image_digest(v.base_ref) is None:

@@ -130,8 +130,9 @@ def write_rendering(rendering: Rendering, build_dir: Path) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(f.content)
         target.chmod(0o755 if f.executable else 0o644)
-    (build_dir / OCI_LAYOUTS).mkdir(exist_ok=True)  # buildx's MkdirAll fails on a link into nothing
-    (staging / OCI_LAYOUTS).symlink_to(Path("..", "..", OCI_LAYOUTS))  # builds export to build/oci/
+    # Builds export to build/oci/, which the build stage makes first (buildx's MkdirAll fails on a
+    # link into nothing).
+    (staging / OCI_LAYOUTS).symlink_to(Path("..", "..", OCI_LAYOUTS))
     written = _links(rendering, build_dir)
     _replace_link(current, name)  # the switch: before it the old rendering, after it the new
     clean_up(build_dir)

@@ -247,6 +247,8 @@ def test_a_base_tag_that_moved_is_reported(cli, tiny: Project, registry: Registr
     (tiny.root / "matrix.lock").write_text(
         json.dumps({"version": 1, "bases": {"python:3.11-slim": {"digest": stale}}})
     )
+    git(tiny.root, "add", "matrix.lock")  # the lock is part of the commit an immutable tag names
+    git(tiny.root, "commit", "-qm", "lock the base")
     code, output, manifest = build(tiny, registry.address, "--select", "tiny-slim", cli=cli)
     assert code == 0, output
     assert "base python:3.11-slim now points to sha256:" in output and f"matrix.lock has {stale}" in output

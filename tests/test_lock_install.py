@@ -30,6 +30,7 @@ import pytest
 from conftest import REPO, docker_ok
 
 from buildtool import deplock, render
+from buildtool.context_files import WorktreeFiles
 from buildtool.engine import BakeOutcome, BuildxEngine
 from smoke import lockcheck
 
@@ -133,7 +134,7 @@ def write_lock(index: PackageIndex, directory: Path, monkeypatch: pytest.MonkeyP
 
 def install_line() -> str:
     """The install instruction every image template renders (images/_shared/macros.j2)."""
-    env = render._environment(REPO / "images" / "worker-embed")
+    env = render._environment(REPO / "images" / "worker-embed", WorktreeFiles())
     return env.from_string('{% import "macros.j2" as m %}{{ m.pip_install_locked() }}').render()
 
 
