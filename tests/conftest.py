@@ -76,7 +76,7 @@ def project(tmp_path: Path) -> Project:
     (tmp_path / ".gitignore").write_text("/build/\n")
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", "-A")
-    git(tmp_path, "commit", "-q", "-m", "project")
+    git(tmp_path, "commit", "-q", "-m", "project", dates=FIXED_DATES)
     return Project(tmp_path)
 
 
@@ -257,7 +257,13 @@ def registry() -> Iterator[RegistryUnderTest]:
         yield running
 
 
-def git(root: Path, *args: str) -> str:
+# A fixed time for the `project` fixture's commit: the image's created label is the commit's time,
+# and golden files hold it. Not for checkouts that build: a commit made at a fixed time has the same
+# sha in every run, and would find its images in a registry that outlived an earlier run.
+FIXED_DATES = {"GIT_AUTHOR_DATE": "2001-09-09T01:46:40Z", "GIT_COMMITTER_DATE": "2001-09-09T01:46:40Z"}
+
+
+def git(root: Path, *args: str, dates: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         ["git", "-C", str(root), *args],
         capture_output=True,
@@ -269,9 +275,7 @@ def git(root: Path, *args: str) -> str:
             "GIT_AUTHOR_EMAIL": "t@example.invalid",
             "GIT_COMMITTER_NAME": "t",
             "GIT_COMMITTER_EMAIL": "t@example.invalid",
-            # A fixed time: the image's created label is the commit's time, and golden files hold it.
-            "GIT_AUTHOR_DATE": "2001-09-09T01:46:40Z",
-            "GIT_COMMITTER_DATE": "2001-09-09T01:46:40Z",
+            **(dates or {}),
         },
     )
     return done.stdout.strip()
