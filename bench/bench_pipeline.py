@@ -41,10 +41,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from buildtool import api  # noqa: E402
-from buildtool.built import BuildResult  # noqa: E402
-from buildtool.localregistry import answers  # noqa: E402
-from buildtool.options import Options  # noqa: E402
-from buildtool.registry import HttpRegistry  # noqa: E402
+from buildtool.build.result import BuildResult  # noqa: E402
+from buildtool.config.options import Options  # noqa: E402
+from buildtool.registry.client import HttpRegistry  # noqa: E402
+from buildtool.registry.local import answers  # noqa: E402
 
 
 def timed(action: Callable[[], object]) -> float:

@@ -1,5 +1,5 @@
 import sys
 
-from buildtool.cli import main
+from buildtool.cli.main import main
 
 sys.exit(main())

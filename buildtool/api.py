@@ -1,5 +1,5 @@
 """The library API, kept apart from the CLI: each function runs the pipeline up to one stage, and
-reads one Options (options.py), resolved once by its caller.
+reads one Options (config/options.py), resolved once by its caller.
 
 matrix -> plan -> policy -> render -> build -> smoke -> report -> release
 """
@@ -13,13 +13,21 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from buildtool import refs, reproduce
-from buildtool.build import build as build_rendering
+from buildtool import refs
+from buildtool.build import reproduce
+from buildtool.build.engine import BuildxEngine
+from buildtool.build.oci import SIZES_FILE, OciImage, registry_unpacked_size
+from buildtool.build.reproduce import Reproduction
+from buildtool.build.result import BuildEvent, BuildResult
+from buildtool.build.stage import build as build_rendering
 from buildtool.build_dir import exclusive, write_rendering
-from buildtool.built import BuildEvent, BuildResult
-from buildtool.catalog import catalog_problems
-from buildtool.deployment import DeploySpec, PushedImage, deploy_spec, pushed_images, write_spec
-from buildtool.engine import BuildxEngine
+from buildtool.cli.github import append_step_summary
+from buildtool.config.lock import read_lock, read_lock_file
+from buildtool.config.matrix import load_matrix
+from buildtool.config.options import Options
+from buildtool.deploy.catalog import catalog_problems
+from buildtool.deploy.runpod_api import RunPodApi
+from buildtool.deploy.specs import DeploySpec, PushedImage, deploy_spec, pushed_images, write_spec
 from buildtool.errors import (
     ConfigError,
     DeployError,
@@ -34,23 +42,16 @@ from buildtool.errors import (
     SelectionError,
 )
 from buildtool.files import write_atomically
-from buildtool.github import append_step_summary
-from buildtool.localregistry import ensure_embedded_registry
-from buildtool.lock import read_lock, read_lock_file
-from buildtool.matrix import load_matrix
 from buildtool.naming import Revision, check_build_dir, current_revision, revision_of, tag_commit
-from buildtool.oci import SIZES_FILE, OciImage, registry_unpacked_size
-from buildtool.options import Options
 from buildtool.plan import CheckedPlan, make_plan
 from buildtool.policy import check_image, check_plan
-from buildtool.registry import HttpRegistry
+from buildtool.registry.client import HttpRegistry
+from buildtool.registry.local import ensure_embedded_registry
 from buildtool.release import ReleasePlan, plan_release, promote, release_document
-from buildtool.render import check_rendering, context_sources, reaches_context, render_checked
-from buildtool.render import render as render_in_memory
-from buildtool.rendering import Rendering
-from buildtool.report import Report, build_report, to_html, to_json, to_markdown
-from buildtool.reproduce import Reproduction
-from buildtool.runpod_api import RunPodApi
+from buildtool.render.dockerfiles import check_rendering, context_sources, reaches_context, render_checked
+from buildtool.render.dockerfiles import render as render_in_memory
+from buildtool.render.output import Rendering
+from buildtool.report.compat import Report, build_report, to_html, to_json, to_markdown
 
 
 def _check_kernels_local(options: Options) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from buildtool.errors import ConfigError, Location, Problem
-from buildtool.rendering import OCI_LAYOUTS, RenderedFile, Rendering
+from buildtool.render.output import OCI_LAYOUTS, RenderedFile, Rendering
 
 LOCK_NAME = ".buildtool.lock"
 

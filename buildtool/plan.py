@@ -17,8 +17,8 @@ from packaging.version import Version
 
 from buildtool import facts
 from buildtool.arch import Arch, ArchRule
+from buildtool.config.model import FLASH_ATTENTION_SHORTHAND, Base, Combination, Gpu, Image, Matrix, Policy
 from buildtool.errors import ConfigError, Finding, Location, Problem, SelectionError, did_you_mean
-from buildtool.model import FLASH_ATTENTION_SHORTHAND, Base, Combination, Gpu, Image, Matrix, Policy
 
 # matrix.lock's kernels: (repo_id, revision as the matrix writes it) -> the commit it resolved to.
 KernelCommits = Mapping[tuple[str, str], str]

@@ -17,12 +17,12 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from buildtool import refs
-from buildtool.deployment import HostFloor, host_floor
+from buildtool.deploy.specs import HostFloor, host_floor
 from buildtool.errors import ConfigError, Problem, ReleaseRefused
 from buildtool.naming import Revision, variant_tags
 from buildtool.plan import CheckedPlan
-from buildtool.registry import Registry
-from buildtool.results import read_results, run_limits
+from buildtool.registry.client import Registry
+from buildtool.report.results import read_results, run_limits
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from buildtool.cli import main
+from buildtool.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -196,7 +196,7 @@ class RegistryUnderTest:
         self.container.get_wrapped_container().stop(timeout=2)
 
     def start(self) -> None:
-        from buildtool.localregistry import answers
+        from buildtool.registry.local import answers
 
         self.container.get_wrapped_container().start()
         deadline = time.monotonic() + 30
@@ -212,7 +212,7 @@ def running_registry(
     `configure` adds to the testcontainers DockerContainer (environment, volumes)."""
     from testcontainers.core.container import DockerContainer
 
-    from buildtool.localregistry import answers
+    from buildtool.registry.local import answers
 
     docker_ok()
     port = free_port()

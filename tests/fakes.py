@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from buildtool import refs
 from buildtool.errors import RegistryError
-from buildtool.registry import RemoteManifest
+from buildtool.registry.client import RemoteManifest
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -102,7 +102,7 @@ class FakeEngine:
         return None
 
     def bake(self, bake_file, target, overrides, log, on_progress=None):  # type: ignore[no-untyped-def]
-        from buildtool.engine import BakeOutcome, Step
+        from buildtool.build.engine import BakeOutcome, Step
 
         self.calls.append(f"bake {target}")
         log.parent.mkdir(parents=True, exist_ok=True)

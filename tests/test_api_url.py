@@ -14,8 +14,8 @@ import pytest
 from conftest import Project, run_module
 from test_deploy_spec import UNPACKED, WORKER, RecordingApi, catalog_as_facts_say, write_manifest
 
+from buildtool.deploy.runpod_api import RunPodApi, checked_api_url
 from buildtool.errors import ConfigError
-from buildtool.runpod_api import RunPodApi, checked_api_url
 
 KEY = "rpa_" + "K" * 40
 

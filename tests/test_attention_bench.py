@@ -16,8 +16,9 @@ import pytest
 from browser import dom_of
 from conftest import REPO, docker_ok
 
-from buildtool import api, benchmark, facts
-from buildtool.options import Options
+from buildtool import api, facts
+from buildtool.config.options import Options
+from buildtool.report import benchmark
 from smoke import published
 from smoke.bench import MEMORY_HEADROOM
 from smoke.bench_shapes import PAPER, Shape, memory_needed, shapes
@@ -287,7 +288,7 @@ def test_buildtool_smoke_passes_bench_quick_only_and_budget_to_every_image(
 
 
 def test_a_run_names_the_kernels_it_benchmarked_and_where_it_ran() -> None:
-    from buildtool.benchmark_render import provenance
+    from buildtool.report.benchmark_html import provenance
 
     case = {"dtype": "float16", "head_dim": 128, "causal": False, "seqlen": 4096, "batch": 4, "heads": 16,
             "tflops": 600.0, "tflops_range": [590.0, 610.0], "seconds": {"repetitions": 40},

@@ -14,8 +14,8 @@ from conftest import Project, RegistryUnderTest, git
 from runpod_schema import request_errors
 
 from buildtool import api
-from buildtool.built import BuildEvent, BuildResult
-from buildtool.options import Options
+from buildtool.build.result import BuildEvent, BuildResult
+from buildtool.config.options import Options
 
 pytestmark = pytest.mark.container
 
@@ -437,8 +437,8 @@ def test_the_cache_form_ecr_takes_is_an_image_manifest_buildkit_reads_back(
     ECR accepts, not the index it refuses) and builds from it once its local cache is gone."""
     import urllib.request
 
-    from buildtool.engine import BakeOutcome, BuildxEngine
-    from buildtool.rendering import cache_export
+    from buildtool.build.engine import BakeOutcome, BuildxEngine
+    from buildtool.render.output import cache_export
 
     ref = f"{registry.address}/probe:buildcache"
     (tmp_path / "Dockerfile").write_text(f"FROM python:3.11-slim\nRUN echo {uuid.uuid4()} > /probe\n")

@@ -12,10 +12,10 @@ from conftest import Project
 from fakes import FakeEngine, FakeRegistry
 
 from buildtool import api
-from buildtool.build import build
-from buildtool.built import BuildResult
+from buildtool.build.result import BuildResult
+from buildtool.build.stage import build
+from buildtool.config.options import Options
 from buildtool.naming import Revision
-from buildtool.options import Options
 
 REGISTRY = "registry.test/org"
 
@@ -147,7 +147,7 @@ def _measure_into(job: tuple[Path, int]) -> list[str]:
     import gzip
     import io
 
-    from buildtool.oci import unpacked_sizes
+    from buildtool.build.oci import unpacked_sizes
 
     cache, worker = job
     digests = []
@@ -179,7 +179,7 @@ def test_a_layer_measured_once_is_not_read_again_from_another_build_dir(tmp_path
 
     from fakes import write_layout
 
-    from buildtool.oci import read_image
+    from buildtool.build.oci import read_image
 
     first = tmp_path / "clone-1" / "build" / "oci" / "v"
     digest = write_layout(first, "a layer " * 1000)
@@ -198,7 +198,7 @@ def test_a_layer_cache_that_cannot_be_written_does_not_fail_the_build(tmp_path: 
     read and measured."""
     from fakes import write_layout
 
-    from buildtool.oci import read_image
+    from buildtool.build.oci import read_image
 
     layout = tmp_path / "build" / "oci" / "v"
     digest = write_layout(layout, "a layer " * 100)

@@ -11,8 +11,8 @@ import yaml
 from conftest import REPO, Project
 
 from buildtool import refs
+from buildtool.config.matrix import load_matrix
 from buildtool.errors import Location
-from buildtool.matrix import load_matrix
 from buildtool.plan import make_plan
 from buildtool.policy import check_dockerfile, check_plan
 from buildtool.policy.catalogue import cuda_agrees, cuda_in_tag, refusal_for, tag_facts

@@ -11,9 +11,10 @@ import pytest
 from conftest import REPO, Project, committed_copy, run_module
 from rehearsal import parse_file_command
 
-from buildtool import api, github
+from buildtool import api
+from buildtool.cli import github
+from buildtool.config.options import Options
 from buildtool.errors import ConfigError
-from buildtool.options import Options
 
 
 def test_check_passes_on_the_repository_matrix_and_shows_b200_refused() -> None:

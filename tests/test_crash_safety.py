@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, Project, git
 
 from buildtool.build_dir import exclusive
-from buildtool.cli import main
+from buildtool.cli.main import main
 
 GPU = "{name: H100, runpod_id"
 MARK = "H100X"

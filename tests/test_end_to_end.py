@@ -16,8 +16,8 @@ import pytest
 from conftest import REPO, Project, RegistryUnderTest, committed_copy, docker_ok
 from runpod_schema import request_errors
 
-from buildtool.localregistry import CONTAINER, VOLUME, answers
 from buildtool.naming import EMBEDDED_REGISTRY
+from buildtool.registry.local import CONTAINER, VOLUME, answers
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.torch_base]
 

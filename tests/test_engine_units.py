@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from buildtool.engine import BakeOutcome, Step, json_objects
+from buildtool.build.engine import BakeOutcome, Step, json_objects
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -39,7 +39,7 @@ def test_a_step_cancelled_by_another_failure_is_not_named_as_the_cause() -> None
     failure is buildx's last ERROR line, not the first step that reports 'context canceled'."""
     import json
 
-    from buildtool.engine import _last_error, _Tracker
+    from buildtool.build.engine import _last_error, _Tracker
 
     def status(name: str, error: str) -> str:  # as --progress rawjson prints it: indented
         vertex = {"digest": name, "name": name, "completed": "2026-11-23T00:00:00Z", "error": error}

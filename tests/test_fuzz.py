@@ -17,7 +17,7 @@ from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buildtool.cli import main
+from buildtool.cli.main import main
 
 VALID = yaml.safe_load((REPO / "matrix.yaml").read_text())
 SPECIAL = st.sampled_from(
@@ -266,7 +266,7 @@ def test_result_mutations_are_reported_or_refused_never_a_traceback(
     or refuses it naming the file (exit 2); the release's reading of it agrees."""
     from buildtool.errors import ConfigError
     from buildtool.release import smoke_verdicts
-    from buildtool.results import read_results
+    from buildtool.report.results import read_results
 
     doc = RESULT
     for path, action, value in mutations:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from buildtool import handlers
-from buildtool.matrix import load_matrix
-from buildtool.pymodules import HandlerProblem
+from buildtool.config.matrix import load_matrix
+from buildtool.policy import handlers
+from buildtool.policy.pymodules import HandlerProblem
 
 LOADERS = handlers.Loaders(("SentenceTransformer", "from_pretrained", "torch.load"), ("vllm serve",))
 HEAD = """\

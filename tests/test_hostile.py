@@ -128,7 +128,7 @@ def test_merge_keys_work_and_explicit_keys_win(cli, project: Project) -> None:  
     result = cli("plan", "--matrix", str(project.matrix), "--json")
     assert result.code == 0, result.err
     assert "A6000" in result.out
-    from buildtool.matrix import load_matrix
+    from buildtool.config.matrix import load_matrix
 
     a6000 = load_matrix(project.matrix).gpu("A6000")
     assert (a6000.arch, a6000.runpod_id, a6000.flash_attention) == ("sm_86", "NVIDIA RTX A6000", 2)

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from buildtool import api
+from buildtool.config.options import Options
 from buildtool.errors import BuildtoolError
-from buildtool.options import Options
 
 SELECTED = ("pytorch-runtime-runpod-torch211-cu130", "worker-embed-runpod-torch211-cu130")
 

@@ -17,8 +17,8 @@ import pytest
 import zstandard
 from conftest import docker_ok
 
-from buildtool.oci import read_image, tar_stream, unpacked_size
-from buildtool.reproduce import layer_entries
+from buildtool.build.oci import read_image, tar_stream, unpacked_size
+from buildtool.build.reproduce import layer_entries
 
 ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
 

@@ -29,9 +29,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO, docker_ok
 
-from buildtool import deplock, render
+from buildtool.build.engine import BakeOutcome, BuildxEngine
 from buildtool.context_files import WorktreeFiles
-from buildtool.engine import BakeOutcome, BuildxEngine
+from buildtool.locks import deps
+from buildtool.render import dockerfiles
 from smoke import lockcheck
 
 APP, MODELS, EMAIL = "lockdemo-app", "lockdemo-models", "lockdemo-email"
@@ -126,15 +127,15 @@ def write_lock(index: PackageIndex, directory: Path, monkeypatch: pytest.MonkeyP
     """The lock as `buildtool lock-deps` writes it (the real code and uv), against the test index."""
     monkeypatch.setenv("UV_DEFAULT_INDEX", index.url)
     monkeypatch.setenv("UV_CACHE_DIR", str(directory / "uv-cache"))
-    (directory / deplock.INPUT_NAME).write_text(f"{APP}==1.0\n")
-    text = deplock.generate(deplock.LockJob("lockdemo", directory, "3.11", ()))
-    (directory / deplock.LOCK_NAME).write_text(text)
+    (directory / deps.INPUT_NAME).write_text(f"{APP}==1.0\n")
+    text = deps.generate(deps.LockJob("lockdemo", directory, "3.11", ()))
+    (directory / deps.LOCK_NAME).write_text(text)
     return text
 
 
 def install_line() -> str:
     """The install instruction every image template renders (images/_shared/macros.j2)."""
-    env = render._environment(REPO / "images" / "worker-embed", WorktreeFiles())
+    env = dockerfiles._environment(REPO / "images" / "worker-embed", WorktreeFiles())
     return env.from_string('{% import "macros.j2" as m %}{{ m.pip_install_locked() }}').render()
 
 
@@ -200,7 +201,7 @@ def test_a_newer_release_of_a_package_asked_for_with_an_extra_does_not_stop_the_
     context = tmp_path / "context"
     context.mkdir()
     lock = write_lock(index, context, monkeypatch)
-    assert {p.name: p.version for p in deplock.parse_lock(lock)} == {APP: "1.0", MODELS: "1.0", EMAIL: "1.0"}
+    assert {p.name: p.version for p in deps.parse_lock(lock)} == {APP: "1.0", MODELS: "1.0", EMAIL: "1.0"}
     index.publish(MODELS, "1.1", requires=(f'{EMAIL}>=1.0 ; extra == "email"',), extras=("email",))
     outcome, installed, ran = build(context, index, install_line(), pip)
     assert outcome.ok, outcome.error
@@ -234,7 +235,7 @@ def test_a_lock_that_lacks_a_dependency_fails_the_build_naming_it(
     context.mkdir()
     lock = write_lock(index, context, monkeypatch)
     # Hand-edited (or written by another tool): lockdemo-email left out.
-    (context / deplock.LOCK_NAME).write_text(_without_pin(lock, EMAIL))
+    (context / deps.LOCK_NAME).write_text(_without_pin(lock, EMAIL))
     outcome, _, _ = build(context, index, install_line())
     assert not outcome.ok
     assert outcome.error is not None
@@ -257,7 +258,7 @@ def test_a_file_that_does_not_match_its_hash_fails_the_build_naming_the_package(
     lock = write_lock(index, context, monkeypatch)
     sha = re.search(rf"{EMAIL}==1\.0 \\\n    --hash=sha256:([0-9a-f]{{64}})", lock)
     assert sha is not None
-    (context / deplock.LOCK_NAME).write_text(lock.replace(sha[1], "0" * 64))
+    (context / deps.LOCK_NAME).write_text(lock.replace(sha[1], "0" * 64))
     outcome, _, _ = build(context, index, install_line())
     assert not outcome.ok and outcome.error is not None
     assert "pip: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE" in outcome.error

@@ -9,8 +9,8 @@ import pytest
 from conftest import Project
 
 from buildtool import facts
+from buildtool.config.matrix import load_matrix
 from buildtool.errors import Location
-from buildtool.matrix import load_matrix
 from buildtool.plan import make_plan
 from buildtool.policy import CheckedPlan, Finding, check_dockerfile, check_handler, check_plan, tag_facts
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import Project, RegistryUnderTest, free_port, running_registry
 
 from buildtool.errors import RegistryDenied, RegistryError, RegistryUnreachable
-from buildtool.registry import HttpRegistry
+from buildtool.registry.client import HttpRegistry
 
 pytestmark = pytest.mark.container
 USER, PASSWORD = "builder", "s3cret-for-tests"
@@ -231,7 +231,7 @@ def test_blobs_redirected_to_storage_are_fetched_without_the_registry_credential
     the user's password. Docker drops it when the redirect leaves the registry's origin; so do we."""
     from fakes import write_layout
 
-    from buildtool.oci import registry_unpacked_size
+    from buildtool.build.oci import registry_unpacked_size
 
     address, storage = redirecting_registry
     layout = tmp_path / "layout"
@@ -262,7 +262,7 @@ def test_a_layer_is_measured_without_holding_it_in_memory(
 
     from fakes import write_layout
 
-    from buildtool.oci import registry_unpacked_size
+    from buildtool.build.oci import registry_unpacked_size
 
     layout = tmp_path / "layout"
     content = os.urandom(16_000_000).hex()  # 32 MB unpacked, about 18 MB compressed
@@ -375,9 +375,9 @@ def test_a_registry_briefly_unavailable_is_asked_again(
     a pause); a rate limit that lifts in an hour fails at once and says what to do."""
     from fakes import write_layout
 
-    from buildtool import registry_http
+    from buildtool.registry import http
 
-    monkeypatch.setattr(registry_http, "RETRY_DELAYS", (0.05, 0.05))
+    monkeypatch.setattr(http, "RETRY_DELAYS", (0.05, 0.05))
     layout = tmp_path / "layout"
     digest = write_layout(layout, "content")
     HttpRegistry().push_layout(layout, digest, f"{registry.address}/flaky:one")

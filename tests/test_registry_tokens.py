@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.registry import HttpRegistry
+from buildtool.registry.client import HttpRegistry
 
 USES_PER_TOKEN = 3
 

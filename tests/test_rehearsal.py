@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, Project, RegistryUnderTest, git, running_registry
 from rehearsal import Event, JobRun, Rehearsal, RehearsalError
 
-from buildtool.results import run_limits
+from buildtool.report.results import run_limits
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.torch_base]
 PUSH = Event("push", "refs/heads/main")

@@ -12,9 +12,9 @@ from conftest import REPO
 from fakes import FakeRegistry
 
 from buildtool import api
+from buildtool.config.options import Options
 from buildtool.errors import ConfigError, ReleaseRefused
 from buildtool.naming import Revision, variant_tags
-from buildtool.options import Options
 from buildtool.release import plan_release, promote
 
 REGISTRY = "registry.test/org"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from packaging.version import Version
 
-from buildtool.deployment import host_floor
+from buildtool.deploy.specs import host_floor
 from buildtool.errors import ConfigError
 from buildtool.release import parse_version, version_tags
 

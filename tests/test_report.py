@@ -14,7 +14,7 @@ from browser import dom_of
 from conftest import REPO
 
 from buildtool import api
-from buildtool.options import Options
+from buildtool.config.options import Options
 
 GOLDEN = REPO / "tests" / "golden"
 RESULTS = tuple(sorted((GOLDEN / "smoke-results").glob("*.json")))

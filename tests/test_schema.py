@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, Project
 
-from buildtool.schema import SCHEMA_PATH, schema_text
+from buildtool.config.schema import SCHEMA_PATH, schema_text
 
 CHECK_JSONSCHEMA = (
     shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or "check-jsonschema"

@@ -18,8 +18,9 @@ import api_contract
 import pytest
 from conftest import REPO, TEST_LABEL, RegistryUnderTest, committed_copy, git, running_registry
 
-from buildtool import api, deplock
-from buildtool.options import Options
+from buildtool import api
+from buildtool.config.options import Options
+from buildtool.locks import deps
 from buildtool.smoke_runner import BuiltImage, SmokeOutcome, run_in_image
 from smoke.selection import ENVIRONMENT
 
@@ -380,7 +381,7 @@ def test_the_probe_pins_the_versions_the_images_install() -> None:
     """The contract above is only as good as the probe's versions: the images' own."""
 
     def pinned(lock: Path) -> dict[str, str]:
-        return {p.name: p.version for p in deplock.parse_lock(lock.read_text())}
+        return {p.name: p.version for p in deps.parse_lock(lock.read_text())}
 
     probe = pinned(REPO / "tests" / "projects" / "smoked" / "images" / "probe" / "requirements.lock")
     for image, names in (

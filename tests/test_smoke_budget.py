@@ -18,8 +18,8 @@ from conftest import REPO, docker_ok, run_module
 from test_smoke_selection import smoke_module
 
 from buildtool import api
-from buildtool.benchmark_render import NOTHING_MEASURED
-from buildtool.options import Options
+from buildtool.config.options import Options
+from buildtool.report.benchmark_html import NOTHING_MEASURED
 from smoke import budget as budget_module
 from smoke.budget import UNLIMITED, Budget
 from smoke.checks.attention import isolated

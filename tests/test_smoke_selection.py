@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO
 
 from buildtool import api, smoke_runner
-from buildtool.options import Options
+from buildtool.config.options import Options
 from smoke.checks.attention import SDPA_BACKENDS
 from smoke.selection import SDPA, Selection, catalogue, split_patterns
 

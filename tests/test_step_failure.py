@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import deplock, github, stepfailure
-from buildtool.built import BuildResult, VariantResult
+from buildtool.build import step_failure
+from buildtool.build.result import BuildResult, VariantResult
+from buildtool.cli import github
 from buildtool.errors import EngineError, Problem
+from buildtool.locks import deps
 
 # pip 23.0.1's own output when the image templates resolved against the index (issue 27).
 PIP_UNPINNED = [
@@ -23,7 +25,7 @@ PIP_UNPINNED = [
 
 
 def test_pip_s_error_and_the_package_it_names() -> None:
-    said = stepfailure.explain(PIP_UNPINNED)
+    said = step_failure.explain(PIP_UNPINNED)
     assert said is not None and said.startswith("pip: In --require-hashes mode")
     assert "These do not: pydantic[email]>=2.7.4 from" in said
 
@@ -56,12 +58,12 @@ def test_pip_s_error_and_the_package_it_names() -> None:
     ],
 )
 def test_what_other_failures_say(lines: list[str], expected: str | None) -> None:
-    assert stepfailure.explain(lines) == expected
+    assert step_failure.explain(lines) == expected
 
 
 def test_the_job_summary_names_the_failed_step_and_the_package() -> None:
     message = "step '[4/9] RUN python3 -m pip install ...' failed: exit code: 1: " + str(
-        stepfailure.explain(PIP_UNPINNED)
+        step_failure.explain(PIP_UNPINNED)
     )
     failed = VariantResult(
         "worker-embed-runpod-torch211-cu130",
@@ -80,8 +82,8 @@ def test_the_job_summary_names_the_failed_step_and_the_package() -> None:
     assert summary.count("\n|") == 3  # header, rule, one row: the message's line breaks are gone
 
 
-def pin(name: str, version: str, hashes: int = 1) -> deplock.LockedPin:
-    return deplock.LockedPin(name, version, hashes, 1)
+def pin(name: str, version: str, hashes: int = 1) -> deps.LockedPin:
+    return deps.LockedPin(name, version, hashes, 1)
 
 
 def test_a_lock_that_misses_a_package_of_the_full_resolution_is_refused_when_written() -> None:
@@ -94,8 +96,8 @@ def test_a_lock_that_misses_a_package_of_the_full_resolution_is_refused_when_wri
     ]
     locked = [pin("app", "1.0"), pin("numpy", "2.4.6"), pin("numpy", "2.5.5")]
     with pytest.raises(EngineError) as raised:
-        deplock.complete_lock("probe", locked, {"torch"}, resolved)
+        deps.complete_lock("probe", locked, {"torch"}, resolved)
     assert "needed but not locked: email==1.0" in str(raised.value)
-    deplock.complete_lock("probe", [*locked, pin("email", "1.0")], {"torch"}, resolved)  # whole: no error
+    deps.complete_lock("probe", [*locked, pin("email", "1.0")], {"torch"}, resolved)  # whole: no error
     with pytest.raises(EngineError, match=r"without a hash: email==1\.0"):
-        deplock.complete_lock("probe", [*locked, pin("email", "1.0", hashes=0)], {"torch"}, resolved)
+        deps.complete_lock("probe", [*locked, pin("email", "1.0", hashes=0)], {"torch"}, resolved)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from buildtool.build.oci import OciImage
+from buildtool.config.model import Matrix
 from buildtool.errors import Finding, Location
-from buildtool.model import Matrix
-from buildtool.oci import OciImage
 from buildtool.plan import CheckedPlan, Plan, Variant
 
 # The rule modules register their rules on import, in this order (the order findings come in).
@@ -91,8 +91,8 @@ def check_handler(
     path: Path, loaders: tuple[str, ...], variant: str | None = None, servers: tuple[str, ...] = ()
 ) -> list[Finding]:
     """The handler rule on one module, outside a matrix (tests, editors)."""
-    from buildtool import handlers
     from buildtool.errors import Problem
+    from buildtool.policy import handlers
 
     return [
         Finding("handler", handlers.severity(p), Problem(p.message, p.where, variant, p.hint))

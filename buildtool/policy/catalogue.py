@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from packaging.version import InvalidVersion, Version
 
 from buildtool import facts, refs
+from buildtool.config.model import Base, Gpu, Policy, Refusal
 from buildtool.errors import Finding
-from buildtool.model import Base, Gpu, Policy, Refusal
 from buildtool.policy.registry import Context, error, rule
 
 

@@ -7,8 +7,8 @@ import math
 import re
 from collections.abc import Iterator
 
+from buildtool.build.oci import OciImage
 from buildtool.errors import Finding, Location
-from buildtool.oci import OciImage
 from buildtool.policy.registry import Context, RuleOption, error, rule, warning
 from buildtool.policy.secrets import HINT, looks_secret, redacted
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
+from buildtool.config.keys import SECTIONS
+from buildtool.config.model import Matrix
 from buildtool.errors import Finding, Location, Problem, Severity, did_you_mean
-from buildtool.keys import SECTIONS
-from buildtool.model import Matrix
 from buildtool.plan import Variant
 
 Scope = Literal["catalogue", "gpu", "variant", "template", "dockerfile", "image"]

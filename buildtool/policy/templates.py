@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from buildtool import deplock, handlers
+from buildtool.config.model import Image
 from buildtool.errors import Finding
-from buildtool.model import Image
+from buildtool.locks import deps
+from buildtool.policy import handlers
 from buildtool.policy.registry import Context, error, rule, warning
 from buildtool.policy.secrets import HINT, looks_secret, redacted
 
@@ -32,7 +33,7 @@ def handler(image: Image, context: Context) -> Iterator[Finding]:
 def dependency_lock(image: Image, context: Context) -> Iterator[Finding]:
     """Python packages come from a lock with hashes, transitive ones included, that agrees with the
     image's requirements.in."""
-    for p in deplock.lock_problems(image.template, image.name):
+    for p in deps.lock_problems(image.template, image.name):
         yield error(p.message, p.where, p.hint)
 
 

@@ -1,0 +1,273 @@
+"""The shape of matrix.yaml: every mapping's keys, with the JSON Schema of each value.
+
+The loader (matrix.py, images.py) takes its allowed and required keys from here, and schema.py
+generates the shipped JSON Schema (editor completion) from the same table: a key is written down once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from buildtool.config.model import (
+    CACHE_MANIFESTS,
+    FLASH_ATTENTION_VERSIONS,
+    IMAGE_KINDS,
+    MODEL_SOURCES,
+    NAME,
+    OUTPUT_KINDS,
+    SCHEMA_VERSION,
+    SECRET_NAME_PATTERN,
+    TIERS,
+)
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """The form a string must have. Values that reach a Dockerfile (names, versions, paths) have
+    one, so no value can end an instruction or start another (text.py checks at load)."""
+
+    pattern: str  # anchored; also the JSON Schema's pattern
+    says: str  # what it allows, for the message
+
+
+NAME_GRAMMAR = Grammar(NAME.pattern, "lower-case letters, digits and '-' (no dots: bake target names)")
+LABEL_WORD = Grammar(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", "letters, digits, '.', '_' and '-'")
+VERSION = Grammar(r"^[0-9A-Za-z][0-9A-Za-z.+!_-]*$", "a version: letters, digits, '.', '+', '!', '_', '-'")
+MAJOR_MINOR = Grammar(r"^[0-9]+\.[0-9]+$", "major.minor, e.g. 13.0")
+RELATIVE_PATH = Grammar(
+    r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$",
+    "a relative path inside the repository: letters, digits, '.', '_', '-' and '/', no component "
+    "starting with '.' (so no '..'), not absolute",
+)
+ABSOLUTE_PATH = Grammar(
+    r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$", "an absolute path: letters, digits, '.', '_', '-'"
+)
+PATH_PATTERN = Grammar(r"^[A-Za-z0-9._/*?\[\]-]+$", "a path pattern: path characters and * ? [ ]")
+HUB_ID = Grammar(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$", "a Hub id: org/name")
+REVISION = Grammar(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", "a branch, tag or commit")
+IDENTIFIER = Grammar(r"^[A-Za-z_][A-Za-z0-9_]*$", "a Python or environment name: letters, digits, '_'")
+MODULE = Grammar(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", "a dotted module name")
+GPU_TYPE_ID = Grammar(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]*$", "letters, digits, spaces, '.', '_', '(', ')', '-'")
+SOURCE_URL = Grammar(
+    r"^[a-z][a-z0-9+.-]*://[A-Za-z0-9._~%!$&'()*+,;=:/?#\[\]-]+$", "a URL without spaces or quotes"
+)
+
+
+@dataclass(frozen=True)
+class Key:
+    schema: Mapping[str, Any]  # JSON Schema of the value; {"$ref": "<section>"} for a nested mapping
+    doc: str
+    required: bool = False
+    grammar: Grammar | None = None  # a string's form (of each entry, for a list of strings)
+    names: Grammar | None = None  # the form of a mapping's own keys (build args, env)
+
+
+def _string(doc: str, required: bool = False, grammar: Grammar | None = None, **more: Any) -> Key:
+    pattern = {"pattern": grammar.pattern} if grammar else {}
+    return Key({"type": "string", **pattern, **more}, doc, required, grammar)
+
+
+def _strings(doc: str, required: bool = False, grammar: Grammar | None = None) -> Key:
+    pattern = {"pattern": grammar.pattern} if grammar else {}
+    return Key({"type": "array", "items": {"type": "string", **pattern}}, doc, required, grammar)
+
+
+def _list_of(section: str, doc: str, required: bool = False) -> Key:
+    return Key({"type": "array", "items": {"$ref": section}}, doc, required)
+
+
+SECTIONS: dict[str, dict[str, Key]] = {
+    "matrix file": {
+        "version": Key({"const": SCHEMA_VERSION}, "the matrix format version", True),
+        "source": _string(
+            "the repository URL (the images' org.opencontainers.image.source)", True, SOURCE_URL
+        ),
+        "registry": _string("where images and their build cache go (--registry and $REGISTRY win)"),
+        "cache_manifest": Key(
+            {"enum": list(CACHE_MANIFESTS)},
+            "the registry cache's manifest: auto (image-manifest on Amazon ECR, else index), index, or "
+            "image-manifest (an OCI image manifest: for a registry that refuses BuildKit's index)",
+        ),
+        "default_variant": _string(
+            "what `buildtool build --default` and `nox -s build` build", grammar=NAME_GRAMMAR
+        ),
+        "bases": _list_of("base", "the base-image catalogue", True),
+        "gpus": _list_of("gpu", "the GPUs RunPod offers, by RunPod GPU type id", True),
+        "images": _list_of("image", "the images: each a template directory", True),
+        "matrix": Key({"$ref": "axes"}, "which images build on which bases", True),
+        "policy": Key({"$ref": "policy"}, "what is refused; rule options too", True),
+    },
+    "base": {
+        "name": _string("the base's name in variant names", True, NAME_GRAMMAR),
+        "ref": _string("the image reference, as docker pull takes it", True),
+        "tier": Key({"enum": list(TIERS)}, "1: cached on RunPod hosts, 2: popular, 3: custom", True),
+        "python": _string("the Python the base ships, major.minor", True, MAJOR_MINOR),
+        "cuda": _string("CUDA major.minor; absent for a CPU-only base", grammar=MAJOR_MINOR),
+        "cudnn": Key({"type": "integer"}, "cuDNN major version"),
+        "torch": _string("the torch wheel's version with its local tag, e.g. 2.11.0+cu130", grammar=VERSION),
+        "cuda_compat": Key(
+            {"type": "boolean"}, "ships /usr/local/cuda/compat (needs the LD_LIBRARY_PATH fix)"
+        ),
+        "built_on": _string("Tier 3: the catalogue base it overlays", grammar=NAME_GRAMMAR),
+    },
+    "gpu": {
+        "name": _string("the GPU's short name (H100)", True, LABEL_WORD),
+        "runpod_id": _string("RunPod's GPU type id (NVIDIA H100 80GB HBM3)", True, GPU_TYPE_ID),
+        "arch": _string("compute capability as sm_<major><minor>[a|f]", True),
+        "flash_attention": Key({"enum": list(FLASH_ATTENTION_VERSIONS)}, "the FlashAttention it runs"),
+    },
+    "image": {
+        "name": _string("the image's name (its repository)", True, NAME_GRAMMAR),
+        "template": _string("the directory with Dockerfile.j2 and the build context", True, RELATIVE_PATH),
+        "kind": Key({"enum": list(IMAGE_KINDS)}, "a pod runtime or a serverless worker", True),
+        "version": _string("the image's own version", True, VERSION),
+        "description": _string("one line, for labels and reports"),
+        "args": Key(
+            {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "propertyNames": {"pattern": IDENTIFIER.pattern},
+            },
+            "build args",
+            names=IDENTIFIER,
+        ),
+        "handler": _string(
+            "serverless workers: the handler module, relative to the template", grammar=RELATIVE_PATH
+        ),
+        "model": Key({"$ref": "model"}, "the model the worker loads"),
+        "smoke": Key({"$ref": "smoke"}, "what the smoke suite sends the handler and expects back"),
+        "needs_torch": Key({"type": "boolean"}, "false for images that use no torch from their base"),
+        "kernels": Key(
+            {"type": "array", "items": {"anyOf": [{"const": "flash-attention"}, {"$ref": "kernel"}]}},
+            "Hub kernels the build bakes; flash-attention: the FlashAttention each GPU target runs",
+        ),
+        "deploy": Key({"$ref": "deploy"}, "the RunPod deployment: container disk"),
+        "torch": _string(
+            "the torch wheel the image installs itself (2.11.0+cu130), checked against the base's CUDA; "
+            "default: the base's",
+            grammar=VERSION,
+        ),
+        "secrets": Key(
+            {"type": "array", "items": {"type": "string", "pattern": SECRET_NAME_PATTERN}},
+            "the secrets it needs, by name: BuildKit secret mounts at build time, RunPod secrets at run time",
+        ),
+    },
+    "model": {
+        "name": _string("the model's name", True, HUB_ID),
+        "source": Key({"enum": list(MODEL_SOURCES)}, "baked into the image, or on a network volume", True),
+        "size_gb": Key({"type": "number"}, "the weights' size in GB", True),
+        "volume_path": _string(
+            "where the network volume holds it (/runpod-volume/...)", grammar=ABSOLUTE_PATH
+        ),
+        "files": _string(
+            "baked: its files in the image, a path pattern (fnmatch: * spans /), measured after the build",
+            grammar=PATH_PATTERN,
+        ),
+    },
+    "kernel": {
+        "name": _string("the kernel's name in the image", True, NAME_GRAMMAR),
+        "repo_id": _string("the Hub repository (org/name)", True, HUB_ID),
+        "revision": _string("branch, tag or commit; matrix.lock records the commit", True, REVISION),
+        "function": _string("the attention function (default flash_attn_func)", grammar=IDENTIFIER),
+        "archs": _strings("GPU archs it runs on; empty: any device"),
+    },
+    "deploy": {
+        "container_disk_gb": Key(
+            {"type": "integer", "minimum": 1},
+            "the container disk to ask RunPod for; refused when the built image does not fit",
+        ),
+        "download_headroom_gb": Key(
+            {"type": "number", "minimum": 0}, "disk the worker fills at run time (downloads, caches)"
+        ),
+        "workers_min": Key({"type": "integer", "minimum": 0}, "serverless: workers kept warm (default 0)"),
+        "workers_max": Key({"type": "integer", "minimum": 0}, "serverless: the most workers (default 3)"),
+        "idle_timeout_s": Key(
+            {"type": "integer", "minimum": 1, "maximum": 3600},
+            "serverless: seconds an idle worker waits for work before it stops (default 5)",
+        ),
+        "queue_delay_s": Key(
+            {"type": "number", "minimum": 0.5},
+            "serverless: add a worker when a job has waited this long (default 4)",
+        ),
+        "gpu_count": Key({"type": "integer", "minimum": 1}, "GPUs per worker or pod (default 1)"),
+        "network_volume": _string(
+            "a RunPod network volume id, mounted where the model's volume_path is", grammar=LABEL_WORD
+        ),
+        "ports": _strings("pods: exposed ports as port/protocol (default 8888/http and 22/tcp)"),
+        "env": Key(
+            {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "propertyNames": {"pattern": IDENTIFIER.pattern},
+            },
+            "plain environment settings; secrets are named under the image's secrets:",
+            names=IDENTIFIER,
+        ),
+    },
+    "smoke": {
+        "input": Key({"type": "object"}, "the job input the handler gets", True),
+        "output_shape": Key(
+            {"type": "array", "items": {"type": "integer"}},
+            "embeddings: the output's shape; image: width and height",
+        ),
+        "output": Key(
+            {"enum": list(OUTPUT_KINDS)}, "what the worker answers (default embeddings): how smoke judges it"
+        ),
+        "model_dir": _string(
+            "volume models: a small model in the image that smoke copies onto a volume at volume_path",
+            grammar=ABSOLUTE_PATH,
+        ),
+        "requires_gpu": Key(
+            {"type": "boolean"}, "the worker cannot serve on a CPU: there, smoke reports where it stopped"
+        ),
+        "imports": _strings(
+            "modules the image must import, checked on any device (model.imports)", grammar=MODULE
+        ),
+    },
+    "axes": {
+        "image": _strings("images to build", True),
+        "base": _strings("bases to build each on", True),
+        "gpus": Key(
+            {"anyOf": [{"const": "all"}, {"type": "array", "items": {"type": "string"}}]}, "GPU targets"
+        ),
+        "include": _list_of("combination", "add or extend combinations (GitHub Actions semantics)"),
+        "exclude": _list_of("combination", "remove combinations"),
+    },
+    "combination": {
+        "image": _string("an image name"),
+        "base": _string("a base name"),
+        "gpus": _strings("GPU targets of this combination"),
+    },
+    "refused repository": {
+        "repository": _string("a repository never to build on (any registry alias)", True),
+        "reason": _string("why: said in every refusal", True),
+        "mirrors": _strings("other names that serve the same images"),
+    },
+    "refused arch": {
+        "arch": _string("sm_100 (one capability) or 10.x (a generation)", True),
+        "reason": _string("why: said in every refusal", True),
+    },
+    "policy": {
+        "allowed_tiers": Key(
+            {"type": "array", "items": {"enum": list(TIERS)}}, "the tiers bases may have", True
+        ),
+        "refused_repositories": _list_of("refused repository", "repositories never built on", True),
+        "refused_archs": _list_of("refused arch", "GPU archs never targeted", True),
+        "tier3_registries": _strings("where Tier-3 bases may live (default ghcr.io)"),
+        "max_baked_model_gb": Key({"type": "number"}, "bigger models go on a network volume (default 10)"),
+        "model_loaders": _strings("calls that load a model (the handler check)"),
+        "model_servers": _strings(
+            "commands of server processes that load a model (vllm serve): started at module level, a load"
+        ),
+    },
+}
+
+
+def required_keys(section: str) -> tuple[str, ...]:
+    return tuple(k for k, key in SECTIONS[section].items() if key.required)
+
+
+def optional_keys(section: str) -> tuple[str, ...]:
+    return tuple(k for k, key in SECTIONS[section].items() if not key.required)

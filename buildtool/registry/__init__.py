@@ -1,0 +1,2 @@
+"""The image registry: the client behind a Protocol (client), its HTTP and credentials (http), and the
+embedded registry:2 used when none is configured (local)."""
