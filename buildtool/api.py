@@ -13,19 +13,19 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from buildtool import refs
+from buildtool import policy, refs
 from buildtool.build import reproduce
 from buildtool.build.engine import BuildxEngine
-from buildtool.build.oci import SIZES_FILE, OciImage, registry_unpacked_size
+from buildtool.build.oci import OciImage
 from buildtool.build.reproduce import Reproduction
 from buildtool.build.result import BuildEvent, BuildResult
 from buildtool.build.stage import build as build_rendering
 from buildtool.build_dir import exclusive, write_rendering
-from buildtool.cli.github import append_step_summary
 from buildtool.config.lock import read_lock, read_lock_file
 from buildtool.config.matrix import load_matrix
 from buildtool.config.options import Options
 from buildtool.deploy.catalog import catalog_problems
+from buildtool.deploy.measure import measured, unpacked_in_registry
 from buildtool.deploy.runpod_api import RunPodApi
 from buildtool.deploy.specs import DeploySpec, PushedImage, deploy_spec, pushed_images, write_spec
 from buildtool.errors import (
@@ -223,16 +223,17 @@ def _release_specs(
 ) -> list[DeploySpec]:
     built = pushed_images(options.build_dir) if (options.build_dir / "manifest.json").is_file() else {}
     variants = {v.name: v for v in checked.variants}
+    margin = float(policy.option(checked.plan.matrix, "container_disk_margin"))
     specs: list[DeploySpec] = []
     problems: list[Problem] = []
     for promotion in plan.promotions:
-        measured = built.get(promotion.variant)
-        unpacked = measured.unpacked_size if measured and measured.reference == promotion.source else None
+        known = built.get(promotion.variant)
+        unpacked = known.unpacked_size if known and known.reference == promotion.source else None
         if unpacked is None:
-            unpacked = _registry_unpacked_size(options, promotion.source, client)
+            unpacked = unpacked_in_registry(client, promotion.source, options.cache_dir)
         image = PushedImage(promotion.variant, promotion.source, unpacked)
         try:
-            specs.append(deploy_spec(variants[promotion.variant], checked.plan.matrix, image))
+            specs.append(deploy_spec(variants[promotion.variant], image, margin))
         except DeploySpecError as exc:
             problems += exc.problems
     if problems:
@@ -254,7 +255,6 @@ def report(options: Options, out_dir: Path) -> tuple[Report, list[Path]]:
     ):
         write_atomically(out_dir / name, text)
         written.append(out_dir / name)
-    append_step_summary(to_markdown(built))
     return built, written
 
 
@@ -268,27 +268,15 @@ def deploy_specs(options: Options, endpoint: str | None = None) -> tuple[list[De
     problems: list[Problem] = []
     missing: list[str] = []
     client = HttpRegistry()
+    margin = float(policy.option(checked.plan.matrix, "container_disk_margin"))
     for variant in checked.variants:
         image = pushed.get(variant.name)
         if image is None:
             missing.append(variant.name)
             continue
-        if image.unpacked_size is None:
-            try:
-                unpacked = _registry_unpacked_size(options, image.reference, client)
-            except RegistryError as exc:
-                raise EngineError(
-                    Problem(
-                        f"cannot measure {image.reference} (build/manifest.json has no unpacked size "
-                        f"for it): {exc}",
-                        variant=variant.name,
-                        hint="check that the registry is up and `docker login` to it, or run buildtool "
-                        "build here, which measures the image",
-                    )
-                ) from None
-            image = replace(image, unpacked_size=unpacked)
+        image = measured(image, client, options.cache_dir)
         try:
-            specs.append(deploy_spec(variant, checked.plan.matrix, image, endpoint))
+            specs.append(deploy_spec(variant, image, margin, endpoint))
         except DeploySpecError as exc:
             problems += exc.problems
     if problems:
@@ -304,16 +292,6 @@ def deploy_specs(options: Options, endpoint: str | None = None) -> tuple[list[De
     for spec in specs:
         write_spec(options.build_dir / "deploy", spec)
     return specs, missing
-
-
-def _registry_unpacked_size(options: Options, reference: str, client: HttpRegistry) -> int | None:
-    """Measured from the registry's layers; a registry that cannot answer is its own error (exit 1),
-    not an unknown size."""
-    manifest = client.manifest(reference)
-    if manifest is None:
-        return None
-    repository = reference.rpartition("@")[0]
-    return registry_unpacked_size(client, repository, manifest, options.cache_dir / SIZES_FILE)
 
 
 def deploy(

@@ -282,6 +282,12 @@ class BenchFloor:
     versus: str  # "paper" (smoke/published.py) or a backend
     why: str
     from_seqlen: int = 2048
+    # Archs (sm_XY, as the run records machine.arch) it holds for on any card: a floor between two
+    # kernels on one card is the algorithm's, not the SKU's, so a GPU added to the matrix gets it.
+    archs: tuple[str, ...] = ()
+
+    def holds_for(self, sku: str | None, arch: str | None) -> bool:
+        return (sku is not None and sku in self.skus) or (arch is not None and arch in self.archs)
 
     def describe(self) -> str:
         target = "the paper's figure" if self.versus == "paper" else self.versus
@@ -334,6 +340,7 @@ BENCH_FLOORS: tuple[BenchFloor, ...] = (
         "sdpa.flash",
         "FA3's reason to be on Hopper: the paper's FA3 is 1.42-2.3x its FA2 from seqlen 2k (torch's "
         "flash backend is FA2's kernel); 1.3x leaves room for torch's build of it and run-to-run noise",
+        archs=("sm_90",),
     ),
     BenchFloor(
         ("A100 SXM4", "A100 PCIe", "A40", "RTX 4090"),
@@ -341,5 +348,6 @@ BENCH_FLOORS: tuple[BenchFloor, ...] = (
         0.9,
         "sdpa.flash",
         "the same FlashAttention-2 algorithm as torch's flash backend: a slower build is a regression",
+        archs=("sm_80", "sm_86", "sm_89"),
     ),
 )

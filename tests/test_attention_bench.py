@@ -192,6 +192,22 @@ def test_a_floor_over_a_quick_run_says_the_lengths_were_too_short() -> None:
     assert verdict.detail == "sdpa.flash: not available on cuda: No viable backend"
 
 
+def test_a_gpu_new_to_the_matrix_gets_its_archs_floor_and_no_other_cards() -> None:
+    """An L40S (sm_89) is no SKU of facts.GPU_SKUS: its FA2 run is held to the FA2-vs-torch floor of
+    its arch, never to the H100's paper figures; a card whose arch has no floor says so."""
+    l40s = replace(
+        run_with(point("kernel.flash-attn2", 4096, 150), point("sdpa.flash", 4096, 160)),
+        gpu="L40S",
+        machine={"gpu": "NVIDIA L40S", "arch": "sm_89"},
+    )
+    (verdict,) = benchmark.floor_verdicts([l40s])
+    assert verdict.floor.startswith("kernel.flash-attn2 >= 0.9x sdpa.flash") and verdict.status == "pass"
+    assert "worst 0.94x" in verdict.detail
+    turing = replace(l40s, gpu="T4", machine={"gpu": "Tesla T4", "arch": "sm_75"})
+    (verdict,) = benchmark.floor_verdicts([turing])
+    assert verdict.status == "no floor" and "a card facts.GPU_SKUS does not know" in verdict.detail
+
+
 @pytest.mark.container
 @pytest.mark.torch_base
 def test_the_bare_host_runner_benchmarks_and_the_report_renders_it(tmp_path: Path) -> None:

@@ -523,3 +523,26 @@ def test_an_image_that_installs_its_own_torch_is_checked_against_each_base(proje
     noble = next(v for v in result.variants if v.name == "pytorch-runtime-runpod-torch291-cu130-noble")
     assert noble.torch == "2.11.0+cu130" and noble.torch_build is not None
     assert noble.torch_build.torch == "2.11.0"
+
+
+# --- GPU type ids ---
+
+
+def test_a_respelled_runpod_gpu_type_id_is_refused_with_runpods_spelling(project: Project) -> None:
+    project.edit("runpod_id: NVIDIA H100 80GB HBM3,", "runpod_id: nvidia h100 80gb-hbm3,")
+    (message,) = messages(checked(project).errors, "runpod-gpu-type")
+    assert "which RunPod spells 'NVIDIA H100 80GB HBM3'" in message and "matrix.yaml:57" in message
+
+
+def test_a_gpu_added_outside_the_serverless_pools_is_a_warning(project: Project) -> None:
+    """A card no pool lists can still run pods: a warning naming the closest id, no error; a GPU the
+    policy refuses (B200, sm_100) gets none, and the repository's cards are all in pools."""
+    assert messages(checked(project).warnings, "runpod-gpu-type") == []
+    project.edit(
+        "  - {name: B200,", "  - {name: L40S, runpod_id: NVIDIA L40S X, arch: sm_89}\n  - {name: B200,"
+    )
+    result = checked(project)
+    (message,) = messages(result.warnings, "runpod-gpu-type")
+    assert "'NVIDIA L40S X', which no RunPod serverless pool lists" in message
+    assert "Perhaps you meant 'NVIDIA L40S'?" in message
+    assert messages(result.errors, "runpod-gpu-type") == []

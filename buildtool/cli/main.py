@@ -170,7 +170,10 @@ def run(args: argparse.Namespace) -> int:
         return deploy.run(args, options)
     if args.command == "report":
         out_dir = args.out or args.matrix.parent / "reports"
+        from buildtool.report.compat import to_markdown
+
         built, written = api.report(options, out_dir)
+        github.append_step_summary(to_markdown(built))
         out.print(
             f"{len(built.rows)} GPU row(s) x {len(built.variants)} variant(s) from "
             f"{len(built.sources)} result(s)"

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildtool import facts, policy
-from buildtool.config.model import NO_DEPLOY, Matrix
+from buildtool import facts
+from buildtool.config.model import NO_DEPLOY
 from buildtool.errors import DeploySpecError, Location, Problem
 from buildtool.files import write_atomically
 from buildtool.plan import Variant
@@ -107,9 +107,10 @@ class DeploySpec:
         }
 
 
-def size_disk(variant: Variant, matrix: Matrix, unpacked: int | None) -> DiskSize:
+def size_disk(variant: Variant, unpacked: int | None, margin: float) -> DiskSize:
+    """The container disk: the declared one, checked, or the unpacked image plus the download
+    headroom and `margin` (the container-disk rule's option, policy.option)."""
     deploy = variant.image.deploy or NO_DEPLOY
-    margin = float(policy.Context(matrix).option("container_disk_margin"))
     required = deploy.required_disk_gb(unpacked, margin) if unpacked is not None else None
     if deploy.container_disk_gb is not None:
         if required is not None and deploy.container_disk_gb < required:
@@ -172,10 +173,11 @@ def gpu_pools(variant: Variant) -> tuple[list[str], list[str], list[str]]:
 
 
 def deploy_spec(
-    variant: Variant, matrix: Matrix, pushed: PushedImage, endpoint_name: str | None = None
+    variant: Variant, pushed: PushedImage, margin: float, endpoint_name: str | None = None
 ) -> DeploySpec:
+    """The spec of one pushed variant; `margin` is the container disk's spare room (size_disk)."""
     deploy = variant.image.deploy or NO_DEPLOY
-    disk = size_disk(variant, matrix, pushed.unpacked_size)
+    disk = size_disk(variant, pushed.unpacked_size, margin)
     floor = host_floor(variant.base.cuda)
     digest = pushed.reference.rpartition("@")[2]
     if not digest.startswith("sha256:"):

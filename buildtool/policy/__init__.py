@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from buildtool.build.oci import OciImage
 from buildtool.config.model import Matrix
 from buildtool.errors import Finding, Location
 from buildtool.plan import CheckedPlan, Plan, Variant
@@ -19,6 +19,7 @@ from buildtool.plan import CheckedPlan, Plan, Variant
 from buildtool.policy import catalogue, dockerfile, image, templates, variants  # noqa: F401
 from buildtool.policy.catalogue import tag_facts
 from buildtool.policy.dockerfile import RenderedDockerfile
+from buildtool.policy.image import BuiltImage
 from buildtool.policy.registry import (
     OPTIONS,
     RULES,
@@ -83,7 +84,13 @@ def check_dockerfile(
     return run("dockerfile", subject, Context(matrix, variant_name=variant))
 
 
-def check_image(built: OciImage, variant: Variant, matrix: Matrix) -> list[Finding]:
+def option(matrix: Matrix, name: str) -> Any:
+    """A rule option's value for this matrix (its `policy:` entry, else the rule's default): for the
+    stages that size what a rule checks, such as the deploy spec's container disk."""
+    return Context(matrix).option(name)
+
+
+def check_image(built: BuiltImage, variant: Variant, matrix: Matrix) -> list[Finding]:
     return run("image", built, Context(matrix, variant))
 
 

@@ -9,8 +9,9 @@ from packaging.version import InvalidVersion, Version
 
 from buildtool import facts, refs
 from buildtool.config.model import Base, Gpu, Policy, Refusal
-from buildtool.errors import Finding
-from buildtool.policy.registry import Context, error, rule
+from buildtool.arch import Arch, ArchRule
+from buildtool.errors import Finding, did_you_mean
+from buildtool.policy.registry import Context, error, rule, warning
 
 
 def refusal_for(image: refs.ImageRef, policy: Policy) -> Refusal | None:
@@ -222,3 +223,39 @@ def gpu_flash_attention(gpu: Gpu, context: Context) -> Iterator[Finding]:
             gpu.location,
             f"set flash_attention: {max(supported)}" if supported else "remove flash_attention",
         )
+
+
+@rule(
+    "runpod-gpu-type",
+    "gpu",
+    "a GPU type id that no RunPod serverless pool lists gives a deploy spec no pool: its endpoint "
+    "never starts a worker on that card",
+)
+def gpu_type_id(gpu: Gpu, context: Context) -> Iterator[Finding]:
+    """The runpod_id against facts.SERVERLESS_POOLS: a respelling of a listed id (case, spaces,
+    hyphens) is an error; an id no pool lists is a warning (pods only), except on a GPU the policy
+    refuses anyway (policy.refused_archs), which is never built for."""
+    known = {t for types in facts.SERVERLESS_POOLS.values() for t in types}
+    if gpu.runpod_id in known:
+        return
+    spelled = {_folded(t): t for t in known}.get(_folded(gpu.runpod_id))
+    if spelled is not None:
+        yield error(
+            f"GPU '{gpu.name}' has runpod_id '{gpu.runpod_id}', which RunPod spells '{spelled}'",
+            gpu.location,
+            f"set runpod_id: {spelled}",
+        )
+    elif not any(
+        ArchRule.parse(r.what).covers(Arch.parse(gpu.arch)) for r in context.matrix.policy.refused_archs
+    ):
+        yield warning(
+            f"GPU '{gpu.name}' has runpod_id '{gpu.runpod_id}', which no RunPod serverless pool lists "
+            "(facts.SERVERLESS_POOLS): a serverless endpoint cannot be given it",
+            gpu.location,
+            did_you_mean(gpu.runpod_id, known)
+            or "use the id `GET /v2/catalog/gpus` answers, or update facts.SERVERLESS_POOLS from it",
+        )
+
+
+def _folded(type_id: str) -> str:
+    return re.sub(r"[\s_-]+", "", type_id).casefold()

@@ -5,19 +5,47 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
-from buildtool.build.oci import OciImage
 from buildtool.errors import Finding, Location
 from buildtool.policy.registry import Context, RuleOption, error, rule, warning
 from buildtool.policy.secrets import HINT, looks_secret, redacted
+
+
+class BuiltLayer(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+class BuiltImage(Protocol):
+    """What the image rules read of a built image: the build stage's OCI image is one (build/oci.py);
+    the policy package sits below the build and does not import it."""
+
+    @property
+    def env(self) -> dict[str, str]: ...
+    @property
+    def labels(self) -> dict[str, str]: ...
+    @property
+    def history(self) -> Sequence[Mapping[str, Any]]: ...
+    @property
+    def layers(self) -> Sequence[BuiltLayer]: ...
+    @property
+    def layout(self) -> Path | None: ...
+    @property
+    def compressed_size(self) -> int: ...
+    @property
+    def unpacked_size(self) -> int | None: ...
+    def files_matching(self, pattern: str) -> dict[str, int]: ...
+
 
 # A build arg as BuildKit records it in a RUN step's history: `RUN |2 A=x B=y /bin/sh -c ...`.
 HISTORY_ARG = re.compile(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=(\S+)")
 
 
 @rule("image-secrets", "image", "a token in ENV, a label or a build arg ships to everyone who pulls")
-def image_secrets(image: OciImage, context: Context) -> Iterator[Finding]:
+def image_secrets(image: BuiltImage, context: Context) -> Iterator[Finding]:
     """Secret-looking values in the image's config (ENV, labels) and history (build args recorded in
     RUN steps): pass them as RunPod secrets at run time, or BuildKit secret mounts at build time."""
     where = Location(context.matrix.path)
@@ -44,7 +72,7 @@ def image_secrets(image: OciImage, context: Context) -> Iterator[Finding]:
     "every GB is pulled by every cold worker: big images start slowly, and fill the container disk",
     {"max_image_gb": RuleOption(float, None, "the largest compressed image to push, in GB (1e9 bytes)")},
 )
-def image_size(image: OciImage, context: Context) -> Iterator[Finding]:
+def image_size(image: BuiltImage, context: Context) -> Iterator[Finding]:
     limit = context.option("max_image_gb")
     if limit is not None and image.compressed_size > limit * 1e9:
         biggest = max(image.layers, key=lambda layer: layer.size, default=None)
@@ -62,7 +90,7 @@ def image_size(image: OciImage, context: Context) -> Iterator[Finding]:
     "image",
     "baked weights over the limit make every cold pull crawl; a declared size_gb can be wrong",
 )
-def baked_model_size(image: OciImage, context: Context) -> Iterator[Finding]:
+def baked_model_size(image: BuiltImage, context: Context) -> Iterator[Finding]:
     """The baked model's files as the built image holds them (model.files), against
     policy.max_baked_model_gb: the measured size, not only the declared one."""
     model = context.variant.image.model if context.variant else None
@@ -105,7 +133,7 @@ def _size(n: int) -> str:
     "pod (seeds: the 20 GB default)",
     {"container_disk_margin": RuleOption(float, 0.2, "spare room on the container disk, as a fraction")},
 )
-def container_disk(image: OciImage, context: Context) -> Iterator[Finding]:
+def container_disk(image: BuiltImage, context: Context) -> Iterator[Finding]:
     """The declared container disk must hold the unpacked image, the declared download headroom
     and the margin (the image's own unpacked size, measured from its layers)."""
     deploy = context.variant.image.deploy if context.variant else None

@@ -7,7 +7,7 @@ Scopes, in pipeline order, and the subject each rule of the scope receives:
   variant     a plan Variant (targets and kernels resolved)
   template    an Image of matrix.yaml, once per plan (its template directory: handler, lock)
   dockerfile  a RenderedDockerfile, before anything is written
-  image       an OciImage, built and not yet pushed
+  image       a BuiltImage (policy/image.py), built and not yet pushed
 Adding a rule is one decorated function in the module of its scope; nothing else changes. A rule
 that needs a setting declares it as an option: the key is then allowed under matrix.yaml's
 `policy:`, checked against its type here, and read with `context.option(name)`.

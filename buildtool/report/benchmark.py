@@ -133,16 +133,17 @@ def _kernel_text(kernel: Mapping[str, Any]) -> str:
 def floor_verdicts(
     runs: Iterable[BenchRun], floors: Iterable[facts.BenchFloor] = facts.BENCH_FLOORS
 ) -> tuple[FloorVerdict, ...]:
-    """Each floor of the run's exact card (its SKU, from the device name the run recorded), or one
-    "no floor" line for a GPU none holds for: never another card's floor. A CPU run gets none."""
+    """Each floor of the run's hardware: its exact card (the SKU of the device name the run
+    recorded) or its arch (machine.arch), or one "no floor" line for a GPU none holds for: never
+    another card's floor. A CPU run gets none."""
     verdicts = []
     floors = tuple(floors)
     for run in runs:
         device = run.machine.get("gpu")
         if not device:
             continue  # a CPU: the floors are about GPUs
-        sku = facts.gpu_sku(str(device))
-        held = [floor for floor in floors if sku in floor.skus]
+        sku, arch = facts.gpu_sku(str(device)), run.machine.get("arch")
+        held = [floor for floor in floors if floor.holds_for(sku, str(arch) if arch else None)]
         verdicts += [_verdict(run, floor) for floor in held]
         if not held:
             what = f"the {sku}" if sku else "a card facts.GPU_SKUS does not know"
@@ -152,7 +153,7 @@ def floor_verdicts(
                     "no floor",
                     "no floor",
                     f"{device} is {what}: no floor is set for it, and another card's would not hold",
-                    "floors are per exact SKU (facts.BENCH_FLOORS)",
+                    "floors are per exact SKU or arch (facts.BENCH_FLOORS)",
                 )
             )
     return tuple(verdicts)
