@@ -116,6 +116,14 @@ def render(session: nox.Session) -> None:
     session.run("buildtool", "render", *session.posargs)
 
 
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Rewrite the generated tables of docs/ and schema/matrix.schema.json from the code."""
+    install_locked(session, TOOL_LOCK)
+    session.run("python", "-m", "buildtool.reference", "--write")
+    session.run("buildtool", "schema", "--write")
+
+
 @nox.session(name="lock-tool", python=PYTHON)
 def lock_tool(session: nox.Session) -> None:
     """requirements/{dev,tool,nox}.txt from pyproject.toml and requirements/*.in (uv, with hashes,

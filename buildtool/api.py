@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from buildtool import policy, refs
 from buildtool.build import reproduce
@@ -54,6 +55,34 @@ from buildtool.render.output import Rendering
 from buildtool.report.compat import Report, build_report, to_html, to_json, to_markdown
 
 
+class Checked(NamedTuple):
+    """What check and render give: the checked plan and its rendering (in memory for check)."""
+
+    checked: CheckedPlan
+    rendering: Rendering
+
+
+class Released(NamedTuple):
+    plan: ReleasePlan
+    moved: list[str]  # tags moved to a new digest
+    unchanged: list[str]  # tags that already pointed there
+
+
+class Reported(NamedTuple):
+    report: Report
+    written: list[Path]  # compat.md, compat.json, compat.html
+
+
+class DeploySpecs(NamedTuple):
+    specs: list[DeploySpec]
+    missing: list[str]  # selected variants the build did not push
+
+
+class Deployed(NamedTuple):
+    spec: DeploySpec
+    answers: list[dict[str, object]]  # what RunPod answered to each request; empty on a dry run
+
+
 def _check_kernels_local(options: Options) -> None:
     if options.kernels_local is not None and not options.kernels_local.is_dir():
         raise ConfigError(
@@ -74,7 +103,7 @@ def plan_and_check(options: Options) -> CheckedPlan:
     return checked
 
 
-def check(options: Options) -> tuple[CheckedPlan, Rendering]:
+def check(options: Options) -> Checked:
     """Everything render does except writing: plan policies and rendered-Dockerfile policies."""
     checked = plan_and_check(options)
     revision = options.revision or Revision("0" * 40, dirty=False)  # content checks need no real commit
@@ -82,7 +111,7 @@ def check(options: Options) -> tuple[CheckedPlan, Rendering]:
     errors = [f for f in check_rendering(rendering, checked, options.build_dir) if f.severity == "error"]
     if errors:
         raise PolicyError(f.problem for f in errors)
-    return checked, rendering
+    return Checked(checked, rendering)
 
 
 def revision_for(options: Options, checked: CheckedPlan) -> Revision:
@@ -102,9 +131,7 @@ def revision_for(options: Options, checked: CheckedPlan) -> Revision:
     return revision
 
 
-def render(
-    options: Options, on_note: Callable[[str], None] = lambda _: None
-) -> tuple[CheckedPlan, Rendering]:
+def render(options: Options, on_note: Callable[[str], None] = lambda _: None) -> Checked:
     _check_kernels_local(options)
     checked = plan_and_check(options)
     revision = revision_for(options, checked)
@@ -112,7 +139,7 @@ def render(
     rendering = render_checked(checked, revision, registry, options.build_dir, options.kernels_local)
     with exclusive(options.build_dir, on_note):  # written whole, one run at a time (build_dir.py)
         write_rendering(rendering, options.build_dir)
-    return checked, rendering
+    return Checked(checked, rendering)
 
 
 def build(
@@ -187,7 +214,7 @@ def check_reproducible(
     return out
 
 
-def release(options: Options, tag: str) -> tuple[ReleasePlan, list[str], list[str]]:
+def release(options: Options, tag: str) -> Released:
     """Plan the promotion of the tagged commit's digests and, unless a dry run, move the tags."""
     checked = plan_and_check(options)
     root = options.root
@@ -201,7 +228,7 @@ def release(options: Options, tag: str) -> tuple[ReleasePlan, list[str], list[st
         # made (a disk too small for the image) refuses the release.
         specs = _release_specs(options, checked, plan, client)
         if options.dry_run:
-            return plan, [], []
+            return Released(plan, [], [])
         moved, unchanged = promote(plan, client)
     except RegistryError as exc:
         raise EngineError(
@@ -215,7 +242,7 @@ def release(options: Options, tag: str) -> tuple[ReleasePlan, list[str], list[st
     write_atomically(
         options.build_dir / "release.json", json.dumps(document, indent=2, sort_keys=True) + "\n"
     )
-    return plan, moved, unchanged
+    return Released(plan, moved, unchanged)
 
 
 def _release_specs(
@@ -241,7 +268,7 @@ def _release_specs(
     return specs
 
 
-def report(options: Options, out_dir: Path) -> tuple[Report, list[Path]]:
+def report(options: Options, out_dir: Path) -> Reported:
     """The compatibility report, written as compat.md, compat.json and compat.html under out_dir."""
     checked = plan_and_check(options)
     manifest = options.build_dir / "manifest.json"
@@ -255,10 +282,10 @@ def report(options: Options, out_dir: Path) -> tuple[Report, list[Path]]:
     ):
         write_atomically(out_dir / name, text)
         written.append(out_dir / name)
-    return built, written
+    return Reported(built, written)
 
 
-def deploy_specs(options: Options, endpoint: str | None = None) -> tuple[list[DeploySpec], list[str]]:
+def deploy_specs(options: Options, endpoint: str | None = None) -> DeploySpecs:
     """A deploy spec for every selected variant the build pushed (build/manifest.json), written to
     build/deploy/<variant>.json; and the selected variants not built. Sizes the manifest lacks (an
     image built earlier elsewhere) are measured from the registry's layers."""
@@ -291,12 +318,10 @@ def deploy_specs(options: Options, endpoint: str | None = None) -> tuple[list[De
         )
     for spec in specs:
         write_spec(options.build_dir / "deploy", spec)
-    return specs, missing
+    return DeploySpecs(specs, missing)
 
 
-def deploy(
-    options: Options, endpoint: str, api_url: str, api_key: str | None
-) -> tuple[DeploySpec, list[dict[str, object]]]:
+def deploy(options: Options, endpoint: str, api_url: str, api_key: str | None) -> Deployed:
     """Send one variant's spec to RunPod (the one --select names, else the default variant); without
     a key, or with --dry-run, send nothing. Returns what RunPod answered to each request."""
     checked = plan_and_check(options)
@@ -314,7 +339,7 @@ def deploy(
     specs, _ = deploy_specs(replace(options, select=(name,)), endpoint)
     spec = specs[0]
     if api_key is None or options.dry_run:
-        return spec, []
+        return Deployed(spec, [])
     api = RunPodApi(api_key, api_url)
     # The catalog first: a pool that changed since facts.py was written refuses the deploy before a
     # template exists, not after an endpoint is up on cards the image was never tested on.
@@ -322,4 +347,4 @@ def deploy(
     problems = catalog_problems(variant, spec, api.gpu_catalog(spec.variant))
     if problems:
         raise DeployError(problems)
-    return spec, [api.send(request, spec.variant) for request in spec.requests]
+    return Deployed(spec, [api.send(request, spec.variant) for request in spec.requests])

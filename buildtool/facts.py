@@ -160,6 +160,27 @@ RUNPOD_CUDA_VERSIONS: tuple[str, ...] = (
     "13.0",
 )
 
+
+@dataclass(frozen=True)
+class HostFloor:
+    """What a RunPod template, endpoint or pod must allow for an image on CUDA `cuda` to run."""
+
+    cuda: str | None
+    driver: str | None
+    allowed_cuda_versions: tuple[str, ...]  # RunPod's allowedCudaVersions: the host CUDA at or above
+
+
+def host_floor(cuda: str | None) -> HostFloor:
+    if cuda is None:
+        return HostFloor(None, None, ())
+    at_least = tuple(c for c in RUNPOD_CUDA_VERSIONS if _major_minor(c) >= _major_minor(cuda))
+    return HostFloor(cuda, DRIVER_FLOOR_BY_CUDA.get(cuda), at_least)
+
+
+def _major_minor(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
 # RunPod's serverless GPU pools and the GPU type ids in each: a v2 endpoint selects pools, minus
 # `excludedTypes`. Source: runpod/docs references/gpu-types.mdx (tables generated 2026-02-12; read
 # 2026-11-22 at commit a900806e), whose pool table names cards, mapped here to the type ids of its

@@ -17,8 +17,8 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from buildtool import refs
-from buildtool.deploy.specs import HostFloor, host_floor
 from buildtool.errors import ConfigError, Problem, ReleaseRefused
+from buildtool.facts import HostFloor, host_floor
 from buildtool.naming import Revision, variant_tags
 from buildtool.plan import CheckedPlan
 from buildtool.registry.client import Registry

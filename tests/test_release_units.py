@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from packaging.version import Version
 
-from buildtool.deploy.specs import host_floor
 from buildtool.errors import ConfigError
+from buildtool.facts import host_floor
 from buildtool.release import parse_version, version_tags
 
 

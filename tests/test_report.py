@@ -121,12 +121,20 @@ def test_a_gpu_result_lands_on_its_gpu_row(tmp_path: Path) -> None:
 
 
 def test_markdown_goes_to_the_step_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`buildtool report` in a GitHub Actions step appends the report to the job summary; the
+    library's api.report writes only its files."""
+    from buildtool.cli.main import main
+
     summary = tmp_path / "summary.md"
     summary.write_text("earlier\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     api.report(
-        Options.for_matrix(REPO / "matrix.yaml", tmp_path / "no-build", results=RESULTS), tmp_path / "out"
+        Options.for_matrix(REPO / "matrix.yaml", tmp_path / "no-build", results=RESULTS), tmp_path / "lib"
     )
+    assert summary.read_text() == "earlier\n"
+    given = ["--results", *map(str, RESULTS)]
+    command = ["report", "--matrix", str(REPO / "matrix.yaml"), "--build-dir", str(tmp_path / "no-build")]
+    assert main([*command, *given, "--out", str(tmp_path / "out")]) == 0
     assert summary.read_text().startswith("earlier\n# Compatibility report")
 
 

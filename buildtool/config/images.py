@@ -6,13 +6,16 @@ import json
 import re
 from pathlib import Path
 
-from buildtool.config.keys import optional_keys, required_keys
-from buildtool.config.model import (
-    FLASH_ATTENTION_SHORTHAND,
+from buildtool.config.keys import (
     IMAGE_KINDS,
     MODEL_SOURCES,
     OUTPUT_KINDS,
     SECRET_NAME_PATTERN,
+    optional_keys,
+    required_keys,
+)
+from buildtool.config.model import (
+    FLASH_ATTENTION_SHORTHAND,
     Deploy,
     Image,
     KernelSpec,
@@ -82,7 +85,7 @@ def read_images(r: Reader, node: Node, root: Path) -> tuple[Image, ...]:
                 handler=handler,
                 model=model,
                 smoke=smoke,
-                needs_torch=r.optional(m.get("needs_torch"), bool, "needs_torch") is not False,
+                needs_torch=r.key(m, "image", "needs_torch"),
                 kernels=_kernels(r, m["kernels"]) if "kernels" in m else (),
                 secrets=_secrets(r, m["secrets"]) if "secrets" in m else (),
                 deploy=_deploy(r, m["deploy"]) if "deploy" in m else None,
@@ -150,7 +153,7 @@ def _kernels(r: Reader, node: Node) -> tuple[KernelSpec, ...]:
                 name=r.name(m["name"], "kernel name"),
                 repo_id=r.scalar(m["repo_id"], str, "repo_id"),
                 revision=r.scalar(m["revision"], str, "revision"),
-                function=r.optional(m.get("function"), str, "function") or "flash_attn_func",
+                function=r.key(m, "kernel", "function"),
                 archs=r.strings(m["archs"], "archs") if "archs" in m else (),
             )
         )
@@ -167,7 +170,7 @@ def _smoke(r: Reader, node: Node) -> SmokeSettings:
         r.scalar(n, int, "an entry of smoke.output_shape")
         for n in (r.sequence(m["output_shape"], "smoke.output_shape") if "output_shape" in m else [])
     )
-    kind = r.optional(m.get("output"), str, "smoke.output") or "embeddings"
+    kind = r.key(m, "smoke", "output")
     if kind not in OUTPUT_KINDS:
         raise r.fail(
             m["output"],
@@ -201,31 +204,9 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def _deploy(r: Reader, node: Node) -> Deploy:
     m = r.mapping(node, "deploy", required_keys("deploy"), optional_keys("deploy"))
-    disk = r.optional(m.get("container_disk_gb"), int, "container_disk_gb")
-    if disk is not None and disk < 1:
-        raise r.fail(m["container_disk_gb"], f"container_disk_gb must be at least 1, not {disk}")
-    headroom = r.optional(m.get("download_headroom_gb"), float, "download_headroom_gb") or 0.0
-    if headroom < 0:
-        raise r.fail(m["download_headroom_gb"], "download_headroom_gb cannot be negative")
-    defaults = Deploy(None, 0.0, r.at(node))
-
-    def whole(key: str, low: int, high: int | None = None) -> int:
-        value = r.optional(m.get(key), int, key)
-        if value is None:
-            return int(getattr(defaults, key))
-        if value < low or (high is not None and value > high):
-            span = f"from {low} to {high}" if high is not None else f"at least {low}"
-            raise r.fail(m[key], f"{key} must be {span}, not {value}")
-        return value
-
-    workers_min, workers_max = whole("workers_min", 0), whole("workers_max", 0)
+    workers_min, workers_max = r.key(m, "deploy", "workers_min"), r.key(m, "deploy", "workers_max")
     if workers_min > workers_max:
         raise r.fail(node, f"workers_min ({workers_min}) is above workers_max ({workers_max})")
-    queue_delay = r.optional(m.get("queue_delay_s"), float, "queue_delay_s")
-    if queue_delay is not None and queue_delay < 0.5:
-        raise r.fail(
-            m["queue_delay_s"], f"queue_delay_s must be at least 0.5 (RunPod's floor), not {queue_delay:g}"
-        )
     ports = r.strings(m["ports"], "ports") if "ports" in m else ()
     for port, item in zip(ports, r.sequence(m["ports"], "ports") if ports else [], strict=True):
         if not PORT.match(port):
@@ -238,14 +219,14 @@ def _deploy(r: Reader, node: Node) -> Deploy:
                 raise r.fail(value, f"'{key}' is not an environment variable name")
             env.append((key, r.scalar(value, str, f"deploy.env.{key}")))
     return Deploy(
-        disk,
-        headroom,
+        r.key(m, "deploy", "container_disk_gb"),
+        r.key(m, "deploy", "download_headroom_gb"),
         r.at(node),
         workers_min=workers_min,
         workers_max=workers_max,
-        idle_timeout_s=whole("idle_timeout_s", 1, 3600),
-        queue_delay_s=defaults.queue_delay_s if queue_delay is None else queue_delay,
-        gpu_count=whole("gpu_count", 1),
+        idle_timeout_s=r.key(m, "deploy", "idle_timeout_s"),
+        queue_delay_s=r.key(m, "deploy", "queue_delay_s"),
+        gpu_count=r.key(m, "deploy", "gpu_count"),
         network_volume=r.optional(m.get("network_volume"), str, "network_volume"),
         ports=ports,
         env=tuple(sorted(env)),

@@ -1,26 +1,31 @@
 """The shape of matrix.yaml: every mapping's keys, with the JSON Schema of each value.
 
-The loader (matrix.py, images.py) takes its allowed and required keys from here, and schema.py
-generates the shipped JSON Schema (editor completion) from the same table: a key is written down once.
+Each key is written down once, here: its type and bounds (a JSON Schema fragment), its default, its
+grammar and its doc. The loader (matrix.py, images.py) takes allowed and required keys, defaults and
+bounds from here (Reader.key); the model's dataclass defaults (model.py), the shipped JSON Schema
+(schema.py) and the docs' reference table (docs/matrix.md) are generated from the same table.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from buildtool.config.model import (
-    CACHE_MANIFESTS,
-    FLASH_ATTENTION_VERSIONS,
-    IMAGE_KINDS,
-    MODEL_SOURCES,
-    NAME,
-    OUTPUT_KINDS,
-    SCHEMA_VERSION,
-    SECRET_NAME_PATTERN,
-    TIERS,
-)
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # bake target names allow no dots
+SECRET_NAME_PATTERN = "^[A-Z][A-Z0-9_]*$"  # as RunPod secrets and environment variables are named
+SCHEMA_VERSION = 1
+ImageKind = Literal["runtime", "serverless-worker"]
+IMAGE_KINDS: tuple[str, ...] = ("runtime", "serverless-worker")
+ModelSource = Literal["baked", "volume"]
+MODEL_SOURCES: tuple[str, ...] = ("baked", "volume")
+OUTPUT_KINDS: tuple[str, ...] = ("embeddings", "text", "image")  # what a worker answers
+TIERS: tuple[int, ...] = (1, 2, 3)
+# The registry build cache's manifest: auto (an image manifest on Amazon ECR, which refuses an
+# index, else the index BuildKit writes by default), index, or image-manifest.
+CACHE_MANIFESTS: tuple[str, ...] = ("auto", "index", "image-manifest")
+FLASH_ATTENTION_VERSIONS: tuple[int, ...] = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,13 @@ class Key:
     required: bool = False
     grammar: Grammar | None = None  # a string's form (of each entry, for a list of strings)
     names: Grammar | None = None  # the form of a mapping's own keys (build args, env)
+    default: Any = None  # the value when the key is absent (None: absent stays absent)
+    bounds: str | None = None  # why the schema's minimum/maximum are what they are, for the message
+
+    def json_schema(self) -> dict[str, Any]:
+        """The value's schema with its doc and default, as schema/matrix.schema.json holds it."""
+        default = list(self.default) if isinstance(self.default, tuple) else self.default
+        return {**self.schema, "description": self.doc, **({} if default is None else {"default": default})}
 
 
 def _string(doc: str, required: bool = False, grammar: Grammar | None = None, **more: Any) -> Key:
@@ -72,6 +84,14 @@ def _string(doc: str, required: bool = False, grammar: Grammar | None = None, **
 def _strings(doc: str, required: bool = False, grammar: Grammar | None = None) -> Key:
     pattern = {"pattern": grammar.pattern} if grammar else {}
     return Key({"type": "array", "items": {"type": "string", **pattern}}, doc, required, grammar)
+
+
+def _integer(doc: str, default: int | None = None, bounds: str | None = None, **limits: int) -> Key:
+    return Key({"type": "integer", **limits}, doc, default=default, bounds=bounds)
+
+
+def _number(doc: str, default: float | None = None, bounds: str | None = None, **limits: float) -> Key:
+    return Key({"type": "number", **limits}, doc, default=default, bounds=bounds)
 
 
 def _list_of(section: str, doc: str, required: bool = False) -> Key:
@@ -138,7 +158,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
         ),
         "model": Key({"$ref": "model"}, "the model the worker loads"),
         "smoke": Key({"$ref": "smoke"}, "what the smoke suite sends the handler and expects back"),
-        "needs_torch": Key({"type": "boolean"}, "false for images that use no torch from their base"),
+        "needs_torch": Key(
+            {"type": "boolean"}, "false for images that use no torch from their base", default=True
+        ),
         "kernels": Key(
             {"type": "array", "items": {"anyOf": [{"const": "flash-attention"}, {"$ref": "kernel"}]}},
             "Hub kernels the build bakes; flash-attention: the FlashAttention each GPU target runs",
@@ -170,28 +192,32 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "name": _string("the kernel's name in the image", True, NAME_GRAMMAR),
         "repo_id": _string("the Hub repository (org/name)", True, HUB_ID),
         "revision": _string("branch, tag or commit; matrix.lock records the commit", True, REVISION),
-        "function": _string("the attention function (default flash_attn_func)", grammar=IDENTIFIER),
+        "function": Key(
+            {"type": "string", "pattern": IDENTIFIER.pattern},
+            "the attention function",
+            grammar=IDENTIFIER,
+            default="flash_attn_func",
+        ),
         "archs": _strings("GPU archs it runs on; empty: any device"),
     },
     "deploy": {
-        "container_disk_gb": Key(
-            {"type": "integer", "minimum": 1},
-            "the container disk to ask RunPod for; refused when the built image does not fit",
+        "container_disk_gb": _integer(
+            "the container disk to ask RunPod for; refused when the built image does not fit; absent: "
+            "sized from the built image",
+            minimum=1,
         ),
-        "download_headroom_gb": Key(
-            {"type": "number", "minimum": 0}, "disk the worker fills at run time (downloads, caches)"
+        "download_headroom_gb": _number(
+            "disk the worker fills at run time (downloads, caches)", 0.0, minimum=0
         ),
-        "workers_min": Key({"type": "integer", "minimum": 0}, "serverless: workers kept warm (default 0)"),
-        "workers_max": Key({"type": "integer", "minimum": 0}, "serverless: the most workers (default 3)"),
-        "idle_timeout_s": Key(
-            {"type": "integer", "minimum": 1, "maximum": 3600},
-            "serverless: seconds an idle worker waits for work before it stops (default 5)",
+        "workers_min": _integer("serverless: workers kept warm", 0, minimum=0),
+        "workers_max": _integer("serverless: the most workers", 3, minimum=0),
+        "idle_timeout_s": _integer(
+            "serverless: seconds an idle worker waits for work before it stops", 5, minimum=1, maximum=3600
         ),
-        "queue_delay_s": Key(
-            {"type": "number", "minimum": 0.5},
-            "serverless: add a worker when a job has waited this long (default 4)",
+        "queue_delay_s": _number(
+            "serverless: add a worker when a job has waited this long", 4.0, "RunPod's floor", minimum=0.5
         ),
-        "gpu_count": Key({"type": "integer", "minimum": 1}, "GPUs per worker or pod (default 1)"),
+        "gpu_count": _integer("GPUs per worker or pod", 1, minimum=1),
         "network_volume": _string(
             "a RunPod network volume id, mounted where the model's volume_path is", grammar=LABEL_WORD
         ),
@@ -213,7 +239,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
             "embeddings: the output's shape; image: width and height",
         ),
         "output": Key(
-            {"enum": list(OUTPUT_KINDS)}, "what the worker answers (default embeddings): how smoke judges it"
+            {"enum": list(OUTPUT_KINDS)}, "what the worker answers: how smoke judges it", default="embeddings"
         ),
         "model_dir": _string(
             "volume models: a small model in the image that smoke copies onto a volume at volume_path",
@@ -255,8 +281,12 @@ SECTIONS: dict[str, dict[str, Key]] = {
         ),
         "refused_repositories": _list_of("refused repository", "repositories never built on", True),
         "refused_archs": _list_of("refused arch", "GPU archs never targeted", True),
-        "tier3_registries": _strings("where Tier-3 bases may live (default ghcr.io)"),
-        "max_baked_model_gb": Key({"type": "number"}, "bigger models go on a network volume (default 10)"),
+        "tier3_registries": Key(
+            {"type": "array", "items": {"type": "string"}},
+            "where Tier-3 bases may live",
+            default=("ghcr.io",),
+        ),
+        "max_baked_model_gb": _number("bigger models go on a network volume", 10.0, minimum=0),
         "model_loaders": _strings("calls that load a model (the handler check)"),
         "model_servers": _strings(
             "commands of server processes that load a model (vllm serve): started at module level, a load"
@@ -271,3 +301,8 @@ def required_keys(section: str) -> tuple[str, ...]:
 
 def optional_keys(section: str) -> tuple[str, ...]:
     return tuple(k for k, key in SECTIONS[section].items() if not key.required)
+
+
+def default(section: str, name: str) -> Any:
+    """The declared default of `section`'s key `name` (model.py's dataclass defaults read these)."""
+    return SECTIONS[section][name].default

@@ -12,12 +12,17 @@ from pathlib import Path
 
 from buildtool.arch import Arch, InvalidArch
 from buildtool.config.images import read_images
-from buildtool.config.keys import SECTIONS, optional_keys, required_keys
-from buildtool.config.model import (
+from buildtool.config.keys import (
     CACHE_MANIFESTS,
     FLASH_ATTENTION_VERSIONS,
     SCHEMA_VERSION,
+    SECTIONS,
     TIERS,
+    default,
+    optional_keys,
+    required_keys,
+)
+from buildtool.config.model import (
     Base,
     Combination,
     Gpu,
@@ -155,10 +160,10 @@ def _policy(r: Reader, node: Node) -> Policy:
         allowed_tiers=tiers,
         tier3_registries=r.strings(m["tier3_registries"], "tier3_registries")
         if "tier3_registries" in m
-        else ("ghcr.io",),
+        else default("policy", "tier3_registries"),
         refused_repositories=_refusals(r, m["refused_repositories"], "refused_repositories", "repository"),
         refused_archs=_refusals(r, m["refused_archs"], "refused_archs", "arch"),
-        max_baked_model_gb=r.optional(m.get("max_baked_model_gb"), float, "max_baked_model_gb") or 10.0,
+        max_baked_model_gb=r.key(m, "policy", "max_baked_model_gb"),
         model_loaders=r.strings(m["model_loaders"], "model_loaders") if "model_loaders" in m else (),
         model_servers=r.strings(m["model_servers"], "model_servers") if "model_servers" in m else (),
         rule_options=rule_options,

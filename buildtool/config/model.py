@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from buildtool import refs
+from buildtool.config.keys import ImageKind, ModelSource, default
 from buildtool.errors import Location
-
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # bake target names allow no dots
-SECRET_NAME_PATTERN = "^[A-Z][A-Z0-9_]*$"  # as RunPod secrets and environment variables are named
-SCHEMA_VERSION = 1
-ImageKind = Literal["runtime", "serverless-worker"]
-IMAGE_KINDS: tuple[str, ...] = ("runtime", "serverless-worker")
-ModelSource = Literal["baked", "volume"]
-MODEL_SOURCES: tuple[str, ...] = ("baked", "volume")
-OUTPUT_KINDS: tuple[str, ...] = ("embeddings", "text", "image")  # what a worker answers
-TIERS: tuple[int, ...] = (1, 2, 3)
-# The registry build cache's manifest: auto (an image manifest on Amazon ECR, which refuses an
-# index, else the index BuildKit writes by default), index, or image-manifest.
-CACHE_MANIFESTS: tuple[str, ...] = ("auto", "index", "image-manifest")
-FLASH_ATTENTION_VERSIONS: tuple[int, ...] = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -83,11 +69,11 @@ class Deploy:
     container_disk_gb: int | None  # None: sized from the built image
     download_headroom_gb: float  # room for what the worker downloads to its disk at run time
     location: Location = field(compare=False)
-    workers_min: int = 0
-    workers_max: int = 3
-    idle_timeout_s: int = 5
-    queue_delay_s: float = 4.0  # the QUEUE_DELAY scaler: add a worker when jobs wait this long
-    gpu_count: int = 1
+    workers_min: int = default("deploy", "workers_min")
+    workers_max: int = default("deploy", "workers_max")
+    idle_timeout_s: int = default("deploy", "idle_timeout_s")
+    queue_delay_s: float = default("deploy", "queue_delay_s")  # the QUEUE_DELAY scaler
+    gpu_count: int = default("deploy", "gpu_count")
     network_volume: str | None = None  # a RunPod network volume id, mounted at the model's volume path
     ports: tuple[str, ...] = ()  # runtime pods: default 8888/http (Jupyter) and 22/tcp (SSH)
     env: tuple[tuple[str, str], ...] = ()  # plain settings; secrets go under the image's `secrets:`
@@ -138,7 +124,7 @@ class KernelSpec:
     name: str
     repo_id: str | None = None  # None for the flash-attention shorthand
     revision: str | None = None
-    function: str = "flash_attn_func"
+    function: str = default("kernel", "function")
     archs: tuple[str, ...] = ()
 
 

@@ -3,17 +3,18 @@ line and the key, with the fix."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from buildtool import refs
 from buildtool.arch import ArchRule, InvalidArch
-from buildtool.config.model import NAME
+from buildtool.config.keys import NAME, SECTIONS
 from buildtool.config.yamlpos import Node
 from buildtool.errors import ConfigError, Location, Problem, did_you_mean
 
 T = TypeVar("T")
+SCALAR_TYPES: dict[str, type] = {"integer": int, "number": float, "boolean": bool, "string": str}
 
 
 class Reader:
@@ -61,6 +62,25 @@ class Reader:
         if node is None or node.value is None:
             return None
         return self.scalar(node, kind, what)
+
+    def key(self, m: Mapping[str, Node], section: str, name: str) -> Any:
+        """A scalar key of `section` as keys.py declares it: its type, its bounds (the schema's
+        minimum and maximum), and its default when absent."""
+        key = SECTIONS[section][name]
+        kind = SCALAR_TYPES[key.schema["type"]] if "type" in key.schema else type(key.schema["enum"][0])
+        value = self.optional(m.get(name), kind, name)
+        if value is None:
+            return key.default
+        low, high = key.schema.get("minimum"), key.schema.get("maximum")
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = (
+                f"from {low:g} to {high:g}"
+                if low is not None and high is not None
+                else (f"at least {low:g}" if low is not None else f"at most {high:g}")
+            )
+            why = f" ({key.bounds})" if key.bounds else ""
+            raise self.fail(m[name], f"{name} must be {span}{why}, not {value:g}")
+        return value
 
     def sequence(self, node: Node, what: str) -> list[Node]:
         if not isinstance(node.value, list):

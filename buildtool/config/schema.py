@@ -33,7 +33,7 @@ def _resolve(schema: Any) -> Any:
 
 def _object(section: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     keys = SECTIONS[section]
-    properties = {name: {**_resolve(dict(key.schema)), "description": key.doc} for name, key in keys.items()}
+    properties = {name: _resolve(key.json_schema()) for name, key in keys.items()}
     properties.update(extra or {})
     required = [name for name, key in keys.items() if key.required]
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}

@@ -29,26 +29,6 @@ SPEC_SCHEMA = 1
 
 
 @dataclass(frozen=True)
-class HostFloor:
-    """What a RunPod template, endpoint or pod must allow for the image to run."""
-
-    cuda: str | None
-    driver: str | None
-    allowed_cuda_versions: tuple[str, ...]  # RunPod's allowedCudaVersions: the host CUDA at or above
-
-
-def host_floor(cuda: str | None) -> HostFloor:
-    if cuda is None:
-        return HostFloor(None, None, ())
-    at_least = tuple(c for c in facts.RUNPOD_CUDA_VERSIONS if _version(c) >= _version(cuda))
-    return HostFloor(cuda, facts.DRIVER_FLOOR_BY_CUDA.get(cuda), at_least)
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
-
-
-@dataclass(frozen=True)
 class PushedImage:
     """A variant's image as the registry holds it."""
 
@@ -80,7 +60,7 @@ class DeploySpec:
     variant: str
     image: str
     disk: DiskSize
-    floor: HostFloor
+    floor: facts.HostFloor
     requests: tuple[ApiRequest, ...]
     notes: tuple[str, ...]
 
@@ -178,7 +158,7 @@ def deploy_spec(
     """The spec of one pushed variant; `margin` is the container disk's spare room (size_disk)."""
     deploy = variant.image.deploy or NO_DEPLOY
     disk = size_disk(variant, pushed.unpacked_size, margin)
-    floor = host_floor(variant.base.cuda)
+    floor = facts.host_floor(variant.base.cuda)
     digest = pushed.reference.rpartition("@")[2]
     if not digest.startswith("sha256:"):
         raise DeploySpecError(

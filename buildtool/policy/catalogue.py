@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from packaging.version import InvalidVersion, Version
 
 from buildtool import facts, refs
-from buildtool.config.model import Base, Gpu, Policy, Refusal
 from buildtool.arch import Arch, ArchRule
+from buildtool.config.model import Base, Gpu, Policy, Refusal
 from buildtool.errors import Finding, did_you_mean
 from buildtool.policy.registry import Context, error, rule, warning
 
