@@ -80,7 +80,7 @@ def tests(session: nox.Session) -> None:
 def fuzz(session: nox.Session) -> None:
     """The hypothesis properties over hostile matrix input at 10,000 examples (each time-bounded)."""
     install_locked(session, DEV_LOCK)
-    session.run("pytest", "tests/test_fuzz.py", "-q", env={"FUZZ_EXAMPLES": "10000"})
+    session.run("pytest", "tests/config/test_fuzz.py", "-q", env={"FUZZ_EXAMPLES": "10000"})
 
 
 @nox.session(python=PYTHON)

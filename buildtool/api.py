@@ -26,9 +26,9 @@ from buildtool.config.lock import read_lock, read_lock_file
 from buildtool.config.matrix import load_matrix
 from buildtool.config.options import Options
 from buildtool.deploy.catalog import catalog_problems
-from buildtool.deploy.measure import measured, unpacked_in_registry
+from buildtool.deploy.pushed import measured, release_specs
 from buildtool.deploy.runpod_api import RunPodApi
-from buildtool.deploy.specs import DeploySpec, PushedImage, deploy_spec, pushed_images, write_spec
+from buildtool.deploy.specs import DeploySpec, deploy_spec, pushed_images, write_spec
 from buildtool.errors import (
     ConfigError,
     DeployError,
@@ -249,23 +249,9 @@ def _release_specs(
     options: Options, checked: CheckedPlan, plan: ReleasePlan, client: HttpRegistry
 ) -> list[DeploySpec]:
     built = pushed_images(options.build_dir) if (options.build_dir / "manifest.json").is_file() else {}
-    variants = {v.name: v for v in checked.variants}
     margin = float(policy.option(checked.plan.matrix, "container_disk_margin"))
-    specs: list[DeploySpec] = []
-    problems: list[Problem] = []
-    for promotion in plan.promotions:
-        known = built.get(promotion.variant)
-        unpacked = known.unpacked_size if known and known.reference == promotion.source else None
-        if unpacked is None:
-            unpacked = unpacked_in_registry(client, promotion.source, options.cache_dir)
-        image = PushedImage(promotion.variant, promotion.source, unpacked)
-        try:
-            specs.append(deploy_spec(variants[promotion.variant], image, margin))
-        except DeploySpecError as exc:
-            problems += exc.problems
-    if problems:
-        raise DeploySpecError(problems)
-    return specs
+    variants = {v.name: v for v in checked.variants}
+    return release_specs(plan, variants, built, margin, client, options.cache_dir)
 
 
 def report(options: Options, out_dir: Path) -> Reported:

@@ -342,7 +342,7 @@ def gpu_sku(device_name: str | None) -> str | None:
 
 HOPPER_SKUS = ("H100 SXM5", "H100 PCIe", "H100 NVL", "H200 SXM", "H200 NVL")
 
-# Floors the reference itself passes (tests/test_attention_bench.py holds each against the figures of
+# Floors the reference itself passes (tests/smoke/test_attention_bench.py holds each against the figures of
 # smoke/published.py). The FA3 paper (Shah et al. 2024, Figure 5, H100 SXM5, FP16 forward): FA3 over
 # FA2 is 1.42x at its smallest from seqlen 2k (head dim 64, causal, 2k), 1.45x (64, full, 2k).
 BENCH_FLOORS: tuple[BenchFloor, ...] = (

@@ -40,6 +40,24 @@ def parser() -> argparse.ArgumentParser:
         "serverless workers, from matrix.yaml.",
     )
     sub = top.add_subparsers(dest="command", required=True)
+    _plan_commands(sub, common, rendering)
+    _build_command(sub, common)
+    _smoke_command(sub, common)
+    results = _results_option()
+    _release_command(sub, common, results)
+    _lock_commands(sub, common)
+    _reference_commands(sub, common)
+    _deploy_commands(sub, common)
+    _report_command(sub, common, results)
+    return top
+
+
+def _plan_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+    rendering: argparse.ArgumentParser,
+) -> None:
+    """plan, check, render: the stages up to the rendering."""
     p = sub.add_parser("plan", parents=[common], help="expand the matrix and show the variants")
     p.add_argument("--json", action="store_true", help="print the GitHub Actions matrix as JSON")
     p.add_argument(
@@ -59,6 +77,12 @@ def parser() -> argparse.ArgumentParser:
         parents=[common, rendering],
         help="plan + check + write build/<variant>/ and build/docker-bake.json",
     )
+
+
+def _build_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """build: render, bake, push, verify, move tags."""
     b = sub.add_parser(
         "build", parents=[common], help="render, then build, push and verify each variant; move tags last"
     )
@@ -99,6 +123,12 @@ def parser() -> argparse.ArgumentParser:
         help="then rebuild each variant from nothing (no build cache, no registry cache) and compare "
         "digests; say which layer and files differ",
     )
+
+
+def _smoke_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """smoke: the suite inside each built image."""
     s = sub.add_parser("smoke", parents=[common], help="run the smoke suite inside each built image")
     s.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     s.add_argument("--quick", action="store_true", help="one sequence length and dtype per attention shape")
@@ -123,6 +153,10 @@ def parser() -> argparse.ArgumentParser:
         help="per image: start no check or benchmark shape after this many seconds, report the rest "
         "skipped (python -m smoke --budget); leave headroom under a job's timeout",
     )
+
+
+def _results_option() -> argparse.ArgumentParser:
+    """--results, shared by the commands that read smoke results."""
     results = argparse.ArgumentParser(add_help=False)
     results.add_argument(
         "--results",
@@ -131,6 +165,15 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help="smoke result files (default: build/smoke/*.json and reports/samples/*.json)",
     )
+    return results
+
+
+def _release_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+    results: argparse.ArgumentParser,
+) -> None:
+    """release: promote tested digests."""
     r = sub.add_parser(
         "release",
         parents=[common, results],
@@ -141,6 +184,52 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--commit", help="the commit whose images to promote (default: the one the git tag names)")
     r.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
     r.add_argument("--dry-run", action="store_true", help="print what would move; move nothing")
+
+
+def _report_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+    results: argparse.ArgumentParser,
+) -> None:
+    """report: smoke results -> compatibility report."""
+    rep = sub.add_parser(
+        "report", parents=[common, results], help="smoke results -> compatibility report per GPU"
+    )
+    rep.add_argument("--out", type=Path, help="directory for compat.md, .json, .html (default: reports/)")
+    rep.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
+
+
+def _deploy_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """deploy-spec and deploy: RunPod."""
+    ds = sub.add_parser(
+        "deploy-spec",
+        parents=[common],
+        help="RunPod API v2 request bodies per built variant (template + endpoint or pod), by digest, "
+        "with the container disk sized from the built image: build/deploy/<variant>.json",
+    )
+    ds.add_argument(
+        "--build-dir", type=Path, help="default: build/ next to matrix.yaml (reads manifest.json)"
+    )
+    dp = sub.add_parser(
+        "deploy",
+        parents=[common],
+        help="send one variant's deploy spec to RunPod with $RUNPOD_API_KEY (without it: print what "
+        "would be sent)",
+    )
+    dp.add_argument("--endpoint", required=True, metavar="NAME", help="the endpoint's (or pod's) name")
+    dp.add_argument(
+        "--build-dir", type=Path, help="default: build/ next to matrix.yaml (reads manifest.json)"
+    )
+    dp.add_argument("--dry-run", action="store_true", help="print the requests, send nothing")
+    dp.add_argument("--api-url", help="RunPod's API (default: $RUNPOD_API_URL, else https://api.runpod.io)")
+
+
+def _lock_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """lock and lock-deps: what moving names resolve to today."""
     lk = sub.add_parser(
         "lock",
         parents=[common],
@@ -168,6 +257,12 @@ def parser() -> argparse.ArgumentParser:
         help="take the newest releases that fit requirements.in (default: keep the locked versions "
         "that still fit, and resolve only what changed)",
     )
+
+
+def _reference_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """rules and schema: what the code declares."""
     sub.add_parser(
         "rules",
         parents=[common],
@@ -179,33 +274,6 @@ def parser() -> argparse.ArgumentParser:
         help="print matrix.yaml's JSON Schema (editor completion); --write updates schema/matrix.schema.json",
     )
     sc.add_argument("--write", action="store_true", help="write it next to the matrix, atomically")
-    ds = sub.add_parser(
-        "deploy-spec",
-        parents=[common],
-        help="RunPod API v2 request bodies per built variant (template + endpoint or pod), by digest, "
-        "with the container disk sized from the built image: build/deploy/<variant>.json",
-    )
-    ds.add_argument(
-        "--build-dir", type=Path, help="default: build/ next to matrix.yaml (reads manifest.json)"
-    )
-    dp = sub.add_parser(
-        "deploy",
-        parents=[common],
-        help="send one variant's deploy spec to RunPod with $RUNPOD_API_KEY (without it: print what "
-        "would be sent)",
-    )
-    dp.add_argument("--endpoint", required=True, metavar="NAME", help="the endpoint's (or pod's) name")
-    dp.add_argument(
-        "--build-dir", type=Path, help="default: build/ next to matrix.yaml (reads manifest.json)"
-    )
-    dp.add_argument("--dry-run", action="store_true", help="print the requests, send nothing")
-    dp.add_argument("--api-url", help="RunPod's API (default: $RUNPOD_API_URL, else https://api.runpod.io)")
-    rep = sub.add_parser(
-        "report", parents=[common, results], help="smoke results -> compatibility report per GPU"
-    )
-    rep.add_argument("--out", type=Path, help="directory for compat.md, .json, .html (default: reports/)")
-    rep.add_argument("--build-dir", type=Path, help="default: build/ next to matrix.yaml")
-    return top
 
 
 def positive_seconds(text: str) -> float:

@@ -1,7 +1,7 @@
 """Rendered Dockerfiles and the bake file: golden files, labels, lint, layer order, atomic writes.
 
 Golden files live in tests/golden/; after an intended change, regenerate them with
-UPDATE_GOLDEN=1 pytest tests/test_render.py and review the diff.
+UPDATE_GOLDEN=1 pytest tests/render/test_render.py and review the diff.
 """
 
 from __future__ import annotations
