@@ -124,23 +124,32 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "ref": _string("the image reference, as docker pull takes it", True),
         "tier": Key({"enum": list(TIERS)}, "1: cached on RunPod hosts, 2: popular, 3: custom", True),
         "python": _string("the Python the base ships, major.minor", True, MAJOR_MINOR),
-        "cuda": _string("CUDA major.minor; absent for a CPU-only base", grammar=MAJOR_MINOR),
+        "cuda": _string('CUDA major.minor, quoted ("13.0"); absent for a CPU-only base', grammar=MAJOR_MINOR),
         "cudnn": Key({"type": "integer"}, "cuDNN major version"),
         "torch": _string("the torch wheel's version with its local tag, e.g. 2.11.0+cu130", grammar=VERSION),
         "cuda_compat": Key(
-            {"type": "boolean"}, "ships /usr/local/cuda/compat (needs the LD_LIBRARY_PATH fix)"
+            {"type": "boolean"},
+            "ships /usr/local/cuda/compat: the rendered images put the host's driver libraries first on "
+            "LD_LIBRARY_PATH",
         ),
         "built_on": _string("Tier 3: the catalogue base it overlays", grammar=NAME_GRAMMAR),
     },
     "gpu": {
         "name": _string("the GPU's short name (H100)", True, LABEL_WORD),
         "runpod_id": _string("RunPod's GPU type id (NVIDIA H100 80GB HBM3)", True, GPU_TYPE_ID),
-        "arch": _string("compute capability as sm_<major><minor>[a|f]", True),
+        "arch": _string(
+            "compute capability as sm_<major><minor>[a|f] (sm_90a); 9.0 and compute_90 read as sm_90", True
+        ),
         "flash_attention": Key({"enum": list(FLASH_ATTENTION_VERSIONS)}, "the FlashAttention it runs"),
     },
     "image": {
         "name": _string("the image's name (its repository)", True, NAME_GRAMMAR),
-        "template": _string("the directory with Dockerfile.j2 and the build context", True, RELATIVE_PATH),
+        "template": _string(
+            "the directory with Dockerfile.j2; every other file is copied into the build context (other "
+            "*.j2 files rendered first)",
+            True,
+            RELATIVE_PATH,
+        ),
         "kind": Key({"enum": list(IMAGE_KINDS)}, "a pod runtime or a serverless worker", True),
         "version": _string("the image's own version", True, VERSION),
         "description": _string("one line, for labels and reports"),
@@ -173,7 +182,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         ),
         "secrets": Key(
             {"type": "array", "items": {"type": "string", "pattern": SECRET_NAME_PATTERN}},
-            "the secrets it needs, by name: BuildKit secret mounts at build time, RunPod secrets at run time",
+            "the secrets it needs, by name: each a BuildKit secret of the bake target (id=<name>,env=<name>; "
+            "RUN --mount=type=secret,id=<name>), a RunPod secret at run time; the image never holds it",
         ),
     },
     "model": {
