@@ -20,7 +20,13 @@ def test_the_wheel_holds_every_module_of_the_checkout(tmp_path: Path) -> None:
     assert UV, "uv is a test dependency (pyproject.toml [test])"
     # A clean copy: setuptools would reuse a build/lib/ that an earlier build left in the checkout.
     source = tmp_path / "source"
-    ignore = shutil.ignore_patterns("build", ".git", "node_modules", "*.egg-info", ".nox")
+    patterns = shutil.ignore_patterns(".git", "node_modules", "*.egg-info", ".nox", ".venv")
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        # The checkout's build/ output only: buildtool/build/ is the build stage's package.
+        top = {"build"} if Path(directory) == REPO else set()
+        return set(patterns(directory, names)) | (top & set(names))
+
     shutil.copytree(REPO, source, ignore=ignore)
     done = subprocess.run(
         [UV, "build", "--wheel", "--out-dir", str(tmp_path), str(source)],
