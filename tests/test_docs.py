@@ -76,3 +76,73 @@ def test_the_how_tos_rule_runs_as_written(project) -> None:  # type: ignore[no-u
     finally:
         registry.RULES.pop("apt-upgrade", None)
         registry.OPTIONS.pop("allow_apt_upgrade", None)
+
+
+def _expanded(cell: str) -> list[str]:
+    """`a.b`, `.c` (a.c), `a.{x,y}` -> the names they stand for."""
+    names: list[str] = []
+    for token in re.findall(r"`([^`]+)`", cell):
+        if token.startswith(".") and names:
+            token = names[-1].rsplit(".", 1)[0] + token
+        braces = re.fullmatch(r"(.*)\{(.*)\}(.*)", token)
+        names += [f"{braces[1]}{x}{braces[3]}" for x in braces[2].split(",")] if braces else [token]
+    return names
+
+
+def test_the_smoke_checks_table_names_every_check_the_suite_reports() -> None:
+    from smoke.selection import catalogue
+
+    text = (REPO / "docs" / "smoke.md").read_text()
+    table = text.split("| check | what |\n| --- | --- |\n", 1)[1].split("\n\n", 1)[0]
+    documented = {n for row in table.splitlines() for n in _expanded(row.split(" | ")[0])}
+    assert documented == set(catalogue(kernels=("<name>",)))
+
+
+def test_the_workflow_table_names_every_job_of_ci_yml_and_where_it_runs() -> None:
+    """docs/workflows.md's job table against .github/workflows/ci.yml: one row per job, by the name
+    GitHub shows (`${{ matrix.x }}` written *x*), and the runner it names."""
+    import yaml
+
+    jobs = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yml").read_text())["jobs"]
+    shown = {
+        re.sub(r"\$\{\{ matrix\.(\w+) \}\}", lambda m: f"*{m[1]}*", job["name"]).casefold(): job
+        for job in jobs.values()
+    }
+    text = (REPO / "docs" / "workflows.md").read_text()
+    table = text.split("| job | runs on | what it does |\n| --- | --- | --- |\n", 1)[1].split("\n\n", 1)[0]
+    rows = {
+        row.split(" | ")[0].removeprefix("| ").casefold(): row.split(" | ")[1] for row in table.splitlines()
+    }
+    assert set(rows) == set(shown)
+    for name, job in shown.items():
+        runner = job["runs-on"]
+        if isinstance(runner, str) and "${{" not in runner:
+            assert f"`{runner}`" in rows[name], f"{name}: the table does not say it runs on {runner}"
+
+
+def test_the_tags_table_is_the_tag_scheme() -> None:
+    """docs/building.md's tag table, with its placeholders filled in, is what naming.variant_tags
+    gives the default variant (every row) and another one (no `latest`)."""
+    from buildtool.naming import Revision, variant_tags
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    text = (REPO / "docs" / "building.md").read_text()
+    table = text.split("| tag | kind |\n| --- | --- |\n", 1)[1].split("\n\n", 1)[0]
+    documented = {
+        row.split("`")[1].replace("<base>", "b").replace("<full git sha>", sha) for row in table.splitlines()
+    }
+    default = variant_tags("r.example/o", "img", "b", Revision(sha, False), True)
+    other = variant_tags("r.example/o", "img", "b", Revision(sha, False), False)
+    tags = {t.rpartition(":")[2] for t in (default.immutable, *default.moving, default.cache)}
+    assert documented == tags
+    assert "latest" not in {t.rpartition(":")[2] for t in other.moving}
+
+
+def test_the_images_table_is_the_matrix_images() -> None:
+    from buildtool.config.matrix import load_matrix
+
+    text = (REPO / "docs" / "images.md").read_text()
+    table = text.split("| image | kind | what it is |\n| --- | --- | --- |\n", 1)[1].split("\n\n", 1)[0]
+    kinds = {"pod": "runtime", "serverless worker": "serverless-worker"}
+    documented = {row.split("`")[1]: kinds[row.split(" | ")[1]] for row in table.splitlines()}
+    assert documented == {i.name: i.kind for i in load_matrix(REPO / "matrix.yaml").images}
