@@ -11,6 +11,7 @@ spelling of the same image.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -83,6 +84,7 @@ def _normalise_name(name: str) -> str:
     return parse(name).name
 
 
+@functools.lru_cache(maxsize=65536)  # a plan's Dockerfiles name the same few references
 def parse(text: str) -> ImageRef:
     """Parse and normalise an image reference; InvalidReference says what is wrong."""
     if not text or text != text.strip() or any(c.isspace() for c in text):

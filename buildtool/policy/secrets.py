@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import io
 import lzma
 import re
@@ -36,11 +37,20 @@ def redacted(value: str) -> str:
     return f"'{value[:4]}...' ({len(value)} characters)"
 
 
+# \b around ASCII tokens, in binary text too. No pattern matches a line break of any kind, so a
+# text without a match as a whole has none in any of its lines.
+_PATTERNS = tuple((kind, re.compile(pattern, re.ASCII)) for kind, pattern in facts.SECRET_PATTERNS)
+
+
 def secrets_in(text: str) -> Iterator[tuple[str, str]]:
     """(what it looks like, the value) for every secret-looking token in `text`."""
-    for kind, pattern in facts.SECRET_PATTERNS:
-        for match in re.finditer(pattern, text, re.ASCII):  # \b around ASCII tokens, in binary text too
+    for kind, pattern in _PATTERNS:
+        for match in pattern.finditer(text):
             yield kind, match.group(0)
+
+
+def _any_secret(text: str) -> bool:
+    return any(pattern.search(text) for _, pattern in _PATTERNS)
 
 
 def looks_secret(name: str, value: str) -> Iterator[tuple[str, str]]:
@@ -166,12 +176,28 @@ def _members(name: str, content: bytes, budget: _Budget) -> Iterator[tuple[str, 
         return  # not an archive after all: scanned as a file
 
 
-def file_secrets(
-    name: str, content: bytes, depth: int = 0, budget: _Budget | None = None
-) -> Iterator[tuple[str, int | None, str, str]]:
+def file_secrets(name: str, content: bytes) -> list[tuple[str, int | None, str, str]]:
     """(the file, line or None, what it looks like, the value) for each secret in a build-context
     file: by its name, in its text (binary files too), as a DER key, and inside archives (found by
-    their first bytes, nested ones too). An archive too large to read whole is itself a finding."""
+    their first bytes, nested ones too). An archive too large to read whole is itself a finding.
+    Scanned once per name and content: variants of one template share their context's files."""
+    key = (name, hashlib.sha256(content).digest())
+    found = _SCANNED.get(key)
+    if found is None:
+        found = list(_file_secrets(name, content))
+        if len(_SCANNED) >= _SCANNED_MAX:
+            _SCANNED.pop(next(iter(_SCANNED)))
+        _SCANNED[key] = found
+    return list(found)
+
+
+_SCANNED: dict[tuple[str, bytes], list[tuple[str, int | None, str, str]]] = {}
+_SCANNED_MAX = 16384
+
+
+def _file_secrets(
+    name: str, content: bytes, depth: int = 0, budget: _Budget | None = None
+) -> Iterator[tuple[str, int | None, str, str]]:
     top = budget is None
     budget = budget or _Budget()
     convention = secret_file(name)
@@ -180,15 +206,17 @@ def file_secrets(
     if _der_private_key(content):
         yield name, None, "a private key (DER)", content[:8].hex()
     try:
-        lines = content.decode("utf-8").splitlines()
+        text = content.decode("utf-8")
+        lines = text.splitlines() if _any_secret(text) else []
     except UnicodeDecodeError:
-        lines = [content.decode("latin-1")]  # binary: no lines, the secret's bytes all the same
+        text = content.decode("latin-1")  # binary: no lines, the secret's bytes all the same
+        lines = [text] if _any_secret(text) else []
     for number, line in enumerate(lines, start=1):
         for kind, secret in secrets_in(line):
             yield name, number if len(lines) > 1 or number > 1 else None, kind, secret
     if depth < MAX_DEPTH:
         for member, data in _members(name, content, budget):
-            yield from file_secrets(f"{name}!{member}", data, depth + 1, budget)
+            yield from _file_secrets(f"{name}!{member}", data, depth + 1, budget)
     if top and budget.exceeded:
         limit = MAX_UNPACKED >> 20
         what = f"archives that unpack to more than {limit} MiB, which the secret scan cannot read whole"

@@ -189,3 +189,19 @@ def test_an_archive_too_large_to_read_whole_is_refused(
     _context_file(project, "bundle.tgz", buffer.getvalue())
     result = check(cli, project)
     assert result.code == 2 and "bundle.tgz holds archives that unpack to more than 1 MiB" in result.err
+
+
+def test_a_files_scan_is_shared_by_identical_files_and_by_nothing_else() -> None:
+    """Variants of one template share their context's files: the scan of a name and content is
+    made once, and a copy handed out; the same bytes under another name are scanned as that name."""
+    from buildtool.policy.secrets import file_secrets
+
+    token = "hf_" + "a" * 34
+    content = f"line one\nTOKEN={token}\n".encode()
+    first = file_secrets("app/settings.py", content)
+    assert [(at, kind) for _, at, kind, _ in first] == [(2, "a Hugging Face token")]
+    first.clear()
+    assert len(file_secrets("app/settings.py", content)) == 1
+    as_env = file_secrets(".env", content)
+    assert {kind for _, _, kind, _ in as_env} == {"an environment file (.env)", "a Hugging Face token"}
+    assert file_secrets("app/settings.py", content.replace(token.encode(), b"x")) == []
