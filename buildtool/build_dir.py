@@ -151,25 +151,35 @@ def _links(rendering: Rendering, build_dir: Path) -> list[Path]:
 
 
 def _holds_exactly(directory: Path, files: list[RenderedFile]) -> bool:
-    """Whether `directory` holds these files, byte for byte and mode for mode, and nothing else."""
+    """Whether `directory` holds these files, byte for byte and mode for mode, and nothing else (a
+    link only where the OCI layouts' link belongs). os.scandir: a re-render of 1,000 variants
+    reads back tens of thousands of files."""
     expected = {f.path: f for f in files}
     found = 0
-    for path in directory.rglob("*"):
-        relative = path.relative_to(directory).as_posix()
-        if relative == OCI_LAYOUTS and path.is_symlink():
-            continue
-        if path.is_dir() and not path.is_symlink():
-            continue
-        f = expected.get(relative)
-        mode = 0o755 if f is not None and f.executable else 0o644
-        if (
-            f is None
-            or path.is_symlink()
-            or path.read_bytes() != f.content
-            or path.stat().st_mode & 0o777 != mode
-        ):
-            return False
-        found += 1
+    pending = [(str(directory), "")]
+    while pending:
+        base, prefix = pending.pop()
+        with os.scandir(base) as entries:
+            for entry in entries:
+                relative = prefix + entry.name
+                if entry.is_symlink():
+                    if relative == OCI_LAYOUTS:
+                        continue
+                    return False
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((entry.path, relative + "/"))
+                    continue
+                f = expected.get(relative)
+                if f is None:
+                    return False
+                status = entry.stat(follow_symlinks=False)
+                if status.st_mode & 0o777 != (0o755 if f.executable else 0o644) or status.st_size != len(
+                    f.content
+                ):
+                    return False
+                if Path(entry.path).read_bytes() != f.content:
+                    return False
+                found += 1
     return found == len(expected)
 
 
