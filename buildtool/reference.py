@@ -134,7 +134,7 @@ def hardware() -> str:
         ),
     )
     titled = (("GPU SKUs", skus), ("Serverless pools", pools), ("FlashAttention by arch", flash))
-    return "\n".join(f"#### {title}\n\n{table}" for title, table in (*titled, ("Benchmark floors", floors)))
+    return "\n".join(f"### {title}\n\n{table}" for title, table in (*titled, ("Benchmark floors", floors)))
 
 
 def modules() -> str:

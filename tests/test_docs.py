@@ -55,27 +55,45 @@ def test_the_readme_is_a_map() -> None:
 
 
 def test_the_how_tos_rule_runs_as_written(project) -> None:  # type: ignore[no-untyped-def]
-    """The example of docs/how-to/add-a-rule.md, executed in the module of its scope: it registers,
-    refuses what it says, and its option switches it off."""
+    """The example of docs/how-to/add-a-rule.md, run in the module it goes in (with the import the
+    guide says to add), under a name of its own so that a newcomer who has added it already sees
+    this pass too: it registers, refuses what it says, and its option switches it off."""
     from buildtool.config.matrix import load_matrix
-    from buildtool.policy import check_dockerfile, registry
+    from buildtool.policy import OPTIONS, RULES, RuleOption, check_dockerfile, dockerfile
 
     text = (REPO / "docs" / "how-to" / "add-a-rule.md").read_text()
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
-    namespace: dict[str, object] = {}
+    code = code.replace('"apt-upgrade"', '"how-to-apt-upgrade"').replace("allow_apt_upgrade", "how_to_allow")
+    rules, options = dict(RULES), dict(OPTIONS)
     try:
-        exec(code, namespace)
-        matrix = load_matrix(project.matrix)
+        exec(code, {**vars(dockerfile), "RuleOption": RuleOption})
         upgrade = "FROM x\nRUN apt-get update && apt-get upgrade -y\n"
-        findings = list(check_dockerfile(upgrade, Path("build/v/Dockerfile"), "v", {}, matrix))
-        (mine,) = [f for f in findings if f.rule == "apt-upgrade"]
-        assert mine.severity == "error" and str(mine.problem.location) == "build/v/Dockerfile:2"
-        project.edit("policy:\n", "policy:\n  allow_apt_upgrade: true\n")
-        allowed = check_dockerfile(upgrade, Path("build/v/Dockerfile"), "v", {}, load_matrix(project.matrix))
-        assert [f for f in allowed if f.rule == "apt-upgrade"] == []
+
+        def findings() -> list[object]:
+            found = check_dockerfile(
+                upgrade, Path("build/v/Dockerfile"), "v", {}, load_matrix(project.matrix)
+            )
+            return [f for f in found if f.rule == "how-to-apt-upgrade"]
+
+        (mine,) = findings()
+        assert mine.severity == "error" and str(mine.problem.location) == "build/v/Dockerfile:2"  # type: ignore[attr-defined]
+        project.edit("policy:\n", "policy:\n  how_to_allow: true\n")
+        assert findings() == []
     finally:
-        registry.RULES.pop("apt-upgrade", None)
-        registry.OPTIONS.pop("allow_apt_upgrade", None)
+        RULES.clear()
+        RULES.update(rules)
+        OPTIONS.clear()
+        OPTIONS.update(options)
+
+
+def test_the_readmes_library_example_runs(project, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    text = (REPO / "README.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(project.root)
+    exec(code, {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed and all(line.startswith("worker-embed-") and "'H100'" in line for line in printed)
+    assert all("B200" not in line for line in printed)  # the GPUs it serves, not the refused ones
 
 
 def _expanded(cell: str) -> list[str]:

@@ -70,7 +70,10 @@ def report_findings(findings: Sequence[Finding]) -> None:
 def plan_tables(checked: CheckedPlan) -> list[Table]:
     """Variants, then each refused GPU once with its reason (reasons are long and repeat)."""
     table = Table(title=f"{len(checked.variants)} variant(s) from {checked.plan.matrix.path}")
-    for column in ("variant", "base", "torch", "GPU targets", "FA", "refused"):
+    # Variant names stay whole (a log reader greps for them); the other columns fold.
+    widest = max((len(cv.name) for cv in checked.variants), default=0)
+    table.add_column("variant", overflow="fold", min_width=widest)
+    for column in ("base", "torch", "GPU targets", "FA", "refused"):
         table.add_column(column, overflow="fold")
     refusals: dict[tuple[str, str, str], list[str]] = {}
     for cv in checked.variants:

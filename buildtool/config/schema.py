@@ -56,7 +56,7 @@ def json_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://github.com/runpod-images/runpod-images/schema/matrix.schema.json",
         "title": "matrix.yaml (buildtool)",
-        "description": "images x Tier-1 bases x GPU targets; README.md#matrixyaml",
+        "description": "images x Tier-1 bases x GPU targets; docs/matrix.md",
         **_object("matrix file"),
         "$defs": definitions,
     }

@@ -124,7 +124,7 @@ def parse_yaml(text: str, path: Path) -> Node:
             Problem(f"malformed YAML: {problem}", Location(path, line), hint="fix the YAML syntax")
         ) from None
     if root is None:
-        raise ConfigError(Problem("the file is empty", Location(path, 1), hint="see README.md"))
+        raise ConfigError(Problem("the file is empty", Location(path, 1), hint="see docs/matrix.md"))
     try:
         return _Converter(path).convert(root)
     except RecursionError:

@@ -169,7 +169,8 @@ def _render_template(
                 f"undefined template variable: {exc.message}",
                 Location(path, _template_line(exc.__traceback__, str(path))),
                 variant,
-                "variables are variant, base, image and labels; see README.md",
+                "variables are variant, base, image, labels, kernels and smoke_env; "
+                "see docs/matrix.md#templates",
             )
         ) from None
 

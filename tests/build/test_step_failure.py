@@ -1,6 +1,6 @@
 """A failed build names the step and the package: pip's and lockcheck's words from the step's own
 output (engine), in the build's message and in the GitHub job summary; a lock that uv's full
-resolution does not cover is refused when it is written (deplock)."""
+resolution does not cover is refused when it is written (locks/deps.py)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from browser import dom_of
 from conftest import REPO
 
 from buildtool import api
+from buildtool.config.matrix import load_matrix
 from buildtool.config.options import Options
 
 GOLDEN = REPO / "tests" / "golden"
@@ -67,7 +68,8 @@ def test_every_gpu_is_a_row_with_refusals_and_not_run(reports: Path) -> None:
     document = json.loads((reports / "compat.json").read_text())
     assert document["schema"] == "runpod-images/compat-report" and document["schema_version"] == 1
     rows = {r["gpu"]: r for r in document["rows"]}
-    assert list(rows)[:6] == ["A100", "H100", "H200", "A40", "RTX4090", "B200"]
+    gpus = [g.name for g in load_matrix(REPO / "matrix.yaml").gpus]
+    assert list(rows)[: len(gpus)] == gpus and "B200" in gpus  # the matrix's order
     b200 = rows["B200"]["cells"]
     assert all(c["status"] == "refused" and "sm_100" in c["reason"] for v, c in b200.items() if v != "host")
     assert b200["host"] == {"status": "not run"}  # a bare host is no variant: nothing refuses it
@@ -143,7 +145,8 @@ def test_the_html_page_renders_in_chromium_with_provenance_checks_and_the_benchm
 ) -> None:
     dom = dom_of(reports / "compat.html", tmp_path)
     compat = dom.split('<table id="compat">')[1].split("</table>")[0]
-    assert len(re.findall(r"<tr><th>[^<]+</th><td>", compat)) == 7  # 6 GPUs and the CPU
+    gpus = load_matrix(REPO / "matrix.yaml").gpus
+    assert len(re.findall(r"<tr><th>[^<]+</th><td>", compat)) == len(gpus) + 1  # and the CPU
     # A cell names its image, commit, date and machine, and opens to its checks with their reasons.
     first = json.loads((GOLDEN / "smoke-results" / "pytorch-runtime-runpod-torch211-cu130.json").read_text())
     cell = compat.split("<details>")[1].split("</details>")[0]  # the CPU row's first result, in column order
