@@ -94,6 +94,16 @@ def _number(doc: str, default: float | None = None, bounds: str | None = None, *
     return Key({"type": "number", **limits}, doc, default=default, bounds=bounds)
 
 
+def _names_to_strings(doc: str) -> Key:
+    """A mapping of identifiers (build args, environment names) to strings."""
+    schema = {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "propertyNames": {"pattern": IDENTIFIER.pattern},
+    }
+    return Key(schema, doc, names=IDENTIFIER)
+
+
 def _list_of(section: str, doc: str, required: bool = False) -> Key:
     return Key({"type": "array", "items": {"$ref": section}}, doc, required)
 
@@ -153,15 +163,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "kind": Key({"enum": list(IMAGE_KINDS)}, "a pod runtime or a serverless worker", True),
         "version": _string("the image's own version", True, VERSION),
         "description": _string("one line, for labels and reports"),
-        "args": Key(
-            {
-                "type": "object",
-                "additionalProperties": {"type": "string"},
-                "propertyNames": {"pattern": IDENTIFIER.pattern},
-            },
-            "build args",
-            names=IDENTIFIER,
-        ),
+        "args": _names_to_strings("build args"),
         "handler": _string(
             "serverless workers: the handler module, relative to the template", grammar=RELATIVE_PATH
         ),
@@ -232,15 +234,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
             "a RunPod network volume id, mounted where the model's volume_path is", grammar=LABEL_WORD
         ),
         "ports": _strings("pods: exposed ports as port/protocol (default 8888/http and 22/tcp)"),
-        "env": Key(
-            {
-                "type": "object",
-                "additionalProperties": {"type": "string"},
-                "propertyNames": {"pattern": IDENTIFIER.pattern},
-            },
-            "plain environment settings; secrets are named under the image's secrets:",
-            names=IDENTIFIER,
-        ),
+        "env": _names_to_strings("plain environment settings; secrets are named under the image's secrets:"),
     },
     "smoke": {
         "input": Key({"type": "object"}, "the job input the handler gets", True),
