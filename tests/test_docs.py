@@ -164,3 +164,11 @@ def test_the_images_table_is_the_matrix_images() -> None:
     kinds = {"pod": "runtime", "serverless worker": "serverless-worker"}
     documented = {row.split("`")[1]: kinds[row.split(" | ")[1]] for row in table.splitlines()}
     assert documented == {i.name: i.kind for i in load_matrix(REPO / "matrix.yaml").images}
+
+
+def test_the_scopes_table_is_the_registrys_scopes_in_order() -> None:
+    from buildtool.policy import SCOPES
+
+    text = (REPO / "docs" / "policies.md").read_text()
+    table = text.split("| scope | subject | runs |\n| --- | --- | --- |\n", 1)[1].split("\n\n", 1)[0]
+    assert tuple(row.split(" | ")[0].removeprefix("| ") for row in table.splitlines()) == SCOPES
