@@ -79,7 +79,13 @@ class Reader:
                 else (f"at least {low:g}" if low is not None else f"at most {high:g}")
             )
             why = f" ({key.bounds})" if key.bounds else ""
-            raise self.fail(m[name], f"{name} must be {span}{why}, not {value:g}")
+            if low is not None and high is not None:
+                allowed = f"a value {span}"
+            else:
+                allowed = f"{low:g} or more" if low is not None else f"{high:g} or less"
+            kept = "" if key.default is None else f", or leave it out ({key.default:g})"
+            fix = f"set {name} to {allowed}{kept}"
+            raise self.fail(m[name], f"{name} must be {span}{why}, not {value:g}", fix)
         return value
 
     def sequence(self, node: Node, what: str) -> list[Node]:

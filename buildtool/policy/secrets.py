@@ -11,6 +11,7 @@ import io
 import lzma
 import re
 import tarfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from typing import Protocol
@@ -182,17 +183,20 @@ def file_secrets(name: str, content: bytes) -> list[tuple[str, int | None, str, 
     their first bytes, nested ones too). An archive too large to read whole is itself a finding.
     Scanned once per name and content: variants of one template share their context's files."""
     key = (name, hashlib.sha256(content).digest())
-    found = _SCANNED.get(key)
+    with _SCANNED_LOCK:
+        found = _SCANNED.get(key)
     if found is None:
         found = list(_file_secrets(name, content))
-        if len(_SCANNED) >= _SCANNED_MAX:
-            _SCANNED.pop(next(iter(_SCANNED)))
-        _SCANNED[key] = found
+        with _SCANNED_LOCK:  # a library caller may render from threads
+            if len(_SCANNED) >= _SCANNED_MAX:
+                _SCANNED.pop(next(iter(_SCANNED)))
+            _SCANNED[key] = found
     return list(found)
 
 
 _SCANNED: dict[tuple[str, bytes], list[tuple[str, int | None, str, str]]] = {}
 _SCANNED_MAX = 16384
+_SCANNED_LOCK = threading.Lock()
 
 
 def _file_secrets(

@@ -155,6 +155,8 @@ def test_the_same_build_gives_byte_identical_specs(cli, project: Project) -> Non
         ("{workers_min: 4, workers_max: 2}", "workers_min (4) is above workers_max (2)"),
         ("{idle_timeout_s: 0}", "idle_timeout_s must be from 1 to 3600, not 0"),
         ("{queue_delay_s: 0.1}", "queue_delay_s must be at least 0.5"),
+        ("{queue_delay_s: 0.1}", "fix: set queue_delay_s to 0.5 or more, or leave it out (4)"),
+        ("{idle_timeout_s: 9000}", "fix: set idle_timeout_s to a value from 1 to 3600, or leave it out (5)"),
         ("{env: {1BAD: x}}", "'1BAD' is not of the allowed form"),
         ("{worker_max: 3}", "Perhaps you meant 'workers_max'?"),
     ],
