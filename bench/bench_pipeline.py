@@ -10,7 +10,11 @@
 3. a rebuild after a one-line change in the worker's handler vs the cold build, with bytes pushed
    vs the image's size;
 4. a rebuild from the registry cache alone (after prune and removal of the exported layout) vs the
-   cold build, and whether it reproduced the digest.
+   cold build, and whether it reproduced the digest;
+5. the peer a user would pick instead, in the same run on the same engine: raw `docker buildx build
+   --push` of the same rendered context with --cache-from/--cache-to type=registry,mode=max, cold,
+   after the same one-line change, and from its registry cache alone.
+The floors (FLOORS) are printed as pass/fail lines, and the script exits 1 when one falls short.
 Every figure is printed and saved (build/bench.json) as soon as it is measured, also when a later
 step fails. --concurrent runs another build loop (the tiny test project, --jobs 2 --rebuild) on the
 same engine throughout, as on a shared CI engine.
@@ -32,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +187,77 @@ def layer_digests(registry: HttpRegistry, ref: str) -> dict[str, int]:
     return blobs
 
 
+@dataclass(frozen=True)
+class Floor:
+    """A ratio the pipeline must stay at or under, measured in one run."""
+
+    name: str
+    what: str
+    section: str  # of the results
+    ratio: str  # the figure of that section that holds the ratio
+    limit: float
+
+
+FLOORS = (
+    Floor("render", "plan + check + render of 1,000 variants vs bake --print", "render_1000", "ratio", 0.5),
+    Floor("one-line change", "a one-line change vs the peer's", "builds", "one_line_change_vs_peer", 2.0),
+    Floor(
+        "cache only",
+        "a rebuild from the registry cache alone, its share of the cold build vs the peer's share",
+        "builds",
+        "registry_cache_only_share_vs_peer",
+        1.2,
+    ),
+    Floor("cold", "a cold build and push vs the peer's", "builds", "cold_vs_peer", 1.3),
+)
+
+
+def verdicts(results: dict[str, Any]) -> list[tuple[Floor, float | None]]:
+    """Each floor with its measured ratio (None: not measured in this run, as with --skip-builds)."""
+    out: list[tuple[Floor, float | None]] = []
+    for floor in FLOORS:
+        value = results.get(floor.section, {}).get(floor.ratio)
+        out.append((floor, float(value) if isinstance(value, int | float) else None))
+    return out
+
+
+def print_verdicts(results: dict[str, Any]) -> bool:
+    """The pass/fail lines; whether every measured floor holds."""
+    print("\nfloors")
+    held = True
+    for floor, value in verdicts(results):
+        if value is None:
+            print(f"  skip  {floor.name:16} <= {floor.limit:.2f}x  not measured in this run")
+            continue
+        ok = value <= floor.limit
+        held &= ok
+        verdict = "pass" if ok else "FAIL"
+        print(f"  {verdict}  {floor.name:16} {value:.2f}x <= {floor.limit:.2f}x  {floor.what}")
+    return held
+
+
 class StepFailed(Exception):
     """A benchmark step failed; the figures measured before it are kept."""
+
+
+class Peer:
+    """What a user would run instead of buildtool: `docker buildx build --push` of the same rendered
+    context, with the registry cache (mode=max) in a repository of its own, on the same engine."""
+
+    def __init__(self, address: str, context: Path) -> None:
+        self.image = f"{address}/peer-worker"
+        self.cache = f"{self.image}:buildcache"
+        self.context = context
+
+    def build(self, tag: str) -> float:
+        command = ["docker", "buildx", "build", "--push", "--provenance=false", "-t", f"{self.image}:{tag}"]
+        command += ["--cache-from", f"type=registry,ref={self.cache}"]
+        command += ["--cache-to", f"type=registry,ref={self.cache},mode=max", str(self.context)]
+        return timed(lambda: subprocess.run(command, check=True, capture_output=True))
+
+
+def prune_build_cache() -> None:
+    subprocess.run(["docker", "buildx", "prune", "-af"], check=True, capture_output=True)
 
 
 def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
@@ -206,7 +280,7 @@ def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
 
     def forget_everything() -> None:
         """No build cache, no exported layout, no layer facts: only the registry (and its cache)."""
-        subprocess.run(["docker", "buildx", "prune", "-af"], check=True, capture_output=True)
+        prune_build_cache()
         shutil.rmtree(root / "build" / "oci", ignore_errors=True)
         shutil.rmtree(layer_cache, ignore_errors=True)
 
@@ -222,6 +296,12 @@ def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
         cold_build_s=cold_seconds,
         cold_cached_steps=f"{entry.cached_steps}/{entry.steps}",
     )
+
+    # The peer from nothing too: no build cache, an empty repository (so no registry cache).
+    peer = Peer(address, root / "build" / default)
+    prune_build_cache()
+    peer_cold = peer.build("cold")
+    figures.update(peer_cold_build_s=peer_cold, cold_vs_peer=cold_seconds / peer_cold)
 
     # A re-run of the same commit: the registry holds its tag, nothing is built.
     rerun_seconds = median_time(run)
@@ -281,6 +361,10 @@ def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
         one_line_change_pushed_bytes=pushed,
         one_line_change_pushed_vs_size=pushed / size if size else None,
     )
+    peer_changed = peer.build("changed")  # the context buildtool rendered for the change
+    figures.update(
+        peer_one_line_change_s=peer_changed, one_line_change_vs_peer=changed_seconds / peer_changed
+    )
 
     # The same commit again from the registry cache alone: no local build cache, no layout.
     forget_everything()
@@ -293,6 +377,14 @@ def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
         registry_cache_only_vs_cold=from_cache_seconds / cold_seconds,
         registry_cache_only_cached_steps=f"{rebuilt.cached_steps}/{rebuilt.steps}",
         registry_cache_only_same_digest=rebuilt.digest == changed.variants[0].digest,
+    )
+    prune_build_cache()
+    peer_cache_only = peer.build("cache-only")
+    peer_share = peer_cache_only / peer_cold
+    figures.update(
+        peer_registry_cache_only_s=peer_cache_only,
+        peer_registry_cache_only_vs_cold=peer_share,
+        registry_cache_only_share_vs_peer=(from_cache_seconds / cold_seconds) / peer_share,
     )
 
 
@@ -387,8 +479,12 @@ def main() -> int:
             results["failed"] = {"error": failure}
         finally:
             report(results, args.output)  # every figure measured, also when a later step failed
+    held = print_verdicts(results)
     if failure:
         print(f"\nbench failed: {failure}", file=sys.stderr)
+        return 1
+    if not held:
+        print("\nbench: a floor falls short (FAIL above)", file=sys.stderr)
         return 1
     return 0
 

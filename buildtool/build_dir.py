@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -125,11 +126,24 @@ def write_rendering(rendering: Rendering, build_dir: Path) -> list[Path]:
             return _links(rendering, build_dir)  # already switched in, untouched: nothing to write
         name = f"{name}-{secrets.token_hex(4)}"  # edited by hand since: written anew beside it
         staging = build_dir / name
+    made: set[Path] = set()
+    # A file that every variant holds at the same place (smoke/, a template's own files) is written
+    # once and linked from the others: never two places in one variant's context, so that BuildKit
+    # sends no hard link within a build context.
+    first_copy: dict[tuple[str, bool, bytes], Path] = {}
     for f in files:
         target = staging / f.path
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
+        key = (f.path.partition("/")[2], f.executable, f.content)
+        if key in first_copy:
+            target.hardlink_to(first_copy[key])
+            continue
         target.write_bytes(f.content)
         target.chmod(0o755 if f.executable else 0o644)
+        first_copy[key] = target
+    _write_stamp(staging, files)
     # Builds export to build/oci/, which the build stage makes first (buildx's MkdirAll fails on a
     # link into nothing).
     (staging / OCI_LAYOUTS).symlink_to(Path("..", "..", OCI_LAYOUTS))
@@ -150,11 +164,33 @@ def _links(rendering: Rendering, build_dir: Path) -> list[Path]:
     return written
 
 
+STAMP = ".written"  # in a rendering's directory: each file's size, mtime, ctime and inode as written
+
+
+def _write_stamp(directory: Path, files: list[RenderedFile]) -> None:
+    """What each file looked like once written, so that a re-render can tell an untouched rendering
+    by its files' status alone (git's index does the same), written after the files."""
+    seen = {}
+    for f in files:
+        status = (directory / f.path).stat()
+        seen[f.path] = [status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino]
+    (directory / STAMP).write_text(json.dumps(seen, separators=(",", ":")))
+
+
 def _holds_exactly(directory: Path, files: list[RenderedFile]) -> bool:
     """Whether `directory` holds these files, byte for byte and mode for mode, and nothing else (a
-    link only where the OCI layouts' link belongs). os.scandir: a re-render of 1,000 variants
-    reads back tens of thousands of files."""
+    link only where the OCI layouts' link belongs). A file whose size, mtime, ctime (which no write
+    or utime leaves as it was) and inode are those written, changed before the stamp was written,
+    is untouched; the others are read. A re-render of 1,000 variants meets tens of thousands of
+    files: os.scandir, one stat per inode (the files written once for many variants share one)."""
     expected = {f.path: f for f in files}
+    try:
+        stamp_path = directory / STAMP
+        stamp_time = stamp_path.stat().st_mtime_ns
+        written: dict[str, list[int]] = json.loads(stamp_path.read_bytes())
+    except (OSError, ValueError):
+        stamp_time, written = 0, {}
+    verified: dict[int, tuple[bytes, bool]] = {}  # inode -> what it was found to hold
     found = 0
     pending = [(str(directory), "")]
     while pending:
@@ -169,23 +205,39 @@ def _holds_exactly(directory: Path, files: list[RenderedFile]) -> bool:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((entry.path, relative + "/"))
                     continue
+                if relative == STAMP:
+                    continue
                 f = expected.get(relative)
                 if f is None:
                     return False
+                seen = verified.get(entry.inode())  # a file written once for many variants
+                if seen is not None:
+                    if seen[1] != f.executable or (seen[0] is not f.content and seen[0] != f.content):
+                        return False
+                    found += 1
+                    continue
                 status = entry.stat(follow_symlinks=False)
                 if status.st_mode & 0o777 != (0o755 if f.executable else 0o644) or status.st_size != len(
                     f.content
                 ):
                     return False
-                if Path(entry.path).read_bytes() != f.content:
+                # Changed in the stamp's own clock tick, a file's times may not show it: read it.
+                now = [status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino]
+                trusted = written.get(relative) == now and status.st_ctime_ns < stamp_time
+                if not trusted and Path(entry.path).read_bytes() != f.content:
                     return False
+                verified[status.st_ino] = (f.content, f.executable)
                 found += 1
     return found == len(expected)
 
 
 def content_id(files: list[RenderedFile]) -> str:
+    """A name for the rendering, from each file's path, mode and content's hash (a content that many
+    variants share, such as smoke/'s files, is hashed once)."""
+    hashed: dict[int, bytes] = {}  # id of a content object -> its hash; the objects live in `files`
     digest = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.path):
-        digest.update(f"{f.path}\0{int(f.executable)}\0{len(f.content)}\0".encode())
-        digest.update(f.content)
+        if id(f.content) not in hashed:
+            hashed[id(f.content)] = hashlib.sha256(f.content).digest()
+        digest.update(f"{f.path}\0{int(f.executable)}\0".encode() + hashed[id(f.content)])
     return digest.hexdigest()[:20]

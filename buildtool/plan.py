@@ -10,6 +10,7 @@ package does, reading these.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -103,6 +104,7 @@ def torch_build_of(torch: str | None) -> facts.TorchBuild | None:
     return facts.find_torch_build(version.public, version.local) if version.local else None
 
 
+@functools.lru_cache(maxsize=4096)  # a plan asks it per variant of the same few GPUs and wheels
 def gpu_refusal(gpu: Gpu, build: facts.TorchBuild | None, policy: Policy) -> str | None:
     """Why `gpu` cannot be a target with this torch build (None: an image without torch), or None."""
     for refusal in policy.refused_archs:

@@ -22,7 +22,13 @@ def test_render_benchmarks_run_and_report_ratios(tmp_path: Path) -> None:
         check=False,
         timeout=600,
     )
-    assert done.returncode == 0, done.stderr
     figures = json.loads(output.read_text())
-    assert figures["render_1000"]["variants"] == 1000
+    assert figures["render_1000"]["variants"] == 1000, done.stderr
     assert figures["render_repository"]["ratio"] > 0
+    # Without builds only the render floor is measured; the exit code follows its verdict (a
+    # loaded machine may miss it: the verdict, not the figure, is what this test holds).
+    (render,) = [line for line in done.stdout.splitlines() if line.split()[1:2] == ["render"]]
+    held = figures["render_1000"]["ratio"] <= 0.5
+    assert render.split()[0] == ("pass" if held else "FAIL")
+    assert done.returncode == (0 if held else 1), done.stderr
+    assert sum(line.strip().startswith("skip") for line in done.stdout.splitlines()) == 3

@@ -7,7 +7,7 @@ image scope on each built image before its push. Every error finding is exit 2.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "RuleOption",
     "Scope",
     "check_dockerfile",
+    "check_dockerfiles",
     "check_handler",
     "check_image",
     "check_plan",
@@ -77,11 +78,22 @@ def check_dockerfile(
     variant: str,
     build_args: Mapping[str, str],
     matrix: Matrix,
-    files: tuple[tuple[Path, bytes], ...] = (),
+    files: tuple[tuple[str, bytes], ...] = (),
 ) -> list[Finding]:
-    """The dockerfile scope on one rendered Dockerfile and the rest of its build context."""
+    """The dockerfile scope on one rendered Dockerfile and the rest of its build context (each file
+    by its path relative to the Dockerfile's directory)."""
     subject = RenderedDockerfile(text, path, build_args, files)
     return run("dockerfile", subject, Context(matrix, variant_name=variant))
+
+
+def check_dockerfiles(subjects: Iterable[tuple[str, RenderedDockerfile]], matrix: Matrix) -> list[Finding]:
+    """The dockerfile scope on many (variant, rendered Dockerfile), sharing the work that depends on
+    a part they have in common (Context.once): variants of one template differ in a few values."""
+    shared: dict[Hashable, object] = {}
+    findings: list[Finding] = []
+    for variant, subject in subjects:
+        findings += run("dockerfile", subject, Context(matrix, variant_name=variant, shared=shared))
+    return findings
 
 
 def option(matrix: Matrix, name: str) -> Any:

@@ -3,13 +3,10 @@ them (ARG defaults and build args, stage names, COPY --from, RUN --mount from=).
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from dockerfile_parse import DockerfileParser
 
 from buildtool import refs
 from buildtool.errors import Finding, Location, did_you_mean
@@ -23,7 +20,8 @@ class RenderedDockerfile:
     text: str
     path: Path  # where it will be written: findings point there
     build_args: Mapping[str, str]
-    files: tuple[tuple[Path, bytes], ...] = ()  # the rest of its build context, where each will be written
+    # The rest of its build context: (path relative to the Dockerfile's directory, content).
+    files: tuple[tuple[str, bytes], ...] = ()
 
 
 @rule(
@@ -33,16 +31,93 @@ def rendered_secrets(dockerfile: RenderedDockerfile, context: Context) -> Iterat
     """Secret-looking text in the rendered Dockerfile (ENV, LABEL, ARG defaults, RUN lines) and in
     every file of the build context, with its file and line: text and binary files, DER keys, the
     files inside archives, and files that hold secrets by convention (.env, key stores)."""
+    # Variants of a template share most lines and every context file: each is scanned once.
+    by_line: dict[str, tuple[tuple[str, str], ...]] = context.once("secrets by line", dict)
+    by_file: dict[tuple[str, bytes], list[tuple[str, int | None, str, str]]] = context.once(
+        "secrets by file", dict
+    )
     for number, line in enumerate(dockerfile.text.splitlines(), start=1):
-        for kind, secret in secrets_in(line):
+        if line not in by_line:
+            by_line[line] = tuple(secrets_in(line))
+        for kind, secret in by_line[line]:
             where = Location(dockerfile.path, number)
             yield error(f"{dockerfile.path.name} holds {kind}: {redacted(secret)}", where, HINT)
     context_dir = dockerfile.path.parent
-    for path, content in dockerfile.files:
-        relative = path.relative_to(context_dir).as_posix() if path.is_relative_to(context_dir) else path.name
-        for name, at, kind, secret in file_secrets(relative, content):
+    for file in dockerfile.files:
+        if file not in by_file:
+            by_file[file] = file_secrets(*file)
+        for name, at, kind, secret in by_file[file]:
             shown = "" if secret == name.rsplit("/", 1)[-1] else f": {redacted(secret)}"
-            yield error(f"{name} holds {kind}{shown}", Location(path, at), SECRET_FILE_HINT)
+            yield error(f"{name} holds {kind}{shown}", Location(context_dir / file[0], at), SECRET_FILE_HINT)
+
+
+@dataclass(frozen=True)
+class _Line:
+    """What the parse needs to know of one line (with the escape character in force)."""
+
+    comment: bool
+    starts: tuple[str, str] | None  # (instruction, value) if the line can start one
+    continues: bool  # ends with the escape character
+    tail: str  # the line as a continuation adds it to the value
+    tail_stripped: str  # the same, leading white space removed
+
+
+_INSTRUCTION = re.compile(r"^\s*(\S+)\s+(.*)$")
+_COMMENT = re.compile(r"^\s*#")
+_ESCAPE_DIRECTIVE = re.compile(r"^\s*#\s*escape\s*=\s*(\\|`)\s*$", re.IGNORECASE)
+_SYNTAX_DIRECTIVE = re.compile(r"^\s*#\s*syntax\s*=\s*(.*)\s*$", re.IGNORECASE)
+
+
+def _without_escape(text: str, escape: str) -> str:
+    text = text.rstrip()
+    return text[:-1] if text.endswith(escape) else text
+
+
+def _line(line: str, escape: str) -> _Line:
+    started = _INSTRUCTION.match(line)
+    return _Line(
+        comment=bool(_COMMENT.match(line)),
+        starts=(started.group(1).upper(), _without_escape(started.group(2), escape)) if started else None,
+        continues=bool(re.match(r"^.*" + re.escape(escape) + r"\s*$", line)),
+        tail=_without_escape(line, escape),
+        tail_stripped=_without_escape(line.lstrip(), escape),
+    )
+
+
+def instructions(text: str, by_line: dict[tuple[str, str], _Line]) -> list[tuple[str, str, int]]:
+    """(instruction, value, first line) of each instruction, comments left out, as dockerfile_parse's
+    DockerfileParser.structure reads them (its algorithm, tested against it), with each distinct
+    line examined once (`by_line`, shared by the Dockerfiles of one check)."""
+    parts = text.split("\n")  # lines as readlines() gives them: "\n" ends a line, and only it
+    lines = [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    escape, directives = "\\", True
+    found: list[tuple[str, str, int]] = []
+    current: list[str | int] | None = None  # [instruction, value, first line] until it ends
+    continuing = False
+    for number, line in enumerate(lines, start=1):
+        if directives:
+            escaped = _ESCAPE_DIRECTIVE.match(line)
+            if escaped:
+                escape = escaped.group(1)
+            elif not _SYNTAX_DIRECTIVE.match(line):
+                directives = False
+        key = (line, escape)
+        facts = by_line.get(key)
+        if facts is None:
+            facts = by_line[key] = _line(line, escape)
+        if facts.comment:
+            continue  # also within an instruction that continues
+        if not continuing:
+            if facts.starts is None:
+                continue
+            current = [facts.starts[0], facts.starts[1], number]
+        elif current is not None:
+            current[1] = f"{current[1]}{facts.tail}" if current[1] else facts.tail_stripped
+        continuing = facts.continues
+        if not continuing and current is not None:
+            found.append((str(current[0]), str(current[1]), int(current[2])))
+            current = None
+    return found
 
 
 _VAR = re.compile(
@@ -98,8 +173,8 @@ def pulled_images(dockerfile: RenderedDockerfile, context: Context) -> list[Find
     RUN --mount from=. A name is a stage only if an earlier stage has it (case-insensitive), or is
     a stage's index; `FROM x AS x` pulls the image x, and a later `FROM x` means that stage."""
     matrix, path, build_args = context.matrix, dockerfile.path, dockerfile.build_args
-    parser = DockerfileParser(fileobj=io.BytesIO(dockerfile.text.encode("utf-8")))
-    catalogue = [refs.parse(b.ref) for b in matrix.bases]
+    by_line: dict[tuple[str, str], _Line] = context.once("dockerfile lines", dict)
+    catalogue = context.once("catalogue refs", lambda: [refs.parse(b.ref) for b in matrix.bases])
     args: dict[str, str | None] = {}
     stages: list[str] = []  # lower-cased names of the stages so far, in order
     seen_from = False
@@ -131,7 +206,7 @@ def pulled_images(dockerfile: RenderedDockerfile, context: Context) -> list[Find
                 "build FROM a catalogue base (runpod/pytorch, pytorch/pytorch)",
             )
             findings.append(replace(refusal, rule="refused-repository"))
-        elif not any(image.same_image(base) for base in catalogue):
+        elif not context.once(("a catalogue base", image), lambda: any(map(image.same_image, catalogue))):
             known = [b.ref for b in matrix.bases]
             hint = did_you_mean(name, known) or "add it to bases: in matrix.yaml with its tier"
             findings.append(
@@ -140,8 +215,7 @@ def pulled_images(dockerfile: RenderedDockerfile, context: Context) -> list[Find
                 )
             )
 
-    for instruction in parser.structure:
-        kind, value, line = instruction["instruction"], instruction["value"], instruction["startline"] + 1
+    for kind, value, line in instructions(dockerfile.text, by_line):
         where = Location(path, line)
         words = value.split()
         if kind == "ARG" and not seen_from:

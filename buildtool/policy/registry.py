@@ -15,15 +15,16 @@ that needs a setting declares it as an option: the key is then allowed under mat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar, cast
 
 from buildtool.config.keys import SECTIONS
 from buildtool.config.model import Matrix
 from buildtool.errors import Finding, Location, Problem, Severity, did_you_mean
 from buildtool.plan import Variant
 
+T = TypeVar("T")
 Scope = Literal["catalogue", "gpu", "variant", "template", "dockerfile", "image"]
 SCOPES: tuple[Scope, ...] = ("catalogue", "gpu", "variant", "template", "dockerfile", "image")
 
@@ -35,10 +36,20 @@ class Context:
     matrix: Matrix
     variant: Variant | None = None  # the variant the subject belongs to (variant, dockerfile, image)
     variant_name: str | None = None  # for findings, when only the name is known
+    # Work the subjects of one check share (check_dockerfiles: the variants of a template hold the
+    # same context files and most of the same lines): see once().
+    shared: dict[Hashable, object] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str | None:
         return self.variant.name if self.variant else self.variant_name
+
+    def once(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """compute(), done once per key for every subject of this check: a rule's work that depends
+        on a part of its subject only (one line, one file), keyed by that part."""
+        if key not in self.shared:
+            self.shared[key] = compute()
+        return cast(T, self.shared[key])
 
     def option(self, name: str) -> Any:
         """A rule option's value from matrix.yaml's `policy:`, else its default."""

@@ -6,6 +6,7 @@ anything written, and then atomically. Same matrix + commit + registry -> byte-i
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -21,7 +22,8 @@ from buildtool.context_files import CachedTree, SourceFile, SourceTree, source_t
 from buildtool.errors import Finding, Location, PolicyError, Problem, TemplateError
 from buildtool.naming import Revision, variant_tags
 from buildtool.plan import CheckedPlan, Plan, Variant
-from buildtool.policy import check_dockerfile
+from buildtool.policy import check_dockerfiles
+from buildtool.policy.dockerfile import RenderedDockerfile
 from buildtool.render.output import RenderedFile, RenderedVariant, Rendering, bake_file
 
 LABEL_PREFIX = "org.runpod-images"
@@ -31,6 +33,7 @@ KERNELS_LOCK_IN_IMAGE = "/opt/kernels/kernels.lock.json"
 SMOKE_PACKAGE = "smoke"  # next to matrix.yaml; copied into every build context (the image's late layer)
 
 
+@functools.lru_cache(maxsize=256)  # variants share their image's few pin sets
 def kernels_lock(pins: tuple[facts.KernelPin, ...]) -> str:
     entries = [
         {
@@ -213,18 +216,27 @@ def context_sources(plan: Plan) -> list[Path]:
     return sorted(templates | shared | {plan.matrix.path.parent / SMOKE_PACKAGE})
 
 
-def _tree(tree: SourceTree, directory: Path) -> list[SourceFile]:
-    """Files under `directory` that reach a build context, sorted; caches left out."""
-    return [f for f in tree.files(directory) if reaches_context(f.relative)]
+class _ContextTree:
+    """Files under a directory that reach a build context, sorted, caches left out: listed once per
+    render (the variants of a template share its directory, and all share smoke/)."""
+
+    def __init__(self, tree: CachedTree) -> None:
+        self._tree = tree
+        self._listed: dict[Path, list[SourceFile]] = {}
+
+    def files(self, directory: Path) -> list[SourceFile]:
+        if directory not in self._listed:
+            self._listed[directory] = [f for f in self._tree.files(directory) if reaches_context(f.relative)]
+        return self._listed[directory]
 
 
 def _context_files(
-    cv: Variant, context: Mapping[str, Any], env: jinja2.Environment, tree: SourceTree, smoke_dir: Path
+    cv: Variant, context: Mapping[str, Any], env: jinja2.Environment, tree: _ContextTree, smoke_dir: Path
 ) -> tuple[str, list[RenderedFile]]:
     template_dir = cv.image.template
     dockerfile = _render_template(env, template_dir, "Dockerfile.j2", context, cv.name)
     files = [RenderedFile(f"{cv.name}/Dockerfile", dockerfile.encode())]
-    for source in _tree(tree, template_dir):
+    for source in tree.files(template_dir):
         relative = source.relative
         if relative == "Dockerfile.j2":
             continue
@@ -238,7 +250,7 @@ def _context_files(
         files.append(RenderedFile(f"{cv.name}/kernels.lock.json", kernels_lock(pins).encode()))
     files += [
         RenderedFile(f"{cv.name}/{SMOKE_PACKAGE}/{source.relative}", source.content)
-        for source in _tree(tree, smoke_dir)
+        for source in tree.files(smoke_dir)
     ]
     return dockerfile, files
 
@@ -251,13 +263,14 @@ def render(
     matrix = checked.plan.matrix
     rendered = []
     environments: dict[Path, jinja2.Environment] = {}
-    tree = CachedTree(source_tree(revision.checkout, revision.sha))
+    listed = CachedTree(source_tree(revision.checkout, revision.sha))
+    tree = _ContextTree(listed)
     for cv in checked.variants:
         image = cv.image
         context = _template_context(cv)
         # One environment per template directory: each template compiles once, not once per variant.
         if image.template not in environments:
-            environments[image.template] = _environment(image.template, tree)
+            environments[image.template] = _environment(image.template, listed)
         env = environments[image.template]
         dockerfile, files = _context_files(cv, context, env, tree, matrix.path.parent / SMOKE_PACKAGE)
         tags = variant_tags(
@@ -296,14 +309,13 @@ def commit_time(revision: Revision) -> str:
 
 
 def check_rendering(rendering: Rendering, checked: CheckedPlan, build_dir: Path) -> list[Finding]:
-    findings: list[Finding] = []
-    for v in rendering.variants:
-        dockerfile = build_dir / v.name / "Dockerfile"
-        files = tuple((build_dir / f.path, f.content) for f in v.files if build_dir / f.path != dockerfile)
-        findings += check_dockerfile(
-            v.dockerfile, dockerfile, v.name, dict(v.build_args), checked.plan.matrix, files
-        )
-    return findings
+    def subject(v: RenderedVariant) -> tuple[str, RenderedDockerfile]:
+        prefix = f"{v.name}/"  # every file of a variant's context is under build/<variant>/
+        files = tuple((f.path[len(prefix) :], f.content) for f in v.files if f.path != f"{prefix}Dockerfile")
+        path = build_dir / v.name / "Dockerfile"
+        return v.name, RenderedDockerfile(v.dockerfile, path, dict(v.build_args), files)
+
+    return check_dockerfiles(map(subject, rendering.variants), checked.plan.matrix)
 
 
 def render_checked(

