@@ -8,7 +8,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from buildtool import refs
 from buildtool.errors import RegistryError
@@ -57,7 +57,7 @@ class FakeRegistry:
     def open_blob(self, repository: str, digest: str) -> BinaryIO:
         return io.BytesIO(self.blob(repository, digest))
 
-    def push_layout(self, layout: Path, digest: str, tag: str) -> int:
+    def push_layout(self, layout: Path, digest: str, tag: str, on_bytes: Any = None) -> int:
         """Blobs the registry lacks, then the manifest's exact bytes under `tag`."""
         self.calls.append(("push_layout", tag))
         read = lambda d: (layout / "blobs" / "sha256" / d.removeprefix("sha256:")).read_bytes()  # noqa: E731

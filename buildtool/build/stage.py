@@ -194,8 +194,9 @@ def _push_verified(
     if existing is not None and existing.digest == digest:
         return "unchanged", 0, existing  # the registry's answer already holds this digest
     emit(BuildEvent(v.name, "pushing", v.tags.immutable))
+    meter = _PushMeter(lambda detail: emit(BuildEvent(v.name, "pushing", detail)))
     try:
-        pushed_bytes = registry.push_layout(layout, digest, v.tags.immutable)
+        pushed_bytes = registry.push_layout(layout, digest, v.tags.immutable, meter.sent)
     except RegistryError as exc:
         raise _VariantFailed(
             f"push of {v.tags.immutable} failed: {exc}",
@@ -212,6 +213,27 @@ def _push_verified(
             f"for {v.tags.immutable}, but BuildKit reported {digest}"
         )
     return "pushed", pushed_bytes, remote
+
+
+class _PushMeter:
+    """Bytes sent and the rate, told at most once a second while a push runs (several GB of a base's
+    layers take minutes)."""
+
+    def __init__(self, tell: Callable[[str], None], every: float = 1.0) -> None:
+        self.tell, self.every = tell, every
+        self.total, self.started, self.told = 0, time.monotonic(), 0.0
+
+    def sent(self, count: int) -> None:
+        self.total += count
+        now = time.monotonic()
+        if now - self.told >= self.every:
+            self.told = now
+            rate = self.total / max(now - self.started, 1e-3)
+            self.tell(f"{_bytes(self.total)} sent, {_bytes(rate)}/s")
+
+
+def _bytes(count: float) -> str:
+    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
 
 
 def _build_one(

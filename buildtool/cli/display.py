@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -131,14 +132,25 @@ def results_table(result: BuildResult) -> Table:
     return table
 
 
-class BuildDisplay:
-    """Progress per variant: a live table on a terminal, one line per phase change otherwise (CI logs)."""
+FINISHED = frozenset({"done", "unchanged", "built-earlier", "refused", "failed"})
+LINE_WIDTH = 80  # a progress line of a CI log
 
-    def __init__(self, console: Console) -> None:
+
+class BuildDisplay:
+    """Progress per variant: a live table on a terminal; in a CI log, a line per phase change and,
+    while anything runs, a line per running variant at least every `heartbeat` seconds (what it is
+    doing: the step, the bytes pushed and their rate), each within 80 columns."""
+
+    def __init__(self, console: Console, heartbeat: float = 30.0) -> None:
         self.console = console
+        self.heartbeat = heartbeat
         self.lock = threading.Lock()
         self.rows: dict[str, BuildEvent] = {}
+        self.since: dict[str, float] = {}  # variant -> when its phase began
         self.live: Live | None = None
+        self.printed = time.monotonic()  # the last line of the log
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def __enter__(self) -> BuildDisplay:
         if self.console.is_terminal:
@@ -146,9 +158,15 @@ class BuildDisplay:
 
             self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=True)
             self.live.__enter__()
+        else:
+            self._beat = threading.Thread(target=self._beat_loop, name="build-progress", daemon=True)
+            self._beat.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
         if self.live is not None:
             self.live.__exit__(None, None, None)
 
@@ -156,11 +174,27 @@ class BuildDisplay:
         with self.lock:
             previous = self.rows.get(event.variant)
             self.rows[event.variant] = event
+            if previous is None or previous.phase != event.phase:
+                self.since[event.variant] = time.monotonic()
             if self.live is not None:
                 self.live.update(self._table())
             elif previous is None or previous.phase != event.phase:
-                line = f"{event.variant}: {event.phase} {event.detail}".rstrip()
-                self.console.print(line, markup=False)
+                self._print(f"{event.variant}: {event.phase} {event.detail}".rstrip())
+
+    def _print(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False)
+        self.printed = time.monotonic()
+
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(min(self.heartbeat, 1.0)):
+            with self.lock:
+                now = time.monotonic()
+                if now - self.printed < self.heartbeat:
+                    continue
+                for name, e in self.rows.items():
+                    if e.phase not in FINISHED:
+                        self._print(progress_line(name, e, now - self.since.get(name, now)))
+                self.printed = now  # also when nothing runs: the next beat is a heartbeat away
 
     def _table(self) -> Table:
         table = Table(box=None)
@@ -171,3 +205,14 @@ class BuildDisplay:
             steps = f"{p.steps_done}/{p.steps_total} ({p.cached} cached)" if p else ""
             table.add_row(name, e.phase, steps, escape(e.detail[-60:]))
         return table
+
+
+def progress_line(variant: str, event: BuildEvent, seconds: float) -> str:
+    """'<variant>: <phase> <minutes>m<seconds>s <steps> <what now>', cut to LINE_WIDTH columns (the
+    variant name stays whole: a log reader greps for it)."""
+    p = event.progress
+    steps = f"{p.steps_done}/{p.steps_total} " if p and p.steps_total and event.phase == "building" else ""
+    now = (p.current if p and event.phase == "building" else event.detail) or ""
+    elapsed = f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+    line = f"{variant}: {event.phase} {elapsed} {steps}{' '.join(now.split())}"
+    return line if len(line) <= LINE_WIDTH else line[: max(LINE_WIDTH - 3, len(variant) + 2)] + "..."

@@ -10,6 +10,7 @@ spoken to over plain HTTP, as the Docker engine does.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import socket
@@ -18,9 +19,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from buildtool import refs
 from buildtool.errors import RegistryError, RegistryUnreachable
@@ -61,10 +63,13 @@ class Registry(Protocol):
     def open_blob(self, repository: str, digest: str) -> BinaryIO:
         """A blob of `repository` as a stream to read and close: a layer (GBs) is never held whole."""
 
-    def push_layout(self, layout: Path, digest: str, tag: str) -> int:
+    def push_layout(
+        self, layout: Path, digest: str, tag: str, on_bytes: Callable[[int], None] = lambda _: None
+    ) -> int:
         """Upload the image manifest `digest` of the OCI layout directory `layout`, its config and
         layers (those the registry lacks), then put the manifest's exact bytes under `tag`. Returns
-        the bytes uploaded."""
+        the bytes uploaded; `on_bytes` hears of each chunk as it is sent (negative: a chunk sent
+        again, as when a refused request is repeated with credentials)."""
 
 
 @dataclass(frozen=True)
@@ -146,13 +151,15 @@ class HttpRegistry:
                 )
         return response  # type: ignore[no-any-return]
 
-    def push_layout(self, layout: Path, digest: str, tag: str) -> int:
+    def push_layout(
+        self, layout: Path, digest: str, tag: str, on_bytes: Callable[[int], None] = lambda _: None
+    ) -> int:
         target = Reference.parse(tag)
         manifest_bytes = _layout_blob(layout, digest).read_bytes()
         manifest = json.loads(manifest_bytes)
         uploaded = 0
         for descriptor in [manifest["config"], *manifest.get("layers", [])]:
-            uploaded += self._upload_blob(target, layout, str(descriptor["digest"]))
+            uploaded += self._upload_blob(target, layout, str(descriptor["digest"]), on_bytes)
         media_type = str(manifest.get("mediaType") or "application/vnd.oci.image.manifest.v1+json")
         status, _, body = self._call(
             target,
@@ -165,14 +172,18 @@ class HttpRegistry:
         http.raise_for(status, body, tag)
         return uploaded
 
-    def _upload_blob(self, target: Reference, layout: Path, digest: str) -> int:
+    def _upload_blob(
+        self, target: Reference, layout: Path, digest: str, on_bytes: Callable[[int], None]
+    ) -> int:
         """A monolithic upload (POST, then PUT with the digest), unless the registry has the blob."""
         with self._blob_locks_guard:
             lock = self._blob_locks.setdefault((target.host, target.repository, digest), threading.Lock())
         with lock:
-            return self._upload_blob_once(target, layout, digest)
+            return self._upload_blob_once(target, layout, digest, on_bytes)
 
-    def _upload_blob_once(self, target: Reference, layout: Path, digest: str) -> int:
+    def _upload_blob_once(
+        self, target: Reference, layout: Path, digest: str, on_bytes: Callable[[int], None]
+    ) -> int:
         status, _, body = self._call(target, "HEAD", f"/blobs/{digest}", "pull,push", {})
         if status == 200:
             return 0
@@ -189,7 +200,8 @@ class HttpRegistry:
         # so the wait for that answer grows with the blob.
         commit_timeout = self.timeout + size / COMMIT_BYTES_PER_SECOND
         try:
-            with path.open("rb") as stream:
+            with _Counted(path.open("rb"), on_bytes) as counted:
+                stream = cast(BinaryIO, counted)
                 status, _, body = self._call(
                     target,
                     "PUT",
@@ -342,3 +354,43 @@ def compressed_size(
     config = doc.get("config", {})
     assert isinstance(layers, list) and isinstance(config, dict)
     return int(config.get("size", 0)) + sum(int(layer.get("size", 0)) for layer in layers)
+
+
+class _Counted(io.RawIOBase):
+    """A file being uploaded, telling `on_bytes` of each chunk read from it (and, on a rewind for a
+    repeated request, of the chunks to be sent again, as a negative count)."""
+
+    def __init__(self, stream: BinaryIO, on_bytes: Callable[[int], None]) -> None:
+        self._stream, self._on_bytes, self._read = stream, on_bytes, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._read += len(data)
+        if data:
+            self._on_bytes(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._stream.seek(offset, whence)
+        if position < self._read:
+            self._on_bytes(position - self._read)
+            self._read = position
+        return position
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()

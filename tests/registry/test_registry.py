@@ -238,7 +238,9 @@ def test_blobs_redirected_to_storage_are_fetched_without_the_registry_credential
     content = "layer " * 50_000
     digest = write_layout(layout, content, {"Labels": {"a": "b"}})
     client = HttpRegistry(docker_config=docker_config(tmp_path / "login", address, USER, PASSWORD))
-    client.push_layout(layout, digest, f"{address}/app:one")
+    sent: list[int] = []  # what a progress line counts, chunk by chunk
+    uploaded = client.push_layout(layout, digest, f"{address}/app:one", sent.append)
+    assert len(sent) > 1 and sum(sent) == uploaded > 0
     manifest = client.manifest(f"{address}/app@{digest}")
     assert manifest is not None
     layer = manifest.document["layers"][0]  # type: ignore[index]
