@@ -26,3 +26,10 @@ def test_a_floor_falls_short_above_its_limit_and_unmeasured_ones_are_skipped(
     lines = {words[1]: words[0] for words in printed}
     assert lines == {"render": "pass", "one-line": "pass", "cache": "skip", "cold": "FAIL"}
     assert bench_pipeline.print_verdicts({"render_1000": {"ratio": 0.5}}) is True
+
+
+def test_the_floors_table_of_the_docs_is_the_floors_of_the_code() -> None:
+    text = (REPO / "docs" / "benchmarks.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line.rstrip().endswith("x |")]
+    documented = [float(row.rsplit("|", 2)[1].strip().removesuffix("x")) for row in rows]
+    assert documented == [f.limit for f in bench_pipeline.FLOORS]

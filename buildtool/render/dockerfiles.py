@@ -166,6 +166,17 @@ def _render_template(
     except jinja2.TemplateSyntaxError as exc:
         where = Location(Path(exc.filename) if exc.filename else path, exc.lineno)
         raise TemplateError(Problem(f"template syntax error: {exc.message}", where, variant)) from None
+    except _RendersNone as exc:
+        raise TemplateError(
+            Problem(
+                f"a value renders as None ({exc}): the matrix leaves it out, and the image would "
+                "get the text 'None'",
+                Location(path, _template_line(exc.__traceback__, str(path))),
+                variant,
+                "set it in matrix.yaml, or guard it in the template ({% if ... %}) or give it a "
+                "default (| default('...'))",
+            )
+        ) from None
     except jinja2.UndefinedError as exc:
         raise TemplateError(
             Problem(
@@ -176,6 +187,16 @@ def _render_template(
                 "see docs/matrix.md#templates",
             )
         ) from None
+
+
+class _RendersNone(Exception):
+    """A {{ expression }} whose value is None: StrictUndefined passes it, and str() makes it 'None'."""
+
+
+def _refuse_none(value: Any) -> Any:
+    if value is None:
+        raise _RendersNone("an expression of the template")
+    return value
 
 
 def _environment(template_dir: Path, tree: SourceTree) -> jinja2.Environment:
@@ -198,6 +219,7 @@ def _environment(template_dir: Path, tree: SourceTree) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        finalize=_refuse_none,
     )
     env.filters["docker_quote"] = docker_quote
     return env

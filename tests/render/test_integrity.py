@@ -215,6 +215,19 @@ def test_a_same_size_edit_is_found_also_with_its_mtime_put_back(cli, tiny: Proje
     assert dockerfile.read_bytes() == clean
 
 
+def test_a_value_the_matrix_leaves_out_is_refused_where_it_would_render_none(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]
+    """StrictUndefined lets None through, and the image would get ENV MODEL_VOLUME_PATH=None."""
+    template = tiny.root / "images" / "tiny" / "Dockerfile.j2"
+    template.write_text(template.read_text() + "ENV MODEL_VOLUME_PATH={{ image.model }}\n")
+    result = render(cli, tiny)
+    assert result.code == 2 and "renders as None" in result.err, result.err
+    assert "images/tiny/Dockerfile.j2:9" in result.err and "Traceback" not in result.err
+    assert not (tiny.root / "build" / "tiny-slim").exists()
+    guarded = "{% if image.model %}ENV MODEL_VOLUME_PATH={{ image.model }}\n{% endif %}"
+    template.write_text(template.read_text().replace("ENV MODEL_VOLUME_PATH={{ image.model }}\n", guarded))
+    assert render(cli, tiny).code == 0
+
+
 def test_kernels_from_this_machine_make_the_revision_dirty(cli, project: Project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "kernels").mkdir()
     result = render(cli, project, "--kernels-local", str(tmp_path / "kernels"))
