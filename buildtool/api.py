@@ -49,6 +49,7 @@ from buildtool.policy import check_image, check_plan
 from buildtool.registry.client import HttpRegistry
 from buildtool.registry.local import ensure_embedded_registry
 from buildtool.release import ReleasePlan, plan_release, promote, release_document
+from buildtool.render.changes import Affected, affected_since
 from buildtool.render.dockerfiles import check_rendering, context_sources, reaches_context, render_checked
 from buildtool.render.dockerfiles import render as render_in_memory
 from buildtool.render.output import Rendering
@@ -129,6 +130,20 @@ def revision_for(options: Options, checked: CheckedPlan) -> Revision:
         strays = (f"--kernels-local {options.kernels_local}", *revision.strays)
         revision = replace(revision, dirty=True, strays=strays, checkout=revision.checkout)
     return revision
+
+
+def changed_since(options: Options, since: str) -> tuple[CheckedPlan, tuple[Affected, ...]]:
+    """The plan restricted to the variants a change since commit `since` affects (their build
+    context, build arguments or base differ; all of them when the tool or matrix.lock changed), and
+    why each is affected."""
+    checked = plan_and_check(options)
+    revision = revision_for(options, checked)
+    registry = options.registry_for(checked.plan.matrix)[0]
+    commits = read_lock_file(options.lock_path).kernels
+    affected = affected_since(checked, revision, since, registry, options.select, commits)
+    names = {a.variant for a in affected}
+    variants = tuple(v for v in checked.variants if v.name in names)
+    return replace(checked, plan=replace(checked.plan, variants=variants)), affected
 
 
 def render(options: Options, on_note: Callable[[str], None] = lambda _: None) -> Checked:

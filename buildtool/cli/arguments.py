@@ -71,6 +71,13 @@ def _plan_commands(
         help="in a GitHub Actions step: write both matrices (outputs matrix and smoke-matrix) to "
         "$GITHUB_OUTPUT, where nothing else printed can reach them",
     )
+    p.add_argument(
+        "--changed-since",
+        metavar="REV",
+        help="only the variants a change since commit REV affects: those whose build context, build "
+        "args or base differ when each side is rendered from its commit (all of them when buildtool/ "
+        "or matrix.lock changed); why each is affected goes to stderr",
+    )
     sub.add_parser("check", parents=[common, rendering], help="plan + every policy, nothing written")
     sub.add_parser(
         "render",

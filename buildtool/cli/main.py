@@ -108,7 +108,14 @@ def run(args: argparse.Namespace) -> int:
     matrix_path: Path = args.matrix
     options = options_from(args)
     if args.command == "plan":
-        checked = api.plan_and_check(options)
+        if args.changed_since:
+            checked, affected = api.changed_since(options, args.changed_since)
+            for a in affected:
+                err.print(f"affected: {a.variant}: {a.why}", markup=False, highlight=False)
+            if not affected:
+                err.print(f"no variant is affected by the changes since {args.changed_since}", markup=False)
+        else:
+            checked = api.plan_and_check(options)
         if args.github_output:
             path = github.write_outputs(github.outputs_for(checked))
             err.print(f"wrote {', '.join(github.OUTPUT_NAMES)} to {path}", markup=False)

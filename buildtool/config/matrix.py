@@ -220,10 +220,11 @@ def _cache_manifest(r: Reader, node: Node | None) -> str:
     return value
 
 
-def load_matrix(path: Path) -> Matrix:
-    """Read and validate matrix.yaml. Raises ConfigError with file and line on bad input."""
+def load_matrix(path: Path, text: str | None = None) -> Matrix:
+    """Read and validate matrix.yaml (`text`: its content at another commit, read as if it were
+    `path`). Raises ConfigError with file and line on bad input."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8") if text is None else text
     except OSError as exc:
         raise ConfigError(
             Problem(f"cannot read the matrix: {exc.strerror}", Location(path), hint="pass --matrix PATH")
