@@ -256,6 +256,18 @@ class Peer:
         return timed(lambda: subprocess.run(command, check=True, capture_output=True))
 
 
+def remove_peer_images(address: str) -> None:
+    """The docker driver also keeps what the peer pushed in the engine's image store (GBs each)."""
+    listed = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{address}/peer-worker"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if listed:
+        subprocess.run(["docker", "image", "rm", "-f", *listed], capture_output=True, check=False)
+
+
 def prune_build_cache() -> None:
     subprocess.run(["docker", "buildx", "prune", "-af"], check=True, capture_output=True)
 
@@ -474,6 +486,7 @@ def main() -> int:
                         builds(root, address, figures)
                 finally:
                     subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+                    remove_peer_images(address)
         except (StepFailed, subprocess.CalledProcessError) as exc:
             failure = str(exc)
             results["failed"] = {"error": failure}
