@@ -251,6 +251,30 @@ def image_from(
     )
 
 
+def link_sibling_blobs(layout: Path) -> int:
+    """Hard-link into `layout` the blobs the other variants' layouts beside it hold, before a build
+    exports to it: BuildKit's OCI export skips a blob the layout has, so the variants on one base
+    write its GBs once (and share them on disk). Returns how many were linked; prune_layout drops
+    what the new image does not use."""
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    linked = 0
+    for sibling in layout.parent.iterdir():
+        held = sibling / "blobs" / "sha256"
+        if sibling == layout or not held.is_dir():
+            continue
+        for blob in held.iterdir():
+            target = blobs / blob.name
+            if target.exists() or not blob.is_file():
+                continue
+            try:
+                target.hardlink_to(blob)
+            except OSError:  # pruned meanwhile, or no hard links here: the export writes it
+                continue
+            linked += 1
+    return linked
+
+
 def prune_layout(layout: Path, digest: str) -> None:
     """Keep, of an OCI layout, the blobs of the image `digest` (the next build of the variant writes
     only the blobs that changed); older images' blobs go."""

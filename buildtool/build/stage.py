@@ -28,7 +28,7 @@ from pathlib import Path
 from buildtool import refs
 from buildtool.build.earlier import built_earlier
 from buildtool.build.engine import BakeOutcome, Engine
-from buildtool.build.oci import OciImage, prune_layout, read_image
+from buildtool.build.oci import OciImage, link_sibling_blobs, prune_layout, read_image
 from buildtool.build.result import BuildEvent, BuildResult, Status, VariantResult, manifest_document
 from buildtool.config.lock import read_lock
 from buildtool.config.options import Options
@@ -135,6 +135,7 @@ def _bake(
     emit(BuildEvent(v.name, "building", str(log)))
     layout = options.build_dir / oci_layout(v.name)
     layout.parent.mkdir(parents=True, exist_ok=True)  # behind each rendering's oci link (build_dir.py)
+    link_sibling_blobs(layout)  # a base another variant exported already is not exported again
     started = time.monotonic()
     outcome = bake()
     if not outcome.ok and engine.local_image_digest(v.base_ref) is None:

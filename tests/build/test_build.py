@@ -51,6 +51,19 @@ def test_push_verify_and_move_tags(cli, tiny: Project, registry: RegistryUnderTe
     assert git(tiny.root, "status", "--porcelain") == ""  # so the next run is not dirty
 
 
+def test_variants_on_one_base_export_its_layers_once(cli, tiny: Project, registry: RegistryUnderTest) -> None:  # type: ignore[no-untyped-def]
+    """One after the other (--jobs 1), the second variant's layout gets the base's blobs linked from
+    the first's, which BuildKit's export then skips: one file on disk, not a copy per variant."""
+    code, output, manifest = build(tiny, registry.address, "--jobs", "1", cli=cli)
+    assert code == 0, output
+    layouts = tiny.root / "build" / "oci"
+    digest = manifest["variants"]["tiny-slim"]["digest"].removeprefix("sha256:")
+    image = json.loads((layouts / "tiny-slim" / "blobs" / "sha256" / digest).read_text())
+    first = image["layers"][0]["digest"].removeprefix("sha256:")  # the base's first layer
+    copies = [layouts / v / "blobs" / "sha256" / first for v in ("tiny-slim", "tiny-slim-bookworm")]
+    assert copies[0].stat().st_ino == copies[1].stat().st_ino and copies[0].stat().st_nlink >= 2
+
+
 def test_rebuilding_the_same_commit_pushes_nothing(cli, tiny: Project, registry: RegistryUnderTest) -> None:  # type: ignore[no-untyped-def]
     code, output, first = build(tiny, registry.address, cli=cli)
     assert code == 0, output

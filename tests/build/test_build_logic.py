@@ -206,3 +206,24 @@ def test_a_layer_cache_that_cannot_be_written_does_not_fail_the_build(tmp_path: 
     not_a_directory.write_text("")
     image = read_image(layout, digest, "v", not_a_directory / "cache")
     assert image.unpacked_size == len("a layer " * 100)
+
+
+def test_a_layout_gets_the_blobs_of_the_layouts_beside_it_as_links(tmp_path: Path) -> None:
+    from buildtool.build.oci import link_sibling_blobs
+
+    def blob(layout: str, name: str, content: bytes) -> Path:
+        path = tmp_path / layout / "blobs" / "sha256" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        return path
+
+    base = blob("first", "aa", b"a base layer")
+    blob("first", "bb", b"the first variant's layer")
+    own = blob("second", "bb", b"the second's own copy")
+    (tmp_path / "empty").mkdir()  # a layout not exported yet
+    assert link_sibling_blobs(tmp_path / "second") == 1
+    linked = tmp_path / "second" / "blobs" / "sha256" / "aa"
+    assert linked.stat().st_ino == base.stat().st_ino
+    assert own.read_bytes() == b"the second's own copy"  # what a layout holds is never replaced
+    assert link_sibling_blobs(tmp_path / "second") == 0
+    assert link_sibling_blobs(tmp_path / "new") == 2 and (tmp_path / "new" / "blobs" / "sha256").is_dir()
