@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from buildtool.config.matrix import load_matrix
-from buildtool.errors import ConfigError, Location, Problem
+from buildtool.errors import BuildtoolError, ConfigError, Location, Problem, SelectionError
 from buildtool.naming import Revision
 from buildtool.plan import CheckedPlan, KernelCommits, make_plan
 from buildtool.render.dockerfiles import render
@@ -70,14 +70,17 @@ def affected_since(
     shown = _git(top, "show", f"{sha}:{relative}")
     if shown.returncode != 0:
         return tuple(Affected(n, f"{sha[:12]} has no {relative}") for n in names)
+    old_revision = Revision(sha, dirty=False, epoch=revision.epoch, checkout=revision.checkout or top)
     try:
         old_plan = make_plan(load_matrix(matrix_path, shown.stdout), select, commits)
-    except ConfigError as exc:
-        why = f"the matrix at {sha[:12]} does not load: {exc.problems[0].message}"
+        # Nothing is built from the old rendering: its findings do not matter, only what it holds.
+        rendered = render(CheckedPlan(old_plan, ()), old_revision, registry).variants
+    except SelectionError:  # the selection matches only variants the commit did not have
+        return tuple(Affected(n, f"a new variant (none at {sha[:12]} matches --select)") for n in names)
+    except BuildtoolError as exc:  # the old side does not load or render: compared with nothing
+        why = f"the matrix at {sha[:12]} does not render: {exc.problems[0].message}"
         return tuple(Affected(n, why) for n in names)
-    old_revision = Revision(sha, dirty=False, epoch=revision.epoch, checkout=revision.checkout or top)
-    # Nothing is built from the old rendering: its findings do not matter, only what it holds.
-    old = {v.name: v for v in render(CheckedPlan(old_plan, ()), old_revision, registry).variants}
+    old = {v.name: v for v in rendered}
     new = render(checked, revision, registry).variants
     out = []
     for v in new:

@@ -62,6 +62,28 @@ def test_files_no_build_context_holds_affect_nothing_and_the_tool_everything(cli
     assert affected(cli, project, "HEAD~2") == why  # since before the docs change too
 
 
+def test_a_selection_only_the_new_commit_has_is_new_variants(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
+    full = "image: [pytorch-runtime, worker-embed, worker-diffusion, worker-vllm]"
+    project.edit(full, "image: [pytorch-runtime, worker-embed, worker-diffusion]")
+    commit(project, "without vllm")
+    project.edit("image: [pytorch-runtime, worker-embed, worker-diffusion]", full)
+    commit(project, "with vllm")
+    result = cli(
+        "plan",
+        "--matrix",
+        str(project.matrix),
+        "--changed-since",
+        "HEAD~1",
+        "--select",
+        "worker-vllm-*",
+        "--json",
+    )
+    assert result.code == 0, result.err
+    names = {e["variant"] for e in json.loads(result.out)["include"]}
+    assert names == variants_of(cli, project, "worker-vllm") and names
+    assert "a new variant (none at " in result.err
+
+
 def test_an_unknown_commit_is_one_clear_error(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
     result = cli("plan", "--matrix", str(project.matrix), "--changed-since", "no-such-rev")
     assert result.code == 2 and "--changed-since no-such-rev: no such commit" in result.err
