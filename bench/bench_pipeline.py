@@ -9,7 +9,7 @@
    and a re-run of a commit the registry already holds (nothing is built);
 3. a rebuild after a one-line change in the worker's handler vs the cold build, with bytes pushed
    vs the image's size;
-4. a rebuild from the registry cache alone (after prune and removal of the exported layout) vs the
+4. a rebuild from the registry cache alone (after prune and removal of the layer facts) vs the
    cold build, and whether it reproduced the digest;
 5. the peer a user would pick instead, in the same run on the same engine: raw `docker buildx build
    --push` of the same rendered context with --cache-from/--cache-to type=registry,mode=max, cold,
@@ -19,8 +19,8 @@ Every figure is printed and saved (build/bench.json) as soon as it is measured, 
 step fails. --concurrent runs another build loop (the tiny test project, --jobs 2 --rebuild) on the
 same engine throughout, as on a shared CI engine.
 Builds use the repository's default worker variant, in a temporary git checkout, against a
-registry:2 container of their own. Steps 3 and 4 run `docker buildx prune -af`, which empties the
-whole engine's build cache.
+registry:2 container of their own (the peer another). Steps 3 and 4 run `docker buildx prune -af`,
+which empties the whole engine's build cache.
 """
 
 from __future__ import annotations
@@ -256,10 +256,11 @@ class Peer:
         return timed(lambda: subprocess.run(command, check=True, capture_output=True))
 
 
-def remove_peer_images(address: str) -> None:
-    """The docker driver also keeps what the peer pushed in the engine's image store (GBs each)."""
+def remove_images(address: str) -> None:
+    """The docker driver also keeps each image it pushes in the engine's image store (GBs each):
+    the bench's own and the peer's go with their registries."""
     listed = subprocess.run(
-        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{address}/peer-worker"],
+        ["docker", "images", "--filter", f"reference={address}/*", "--format", "{{.Repository}}:{{.Tag}}"],
         capture_output=True,
         text=True,
         check=False,
@@ -274,6 +275,17 @@ def prune_build_cache() -> None:
 
 def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
     """Fills `figures` as it goes, so that a failing later step loses none of the earlier ones."""
+    # The peer pushes to a registry of its own: in the same one, BuildKit would mount the base's
+    # GBs from buildtool's repository instead of uploading them, and its cold push would cost nothing.
+    peer_container, peer_address = start_registry()
+    try:
+        _builds(root, address, peer_address, figures)
+    finally:
+        subprocess.run(["docker", "rm", "-f", peer_container], capture_output=True, check=False)
+        remove_images(peer_address)
+
+
+def _builds(root: Path, address: str, peer_address: str, figures: dict[str, Any]) -> None:
     matrix = root / "matrix.yaml"
     default = yaml.safe_load(matrix.read_text())["default_variant"]
     registry = HttpRegistry()
@@ -291,9 +303,8 @@ def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
     layer_cache = root / "build" / "layer-cache"  # this run's own: a cold build measures the layers
 
     def forget_everything() -> None:
-        """No build cache, no exported layout, no layer facts: only the registry (and its cache)."""
+        """No build cache, no layer facts: only the registry (and its cache)."""
         prune_build_cache()
-        shutil.rmtree(root / "build" / "oci", ignore_errors=True)
         shutil.rmtree(layer_cache, ignore_errors=True)
 
     # Cold: no local build cache and an empty registry (so no registry cache either).
@@ -310,7 +321,7 @@ def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
     )
 
     # The peer from nothing too: no build cache, an empty repository (so no registry cache).
-    peer = Peer(address, root / "build" / default)
+    peer = Peer(peer_address, root / "build" / default)
     prune_build_cache()
     peer_cold = peer.build("cold")
     figures.update(peer_cold_build_s=peer_cold, cold_vs_peer=cold_seconds / peer_cold)
@@ -358,7 +369,7 @@ def builds(root: Path, address: str, figures: dict[str, Any]) -> None:
 
     # One-line change in the worker's handler, committed: only the last layer rebuilds and pushes.
     before = layer_digests(registry, entry.immutable_tag)
-    handler = root / "images" / "worker-embed" / "handler.py"
+    handler = root / "images" / "worker-embed" / "app" / "handler.py"
     handler.write_text(handler.read_text().replace('"device": DEVICE}', '"device": DEVICE, "version": 2}'))
     git(root, "commit", "-qam", "one-line change")
     start = time.perf_counter()
@@ -486,7 +497,7 @@ def main() -> int:
                         builds(root, address, figures)
                 finally:
                     subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
-                    remove_peer_images(address)
+                    remove_images(address)
         except (StepFailed, subprocess.CalledProcessError) as exc:
             failure = str(exc)
             results["failed"] = {"error": failure}

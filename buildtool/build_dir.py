@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from buildtool.errors import ConfigError, Location, Problem
-from buildtool.render.output import OCI_LAYOUTS, RenderedFile, Rendering
+from buildtool.render.output import REPRODUCIBLE_EPOCH, RenderedFile, Rendering
 
 LOCK_NAME = ".buildtool.lock"
 
@@ -142,15 +142,40 @@ def write_rendering(rendering: Rendering, build_dir: Path) -> list[Path]:
             continue
         target.write_bytes(f.content)
         target.chmod(0o755 if f.executable else 0o644)
+        moment = context_file_time(f.content)
+        os.utime(target, ns=(moment, moment))
         first_copy[key] = target
+    # COPY keeps a context file's time (context_file_time) and a directory's mode and time: the same
+    # on every machine (whatever its umask, whenever it cloned), so a layer rebuilt anywhere is the
+    # same layer.
+    for directory in sorted(made | _parents(made, staging), key=lambda d: len(d.parts), reverse=True):
+        directory.chmod(0o755)
+        os.utime(directory, (REPRODUCIBLE_EPOCH, REPRODUCIBLE_EPOCH))
     _write_stamp(staging, files)
-    # Builds export to build/oci/, which the build stage makes first (buildx's MkdirAll fails on a
-    # link into nothing).
-    (staging / OCI_LAYOUTS).symlink_to(Path("..", "..", OCI_LAYOUTS))
     written = _links(rendering, build_dir)
     _replace_link(current, name)  # the switch: before it the old rendering, after it the new
     clean_up(build_dir)
     return written
+
+
+def context_file_time(content: bytes) -> int:
+    """A context file's time, in ns: REPRODUCIBLE_EPOCH, and a fraction of a second from its content.
+    COPY keeps it, so the layer is the same on every machine; and BuildKit's context transfer, which
+    takes a file of the same size and time as unchanged, sees an edit (one time for every file would
+    let an edit of the same length build the old file)."""
+    fraction = int.from_bytes(hashlib.sha256(content).digest()[:8], "big") % 1_000_000_000
+    return REPRODUCIBLE_EPOCH * 1_000_000_000 + fraction
+
+
+def _parents(directories: set[Path], top: Path) -> set[Path]:
+    """The directories between each of `directories` and `top` (the variants' own context roots)."""
+    out = set()
+    for directory in directories:
+        for parent in directory.parents:
+            if parent == top or top not in parent.parents:
+                break
+            out.add(parent)
+    return out
 
 
 def _links(rendering: Rendering, build_dir: Path) -> list[Path]:
@@ -178,11 +203,11 @@ def _write_stamp(directory: Path, files: list[RenderedFile]) -> None:
 
 
 def _holds_exactly(directory: Path, files: list[RenderedFile]) -> bool:
-    """Whether `directory` holds these files, byte for byte and mode for mode, and nothing else (a
-    link only where the OCI layouts' link belongs). A file whose size, mtime, ctime (which no write
-    or utime leaves as it was) and inode are those written, changed before the stamp was written,
-    is untouched; the others are read. A re-render of 1,000 variants meets tens of thousands of
-    files: os.scandir, one stat per inode (the files written once for many variants share one)."""
+    """Whether `directory` holds these files, byte for byte and mode for mode, and nothing else. A
+    file whose size, mtime, ctime (which no write or utime leaves as it was) and inode are those
+    written, changed before the stamp was written, is untouched; the others are read. A re-render
+    of 1,000 variants meets tens of thousands of files: os.scandir, one stat per inode (the files
+    written once for many variants share one)."""
     expected = {f.path: f for f in files}
     try:
         stamp_path = directory / STAMP
@@ -199,8 +224,6 @@ def _holds_exactly(directory: Path, files: list[RenderedFile]) -> bool:
             for entry in entries:
                 relative = prefix + entry.name
                 if entry.is_symlink():
-                    if relative == OCI_LAYOUTS:
-                        continue
                     return False
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((entry.path, relative + "/"))

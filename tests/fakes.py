@@ -57,25 +57,11 @@ class FakeRegistry:
     def open_blob(self, repository: str, digest: str) -> BinaryIO:
         return io.BytesIO(self.blob(repository, digest))
 
-    def push_layout(self, layout: Path, digest: str, tag: str, on_bytes: Any = None) -> int:
-        """Blobs the registry lacks, then the manifest's exact bytes under `tag`."""
-        self.calls.append(("push_layout", tag))
-        read = lambda d: (layout / "blobs" / "sha256" / d.removeprefix("sha256:")).read_bytes()  # noqa: E731
-        raw = read(digest)
-        document = json.loads(raw)
-        pushed = 0
-        for described in [document["config"], *document["layers"]]:
-            if described["digest"] not in self.blobs:
-                self.blobs[described["digest"]] = read(described["digest"])
-                pushed += described["size"]
-        self.manifests[digest] = raw
-        self.tags[tag] = digest
-        return pushed
-
 
 class FakeEngine:
-    """Builds by writing a one-layer OCI layout where the bake file says (the image's content: the
-    variant name and `content`), with the base resolved only once it has been "pulled"."""
+    """Builds a one-layer image (its content: the variant name and `content`) into its store under
+    the target's tag unless the output says store=false, and pushes from there to `registry`; the
+    base is resolved only once it has been "pulled"."""
 
     def __init__(
         self,
@@ -89,12 +75,33 @@ class FakeEngine:
         self.base_present = base_present
         self.fail = fail  # BuildKit's words, when the build itself fails
         self.calls: list[str] = []
+        self.registry: FakeRegistry | None = None  # where push() sends
+        self.stored: dict[str, tuple[str, bytes, dict[str, bytes], dict[str, object]]] = {}
 
     def local_image_digest(self, ref: str) -> str | None:
         return "sha256:" + "b" * 64 if self.base_present else None
 
     def image_layers(self, ref: str) -> tuple[str, ...] | None:
         return None  # a fake base has no layers to share
+
+    def image_config(self, ref: str) -> Any:
+        from buildtool.build.engine import StoredConfig
+
+        if ref not in self.stored:
+            return None
+        config: Any = self.stored[ref][3]
+        return StoredConfig(tuple(config["Env"]), dict(config["Labels"]), ({"created_by": "RUN x"},))
+
+    def push(self, ref: str, on_progress: Any = None) -> Any:
+        from buildtool.build.engine import Pushed
+
+        assert self.registry is not None, "a push needs the fake registry"
+        self.calls.append(f"push {ref}")
+        digest, manifest, blobs, _ = self.stored[ref]
+        self.registry.blobs.update(blobs)
+        self.registry.manifests[digest] = manifest
+        self.registry.tags[ref] = digest
+        return Pushed(digest)
 
     def pull(self, ref: str) -> str | None:
         self.calls.append(f"pull {ref}")
@@ -112,9 +119,11 @@ class FakeEngine:
         if self.fail:
             return BakeOutcome(False, {}, (), self.fail)
         asked = json.loads(bake_file.read_text())["target"][target]
-        layout = bake_file.parent / dict(p.split("=", 1) for p in asked["output"][0].split(","))["dest"]
+        output = dict(p.split("=", 1) for p in overrides.get("output", asked["output"][0]).split(","))
         config = {"Labels": asked.get("labels", {}), "Env": list(self.env)}
-        digest = write_layout(layout, f"{target}:{self.content}", config)
+        digest, manifest, blobs = image_blobs(f"{target}:{self.content}", config)
+        if output.get("store", "true") == "true":  # into the engine's image store, as BuildKit does
+            self.stored[asked["tags"][0]] = (digest, manifest, blobs, config)
         steps = (
             Step(f"[1/2] FROM docker.io/base@sha256:{'b' * 64}", False, True, None),
             Step("[2/2] RUN x", True, True, None),
@@ -122,16 +131,15 @@ class FakeEngine:
         return BakeOutcome(True, {"containerimage.digest": digest}, steps, None)
 
 
-def write_layout(layout: Path, content: str, config: dict[str, object] | None = None) -> str:
-    """An OCI layout holding one image whose single layer is `content` and whose config's `config`
-    is `config`; the manifest's digest."""
-    blobs = layout / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
+def image_blobs(content: str, config: dict[str, object] | None = None) -> tuple[str, bytes, dict[str, bytes]]:
+    """An image whose single layer is `content` and whose config's `config` is `config`: (the
+    manifest's digest, the manifest, its config and layer blobs by digest)."""
+    blobs: dict[str, bytes] = {}
 
     def blob(data: bytes) -> dict[str, object]:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return {"digest": f"sha256:{digest}", "size": len(data)}
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        blobs[digest] = data
+        return {"digest": digest, "size": len(data)}
 
     packed = gzip.compress(content.encode(), mtime=0)
     layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **blob(packed)}
@@ -140,8 +148,29 @@ def write_layout(layout: Path, content: str, config: dict[str, object] | None = 
     manifest = json.dumps(
         {"schemaVersion": 2, "mediaType": MANIFEST, "config": config_blob, "layers": [layer]}
     ).encode()
-    described = blob(manifest)
-    (layout / "index.json").write_text(
-        json.dumps({"schemaVersion": 2, "manifests": [{"mediaType": MANIFEST, **described}]})
-    )
-    return str(described["digest"])
+    return "sha256:" + hashlib.sha256(manifest).hexdigest(), manifest, blobs
+
+
+def write_layout(layout: Path, content: str, config: dict[str, object] | None = None) -> str:
+    """An OCI layout holding image_blobs(content, config); the manifest's digest."""
+    digest, manifest, blobs = image_blobs(content, config)
+    directory = layout / "blobs" / "sha256"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in [*blobs.items(), (digest, manifest)]:
+        (directory / name.removeprefix("sha256:")).write_bytes(data)
+    described = {"mediaType": MANIFEST, "digest": digest, "size": len(manifest)}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [described]}))
+    return digest
+
+
+def layout_image(layout: Path, digest: str, cache_dir: Path) -> Any:
+    """The image `digest` of an OCI layout, read as the build stage reads a registry's: its layers
+    opened only when a size or a file is asked for."""
+    from dataclasses import replace
+
+    from buildtool.build.oci import blob_path, image_from, known_sizes
+
+    manifest = json.loads(blob_path(layout, digest).read_bytes())
+    config = json.loads(blob_path(layout, manifest["config"]["digest"]).read_bytes())
+    image = image_from("v", digest, manifest, config, known_sizes(cache_dir, manifest["layers"]))
+    return replace(image, open_blob=lambda d: blob_path(layout, d).open("rb"), cache_dir=cache_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -73,6 +74,25 @@ class BakeOutcome:
         return None
 
 
+@dataclass(frozen=True)
+class StoredConfig:
+    """An image's config as the engine's store holds it, before any push: what the rules over a
+    config read (ENV, labels, the build args each RUN recorded)."""
+
+    env: tuple[str, ...]
+    labels: Mapping[str, str]
+    history: tuple[Mapping[str, object], ...]  # {"created_by": ...} per step, as the config has it
+
+
+_PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class Pushed:
+    digest: str | None  # the manifest's digest, as the registry took it
+    error: str | None = None  # the engine's words, when the push failed
+
+
 @dataclass
 class Progress:
     """What a build has done so far, for the progress display."""
@@ -93,6 +113,13 @@ class Engine(Protocol):
     def image_layers(self, ref: str) -> tuple[str, ...] | None:
         """The layer diff ids of `ref` in the engine's image store (its rootfs), or None."""
 
+    def image_config(self, ref: str) -> StoredConfig | None:
+        """What the engine's image store holds of `ref`'s config (None: no such image)."""
+
+    def push(self, ref: str, on_progress: Callable[[int, int], None] | None = None) -> Pushed:
+        """Push `ref` from the engine's image store: only the layers the registry lacks go, with
+        (bytes sent, bytes in all) told as they go."""
+
     def bake(
         self,
         bake_file: Path,
@@ -101,12 +128,14 @@ class Engine(Protocol):
         log: Path,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> BakeOutcome:
-        """Build one bake target to the output its bake file names (an OCI layout), not pushed."""
+        """Build one bake target to the output its bake file names (BuildKit pushing it), or to
+        `overrides`' output."""
 
 
 class BuildxEngine:
     """docker + buildx CLI. The docker driver with the containerd image store resolves bases from the
-    engine's store and exports registry caches; images are exported as OCI layouts."""
+    engine's store, exports registry caches and pushes images (a docker-container or remote builder
+    does the same)."""
 
     def __init__(self, docker: str = "docker") -> None:
         if shutil.which(docker) is None:
@@ -151,6 +180,50 @@ class BuildxEngine:
         except docker.errors.ImageNotFound:
             return None
         return tuple(str(layer) for layer in layers) if isinstance(layers, list) else None
+
+    def image_config(self, ref: str) -> StoredConfig | None:
+        import docker
+        import docker.errors
+
+        if self._client is None:
+            self._client = docker.from_env()
+        try:
+            image = self._client.images.get(ref)
+            history = self._client.api.history(ref)
+        except docker.errors.ImageNotFound:
+            return None
+        config = image.attrs.get("Config") or {}
+        # The API lists the newest step first, and names a step's instruction CreatedBy.
+        steps = tuple({"created_by": str(h.get("CreatedBy", ""))} for h in reversed(history or []))
+        return StoredConfig(tuple(config.get("Env") or ()), dict(config.get("Labels") or {}), steps)
+
+    def push(self, ref: str, on_progress: Callable[[int, int], None] | None = None) -> Pushed:
+        import docker
+        import docker.errors
+
+        if self._client is None:
+            self._client = docker.from_env()
+        repository, tag = ref.rsplit(":", 1)
+        layers: dict[str, tuple[int, int]] = {}
+        digest = None
+        try:
+            # docker's own credentials (config.json, credsStore, credHelpers) go with the request.
+            for event in self._client.api.push(repository, tag, stream=True, decode=True):
+                if "error" in event:
+                    said = (event.get("errorDetail") or {}).get("message") or event["error"]
+                    return Pushed(None, str(said))
+                detail = event.get("progressDetail") or {}
+                if event.get("status") == "Pushing" and detail.get("total"):
+                    layers[str(event.get("id"))] = (int(detail.get("current") or 0), int(detail["total"]))
+                    if on_progress:
+                        on_progress(sum(d for d, _ in layers.values()), sum(s for _, s in layers.values()))
+                # The digest: in `aux` (the classic store), or in the last status line (the
+                # containerd store: "<tag>: digest: sha256:... size: N").
+                said = _PUSHED_DIGEST.search(str(event.get("status", "")))
+                digest = (event.get("aux") or {}).get("Digest") or (said.group(1) if said else digest)
+        except docker.errors.APIError as exc:
+            return Pushed(None, str(exc.explanation or exc))
+        return Pushed(str(digest) if digest else None, None if digest else "the engine reported no digest")
 
     def pull(self, ref: str) -> str | None:
         done = self._run("pull", "--quiet", ref)
@@ -202,6 +275,16 @@ class BuildxEngine:
             None if code == 0 else (tracker.failure() or _last_error(tracker.tail) or f"buildx exited {code}")
         )
         return BakeOutcome(code == 0, metadata, steps, error)
+
+
+# BuildKit's words for a failed RUN quote the whole command line, the templates' reproducible shell
+# (macros.j2) included: "/bin/sh -c touch /.buildtool-step && ... buildtool-run <the step>".
+_REPRODUCIBLE_SHELL = re.compile(r'/bin/sh -c touch /\.buildtool-step .*? buildtool-run (?=[^"]*")')
+
+
+def _without_shell(error: str) -> str:
+    """`error` with the reproducible shell's own text left out: the step as the template wrote it."""
+    return _REPRODUCIBLE_SHELL.sub("/bin/sh -c ", error)
 
 
 def _last_error(text: str) -> str:
@@ -275,7 +358,7 @@ class _Tracker:
                 and vertex.get("name", "").startswith("[")
                 and not cancelled
             ):
-                self.error = f"step '{vertex['name']}' failed: {vertex['error']}"
+                self.error = f"step '{vertex['name']}' failed: {_without_shell(vertex['error'])}"
                 self.failed_vertex = digest
         for entry in status.get("logs") or []:  # type: ignore[attr-defined]
             text = base64.b64decode(entry.get("data", "")).decode("utf-8", "replace")

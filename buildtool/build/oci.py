@@ -1,5 +1,5 @@
-"""A built image as the build stage holds it before the push: the image manifest, config and layer
-descriptors of an OCI image layout (what `docker buildx` wrote to build/oci/<variant>/)."""
+"""A built image as the build stage reads it back: the image manifest, config and layer descriptors,
+with its blobs read from where they are (the registry BuildKit pushed to, or an OCI layout)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import fnmatch
 import gzip
 import io
 import json
-import shutil
 import tarfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -122,6 +121,9 @@ def unpacked_sizes(
     return sizes
 
 
+BlobOpener = Callable[[str], BinaryIO]  # a blob's digest -> its bytes, as a stream
+
+
 @dataclass(frozen=True)
 class OciImage:
     variant: str
@@ -132,22 +134,29 @@ class OciImage:
     config_size: int
     diff_ids: tuple[str, ...] = ()  # the layers' uncompressed digests (the config's rootfs)
     base_layers: int = 0  # how many leading layers are its base's (0: not known)
-    layout: Path | None = None  # the OCI layout holding its blobs, when read from one
-    cache_dir: Path | None = None  # where layer facts are remembered (default: beside the layout)
+    open_blob: BlobOpener | None = None  # where its layers are read from, when they can be
+    cache_dir: Path | None = None  # where layer facts are remembered
+    # Layers' unpacked sizes measured since it was read (a rule asked): digest -> bytes.
+    measured: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def files_readable(self) -> bool:
+        return self.open_blob is not None and self.cache_dir is not None
 
     def files_matching(self, pattern: str) -> dict[str, int]:
         """Regular files whose path matches `pattern` (fnmatch; `*` spans `/`) in the layers above
         its base, as the unpacked image holds them (later layers win, whiteouts delete): path ->
-        bytes. Each layer is read once per pattern, then remembered in the layer cache."""
-        assert self.layout is not None, "files are read from the layout the build wrote"
-        cache_path = (self.cache_dir or self.layout.parent) / FILES_FILE
+        bytes. Each layer is read once per pattern, then remembered in the layer cache (by digest:
+        a layer an earlier build read is not read again)."""
+        assert self.open_blob is not None and self.cache_dir is not None, "no blobs to read files from"
+        cache_path = self.cache_dir / FILES_FILE
         cache = read_json_object(cache_path)
         scanned: dict[str, Any] = {}
         files: dict[str, int] = {}
         for layer in self.layers[self.base_layers :]:
             key = f"{layer.digest} {pattern}"
             if key not in cache:
-                scanned[key] = cache[key] = _scan_layer(blob_path(self.layout, layer.digest), pattern)
+                scanned[key] = cache[key] = _scan_layer(self.open_blob(layer.digest), pattern)
             for gone in cache[key]["deleted"]:
                 files = {p: n for p, n in files.items() if p != gone and not p.startswith(gone + "/")}
             files.update(cache[key]["files"])
@@ -172,10 +181,28 @@ class OciImage:
         return self.config_size + sum(layer.size for layer in self.layers)
 
     @property
-    def unpacked_size(self) -> int | None:
-        """Bytes on the container disk once pulled and unpacked; None if a layer's is not known."""
-        sizes = [layer.unpacked for layer in self.layers]
+    def known_unpacked_size(self) -> int | None:
+        """Bytes on the container disk once pulled and unpacked, if every layer's is known without
+        reading it (the layer cache, or measured since): None otherwise."""
+        sizes = [self.measured.get(layer.digest, layer.unpacked) for layer in self.layers]
         return None if None in sizes else sum(s or 0 for s in sizes)
+
+    @property
+    def unpacked_size(self) -> int | None:
+        """Bytes on the container disk once pulled and unpacked: layers not measured yet are read
+        (GBs for a base on a new machine: asked for only by a rule that needs it), and remembered.
+        None if a layer cannot be read or measured."""
+        known = self.known_unpacked_size
+        if known is not None or self.open_blob is None or self.cache_dir is None:
+            return known
+        unknown = [
+            {"digest": layer.digest, "mediaType": layer.media_type}
+            for layer in self.layers
+            if layer.unpacked is None and layer.digest not in self.measured
+        ]
+        sizes = unpacked_sizes(self.cache_dir / SIZES_FILE, unknown, self.open_blob)
+        self.measured.update({d: s for d, s in sizes.items() if s is not None})
+        return self.known_unpacked_size
 
     @property
     def env(self) -> dict[str, str]:
@@ -187,12 +214,12 @@ class OciImage:
         return {str(k): str(v) for k, v in (self.config.get("Labels") or {}).items()}
 
 
-def _scan_layer(path: Path, pattern: str) -> dict[str, Any]:
+def _scan_layer(blob: BinaryIO, pattern: str) -> dict[str, Any]:
     """A layer's regular files matching `pattern`, and what its whiteouts delete (OCI image spec:
     `.wh.<name>` deletes <name>; `.wh..wh..opq` empties its directory of lower layers' files)."""
     files: dict[str, int] = {}
     deleted: list[str] = []
-    with path.open("rb") as stream, tarfile.open(fileobj=tar_stream(stream), mode="r|") as tar:
+    with blob as stream, tarfile.open(fileobj=tar_stream(stream), mode="r|") as tar:
         for member in tar:
             name = member.name.removeprefix("./").rstrip("/")
             directory, _, base = name.rpartition("/")
@@ -208,18 +235,6 @@ def _scan_layer(path: Path, pattern: str) -> dict[str, Any]:
 def blob_path(layout: Path, digest: str) -> Path:
     algorithm, _, hexdigest = digest.partition(":")
     return layout / "blobs" / algorithm / hexdigest
-
-
-def read_image(layout: Path, digest: str, variant: str, cache_dir: Path) -> OciImage:
-    """The image manifest `digest` of the layout, with its config; layer facts are remembered in
-    `cache_dir`. Raises OSError or ValueError when the layout does not hold it."""
-    manifest = json.loads(blob_path(layout, digest).read_bytes())
-    config = json.loads(blob_path(layout, str(manifest["config"]["digest"])).read_bytes())
-    unpacked = unpacked_sizes(
-        cache_dir / SIZES_FILE, manifest.get("layers", []), lambda d: blob_path(layout, d).open("rb")
-    )
-    image = image_from(variant, digest, manifest, config, unpacked)
-    return replace(image, layout=layout, cache_dir=cache_dir)
 
 
 def image_from(
@@ -251,48 +266,27 @@ def image_from(
     )
 
 
-def link_sibling_blobs(layout: Path) -> int:
-    """Hard-link into `layout` the blobs the other variants' layouts beside it hold, before a build
-    exports to it: BuildKit's OCI export skips a blob the layout has, so the variants on one base
-    write its GBs once (and share them on disk). Returns how many were linked; prune_layout drops
-    what the new image does not use."""
-    blobs = layout / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
-    linked = 0
-    for sibling in layout.parent.iterdir():
-        held = sibling / "blobs" / "sha256"
-        if sibling == layout or not held.is_dir():
-            continue
-        for blob in held.iterdir():
-            target = blobs / blob.name
-            if target.exists() or not blob.is_file():
-                continue
-            try:
-                target.hardlink_to(blob)
-            except OSError:  # pruned meanwhile, or no hard links here: the export writes it
-                continue
-            linked += 1
-    return linked
+def known_sizes(cache_dir: Path, layers: object) -> dict[str, int | None]:
+    """What the layer cache knows of each layer's unpacked size (nothing is read)."""
+    cache = read_json_object(cache_dir / SIZES_FILE)
+    digests = (
+        [str(d.get("digest")) for d in layers if isinstance(d, dict)] if isinstance(layers, list) else []
+    )
+    return {d: int(cache[d]) if isinstance(cache.get(d), int) else None for d in digests}
 
 
-def prune_layout(layout: Path, digest: str) -> None:
-    """Keep, of an OCI layout, the blobs of the image `digest` (the next build of the variant writes
-    only the blobs that changed); older images' blobs go."""
-    blobs = layout / "blobs" / "sha256"
-    manifest_path = blobs / digest.removeprefix("sha256:")
-    if not manifest_path.is_file():
-        return
-    manifest = json.loads(manifest_path.read_bytes())
-    keep = {digest} | {str(d["digest"]) for d in [manifest["config"], *manifest.get("layers", [])]}
-    index = layout / "index.json"
-    if index.is_file():
-        keep |= {str(m["digest"]) for m in json.loads(index.read_bytes()).get("manifests", [])}
-    for blob in blobs.iterdir():
-        if f"sha256:{blob.name}" not in keep:
-            if blob.is_dir():
-                shutil.rmtree(blob, ignore_errors=True)
-            else:
-                blob.unlink(missing_ok=True)
+def registry_image(
+    registry: Registry, repository: str, manifest: RemoteManifest, variant: str, cache_dir: Path
+) -> OciImage:
+    """The image a registry holds (`repository` is host/repo): its config read now, its layers only
+    when a rule reads files or sizes the layer cache does not know. Raises RegistryError, or
+    ValueError/KeyError for a manifest that is not an image's."""
+    document: Mapping[str, Any] = manifest.document
+    config = json.loads(registry.blob(repository, str(document["config"]["digest"])))
+    image = image_from(
+        variant, manifest.digest, document, config, known_sizes(cache_dir, document.get("layers"))
+    )
+    return replace(image, open_blob=lambda d: registry.open_blob(repository, d), cache_dir=cache_dir)
 
 
 def registry_unpacked_size(

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 from buildtool.build.engine import Engine
 from buildtool.build.oci import tar_stream
 from buildtool.errors import RegistryError
+from buildtool.policy.dockerfile import REPRODUCIBLE_SHELL_MARK
 from buildtool.registry.client import Registry
 
 REPRODUCE_DIR = "reproduce"
@@ -83,6 +84,18 @@ class _Blobs:
         with self.open(digest) as stream:
             return stream.read()
 
+    def manifest(self, digest: str) -> bytes:
+        """An image manifest: a registry serves it from /manifests/, not as a blob."""
+        held = self.layout / "blobs" / "sha256" / digest.removeprefix("sha256:") if self.layout else None
+        if held is not None and held.is_file():
+            return held.read_bytes()
+        if self.registry is None or self.repository is None:
+            raise RegistryError(f"manifest {digest} is neither in the layout nor reachable")
+        remote = self.registry.manifest(f"{self.repository}@{digest}")
+        if remote is None:
+            raise RegistryError(f"the registry has no manifest {digest} in {self.repository}")
+        return remote.raw
+
     def open(self, digest: str) -> BinaryIO:
         """The blob as a stream: layers are read through, never held whole."""
         if self.layout is not None:
@@ -112,7 +125,7 @@ def check_reproducible(
         "no-cache": "true",
         "cache-from": "",
         "cache-to": "",
-        "output": f"type=oci,tar=false,dest={destination.resolve()},rewrite-timestamp=true",
+        "output": f"type=oci,tar=false,dest={destination.resolve()},oci-mediatypes=true",
     }
     log = build_dir / "logs" / f"{variant}.reproduce.log"
     outcome = engine.bake(build_dir / "docker-bake.json", variant, settings, log)
@@ -121,7 +134,7 @@ def check_reproducible(
     if outcome.digest == expected:
         shutil.rmtree(destination, ignore_errors=True)
         return Reproduction(variant, expected, outcome.digest)
-    first = _Blobs(build_dir / "oci" / variant, registry, repository)
+    first = _Blobs(None, registry, repository)
     second = _Blobs(destination, None, None)
     layers, keys = compare_images(first, expected, second, outcome.digest)
     return Reproduction(variant, expected, outcome.digest, layers=layers, config_keys=keys)
@@ -130,7 +143,7 @@ def check_reproducible(
 def compare_images(
     first: _Blobs, first_digest: str, second: _Blobs, second_digest: str
 ) -> tuple[tuple[LayerDifference, ...], tuple[str, ...]]:
-    manifests = [json.loads(b.get(d)) for b, d in ((first, first_digest), (second, second_digest))]
+    manifests = [json.loads(b.manifest(d)) for b, d in ((first, first_digest), (second, second_digest))]
     configs: list[dict[str, Any]] = [
         json.loads(b.get(m["config"]["digest"])) for b, m in zip((first, second), manifests, strict=True)
     ]
@@ -168,7 +181,11 @@ def compare_images(
 
 def _short(step: str) -> str:
     """'RUN /bin/sh -c date > /x # buildkit' -> 'RUN date > /x', as written in the Dockerfile."""
-    step = step.removesuffix("# buildkit").replace("/bin/sh -c ", "").strip()
+    step = step.removesuffix("# buildkit").strip()
+    if f"{REPRODUCIBLE_SHELL_MARK} " in step:  # the templates' shell: the step's own command follows it
+        flags = [w for w in step.split()[1:] if w.startswith("--")]
+        step = " ".join(["RUN", *flags, step.split(f"{REPRODUCIBLE_SHELL_MARK} ", 1)[1]])
+    step = step.replace("/bin/sh -c ", "").strip()
     return step if len(step) <= 90 else step[:87] + "..."
 
 

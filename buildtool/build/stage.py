@@ -3,15 +3,19 @@
 Per variant, in parallel (each its own `buildx bake <target>`, so one failure stops no other):
   1. the registry already holds the immutable tag (a re-run of the same commit): nothing is built,
      the variant is reported as built earlier (--rebuild builds anyway, and the digest must match)
-  2. build with BuildKit to an OCI layout (build/oci/<variant>/), with the registry cache
+  2. the tag is absent: BuildKit builds it into the engine's image store, with the registry cache
      (cache-from/cache-to, mode=max; an export the registry refuses is a warning, not a failure);
-     the base resolves to a digest (--locked: matrix.lock's)
-  3. the tag is absent: push the layout's blobs the registry lacks, then the manifest; present with
-     the same digest: nothing to push; present with another digest: refuse, an immutable tag is
-     never overwritten
-  4. verify that the registry's digest is the one BuildKit reported (--metadata-file)
-Between 2 and 3 the image-scope policy rules read the built image from its layout: a refusal stops
-the variant before anything of it is pushed (status refused; the CLI exits 2).
+     the base resolves to a digest (--locked: matrix.lock's). The rules over its config (ENV,
+     labels, build args: policy.image.CONFIG_RULES) read it there: a token is refused before
+     anything of the image leaves the engine. Then the engine pushes it: only the layers the
+     registry lacks go, and a layer known only from the registry cache is neither downloaded nor
+     sent. The tag is present (--rebuild, --cold): BuildKit only computes the digest, which must be
+     the tag's (an immutable tag is never overwritten)
+  3. verify that the registry's digest is the one BuildKit reported (--metadata-file)
+  4. the other image rules read the pushed image back from the registry (its layers only where a
+     rule reads files or sizes, once per layer digest on a machine): a refusal keeps the moving tags
+     where they were (status refused; the CLI exits 2), and a re-run refuses it again, until a
+     moving tag points to it (tags move only to an image that passed)
 Then, only if every variant got this far, the moving tags move (registry-side copies), and
 build/manifest.json is written atomically (matrix.lock is only read: buildtool lock writes it).
 """
@@ -28,14 +32,15 @@ from pathlib import Path
 from buildtool import refs
 from buildtool.build.earlier import built_earlier
 from buildtool.build.engine import BakeOutcome, Engine
-from buildtool.build.oci import OciImage, link_sibling_blobs, prune_layout, read_image
+from buildtool.build.oci import OciImage, registry_image
 from buildtool.build.result import BuildEvent, BuildResult, Status, VariantResult, manifest_document
 from buildtool.config.lock import read_lock
 from buildtool.config.options import Options
 from buildtool.errors import Finding, Problem, RegistryDenied, RegistryError
 from buildtool.files import write_atomically
-from buildtool.registry.client import Registry, RemoteManifest, compressed_size
-from buildtool.render.output import RenderedVariant, Rendering, oci_layout
+from buildtool.policy.image import CONFIG_RULES
+from buildtool.registry.client import Registry, RemoteManifest
+from buildtool.render.output import COMPARE_OUTPUT, RenderedVariant, Rendering
 
 # The image-scope policy, as the build stage sees it: a built image in, refusals out.
 ImageCheck = Callable[[OciImage], Sequence[Finding]]  # the image-scope policy
@@ -108,12 +113,16 @@ def _bake(
     engine: Engine,
     emit: Callable[[BuildEvent], None],
     log: Path,
+    push: bool,
 ) -> _Baked:
-    """Bake the variant to its OCI layout: the base pulled through the engine when BuildKit cannot
-    resolve it, FROM matrix.lock's digest with --locked, no cache read with --cold."""
+    """Bake the variant, pushing its immutable tag (`push`) or only computing its digest: the base
+    pulled through the engine when BuildKit cannot resolve it, FROM matrix.lock's digest with
+    --locked, no cache read with --cold."""
     # A cold build meets what a new user's first build meets: every step runs (an install that
     # stopped working is found), and the registry cache is written but not read.
     overrides: dict[str, str] = {"no-cache": "true", "cache-from": ""} if options.cold else {}
+    if not push:
+        overrides["output"] = COMPARE_OUTPUT
     recorded = lock.get(v.base_ref)
     if options.locked:
         if recorded is None:
@@ -133,9 +142,6 @@ def _bake(
         )
 
     emit(BuildEvent(v.name, "building", str(log)))
-    layout = options.build_dir / oci_layout(v.name)
-    layout.parent.mkdir(parents=True, exist_ok=True)  # behind each rendering's oci link (build_dir.py)
-    link_sibling_blobs(layout)  # a base another variant exported already is not exported again
     started = time.monotonic()
     outcome = bake()
     if not outcome.ok and engine.local_image_digest(v.base_ref) is None:
@@ -173,68 +179,30 @@ def _bake(
     return _Baked(outcome, outcome.digest, base_digest, seconds, tuple(notes))
 
 
-def _push_verified(
-    v: RenderedVariant,
-    rendering: Rendering,
-    existing: RemoteManifest | None,
-    digest: str,
-    layout: Path,
-    registry: Registry,
-    emit: Callable[[BuildEvent], None],
-) -> tuple[Status, int, RemoteManifest]:
-    """Push the layout under the immutable tag unless the registry holds this digest there already
-    (another digest there is refused: an immutable tag is never overwritten), then read the tag
-    back: (status, bytes pushed, the registry's manifest)."""
-    if existing is not None and existing.digest != digest and not rendering.revision.dirty:
-        raise _VariantFailed(
-            f"the immutable tag {v.tags.immutable} already holds {existing.digest}, and this build "
-            f"produced {digest}: refusing to overwrite it",
-            "find what differs with buildtool build --check-reproducible; if the tag was pushed in "
-            "error, delete it in the registry",
-        )
-    if existing is not None and existing.digest == digest:
-        return "unchanged", 0, existing  # the registry's answer already holds this digest
-    emit(BuildEvent(v.name, "pushing", v.tags.immutable))
-    meter = _PushMeter(lambda detail: emit(BuildEvent(v.name, "pushing", detail)))
-    try:
-        pushed_bytes = registry.push_layout(layout, digest, v.tags.immutable, meter.sent)
-    except RegistryError as exc:
-        raise _VariantFailed(
-            f"push of {v.tags.immutable} failed: {exc}",
-            "check that the registry is up and `docker login` to it",
-        ) from None
-    emit(BuildEvent(v.name, "verifying", v.tags.immutable))
+def _verified(v: RenderedVariant, rendering: Rendering, digest: str, registry: Registry) -> RemoteManifest:
+    """The registry's manifest under the immutable tag, which must be the digest BuildKit reported."""
+    emit_failure = f"registry {rendering.registry} is unreachable"
     try:
         remote = registry.manifest(v.tags.immutable)
     except RegistryError as exc:
-        raise _VariantFailed(f"registry {rendering.registry} is unreachable: {exc}") from None
+        raise _VariantFailed(f"{emit_failure}: {exc}") from None
     if remote is None or remote.digest != digest:
         raise _VariantFailed(
             f"after the push the registry has {remote.digest if remote else 'nothing'} "
-            f"for {v.tags.immutable}, but BuildKit reported {digest}"
+            f"for {v.tags.immutable}, but BuildKit reported {digest}",
+            "another build pushed the same tag at the same time, or the registry rewrote the "
+            "manifest: build again, and compare with buildtool build --check-reproducible",
         )
-    return "pushed", pushed_bytes, remote
+    return remote
 
 
-class _PushMeter:
-    """Bytes sent and the rate, told at most once a second while a push runs (several GB of a base's
-    layers take minutes)."""
-
-    def __init__(self, tell: Callable[[str], None], every: float = 1.0) -> None:
-        self.tell, self.every = tell, every
-        self.total, self.started, self.told = 0, time.monotonic(), 0.0
-
-    def sent(self, count: int) -> None:
-        self.total += count
-        now = time.monotonic()
-        if now - self.told >= self.every:
-            self.told = now
-            rate = self.total / max(now - self.started, 1e-3)
-            self.tell(f"{_bytes(self.total)} sent, {_bytes(rate)}/s")
-
-
-def _bytes(count: float) -> str:
-    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+def _refuse_overwrite(v: RenderedVariant, existing: RemoteManifest, digest: str) -> _VariantFailed:
+    return _VariantFailed(
+        f"the immutable tag {v.tags.immutable} already holds {existing.digest}, and this build "
+        f"produced {digest}: refusing to overwrite it",
+        "find what differs with buildtool build --check-reproducible; if the tag was pushed in "
+        "error, delete it in the registry",
+    )
 
 
 def _build_one(
@@ -269,36 +237,51 @@ def _build_one(
     baked: _Baked | None = None
     notes: tuple[str, ...] = ()
     try:
-        layout = options.build_dir / oci_layout(v.name)
         existing = _existing(v, rendering, registry)
         if existing is not None and not rendering.revision.dirty and not (options.rebuild or options.cold):
             earlier = built_earlier(
                 v, rendering.revision.sha, existing, registry, log, emit, options.cache_dir, engine
             )
             if earlier is not None:
-                return earlier
-        baked = _bake(v, rendering, options, lock, engine, emit, log)
+                return _checked_earlier(earlier, v, existing, registry, options, engine, check_image, emit)
+        # A tag that exists is compared, never pushed over (a -dirty tag may be: it names no commit).
+        push = existing is None or rendering.revision.dirty
+        status: Status = "pushed" if push else "unchanged"
+        baked = _bake(v, rendering, options, lock, engine, emit, log, push)
         notes = baked.notes  # a failure from here on reports these, and the image rules' warnings
-        emit(BuildEvent(v.name, "checking", baked.digest))
+        if not push:
+            assert existing is not None
+            if existing.digest != baked.digest:
+                raise _refuse_overwrite(v, existing, baked.digest)
+            remote = existing
+        else:
+            if check_image is not None:  # before anything leaves the engine: a token is never pushed
+                emit(BuildEvent(v.name, "checking", baked.digest))
+                refused, notes = _config_rules(v, baked.digest, engine, check_image, notes)
+                if refused:
+                    emit(BuildEvent(v.name, "refused", refused[0].message))
+                    result = failed(refused[0].message, refused[0].hint, baked.base_digest, notes)
+                    return replace(result, status="refused", problem=refused[0], refusals=refused)
+            _push(v, rendering, baked.digest, engine, emit)
+            emit(BuildEvent(v.name, "verifying", v.tags.immutable))
+            remote = _verified(v, rendering, baked.digest, registry)
         try:
-            built = read_image(layout, baked.digest, v.name, options.cache_dir)
-        except (OSError, ValueError, KeyError) as exc:
-            raise _VariantFailed(f"cannot read the built image {baked.digest} in {layout}: {exc}") from None
+            built = registry_image(registry, v.tags.repository, remote, v.name, options.cache_dir)
+        except (RegistryError, ValueError, KeyError) as exc:
+            raise _VariantFailed(
+                f"cannot read the built image {baked.digest} back from the registry: {exc}"
+            ) from None
         split = built.above(engine.image_layers(v.base_ref))
         built = replace(built, base_layers=split[0]) if split else built
-        if check_image is not None:
-            findings = check_image(built)
-            refusals = tuple(f.problem for f in findings if f.severity == "error")
-            notes += tuple(f"{f.rule}: {f.problem.message}" for f in findings if f.severity == "warning")
-            if refusals:
-                emit(BuildEvent(v.name, "refused", refusals[0].message))
-                refused = failed(refusals[0].message, refusals[0].hint, baked.base_digest, notes)
-                return replace(refused, status="refused", problem=refusals[0], refusals=refusals)
-        status, pushed_bytes, remote = _push_verified(
-            v, rendering, existing, baked.digest, layout, registry, emit
-        )
-        prune_layout(layout, baked.digest)
-        size = compressed_size(registry, v.tags.repository, remote)
+        if check_image is not None and not (status == "unchanged" and _vouched(v, remote.digest, registry)):
+            emit(BuildEvent(v.name, "checking", baked.digest))
+            refused, notes = _image_rules(built, check_image, notes, after_push=push)
+            if refused:
+                emit(BuildEvent(v.name, "refused", refused[0].message))
+                result = failed(refused[0].message, refused[0].hint, baked.base_digest, notes)
+                return replace(
+                    result, status="refused", problem=refused[0], refusals=refused, digest=baked.digest
+                )
         emit(BuildEvent(v.name, "done" if status == "pushed" else "unchanged", baked.digest))
         steps = baked.outcome.dockerfile_steps
         return VariantResult(
@@ -309,8 +292,8 @@ def _build_one(
             v.base_ref,
             baked.base_digest,
             digest=baked.digest,
-            compressed_size=size,
-            unpacked_size=built.unpacked_size,
+            compressed_size=built.compressed_size,
+            unpacked_size=built.known_unpacked_size,
             layers=len(built.layers),
             base_layers=split[0] if split else None,
             above_base_size=split[1] if split else None,
@@ -319,13 +302,134 @@ def _build_one(
             cached_steps=sum(s.cached for s in steps),
             log=log,
             notes=notes,
-            pushed_bytes=pushed_bytes,
         )
     except _VariantFailed as exc:
         emit(BuildEvent(v.name, "failed", str(exc)))
         if baked is None:
             return failed(str(exc), exc.hint, exc.base_digest, exc.notes)
         return failed(str(exc), exc.hint, baked.base_digest, notes)
+
+
+def _image_rules(
+    image: OciImage, check_image: ImageCheck, notes: tuple[str, ...], after_push: bool = False
+) -> tuple[tuple[Problem, ...], tuple[str, ...]]:
+    """The image-scope policy on the registry's image: (refusals, notes with the warnings added).
+    `after_push`: the config's rules ran before the push (_config_rules), and are not run again."""
+    try:
+        findings = [f for f in check_image(image) if not (after_push and f.rule in CONFIG_RULES)]
+    except (RegistryError, OSError, ValueError) as exc:  # a layer a rule reads did not come
+        raise _VariantFailed(
+            f"cannot read the pushed image {image.digest} for the image rules: {exc}"
+        ) from None
+    refusals = tuple(f.problem for f in findings if f.severity == "error")
+    notes += tuple(f"{f.rule}: {f.problem.message}" for f in findings if f.severity == "warning")
+    return refusals, notes
+
+
+def _config_rules(
+    v: RenderedVariant, digest: str, engine: Engine, check_image: ImageCheck, notes: tuple[str, ...]
+) -> tuple[tuple[Problem, ...], tuple[str, ...]]:
+    """The rules over the config (CONFIG_RULES), on the image in the engine's store."""
+    stored = engine.image_config(v.tags.immutable)
+    if stored is None:
+        raise _VariantFailed(
+            f"the engine's image store has no {v.tags.immutable} after the build",
+            "the build must store its image (docker driver with the containerd image store, or a "
+            "builder that loads into the engine)",
+        )
+    config = {"Env": list(stored.env), "Labels": dict(stored.labels)}
+    image = OciImage(v.name, digest, config, stored.history, (), 0)
+    findings = [f for f in check_image(image) if f.rule in CONFIG_RULES]
+    notes += tuple(f"{f.rule}: {f.problem.message}" for f in findings if f.severity == "warning")
+    return tuple(f.problem for f in findings if f.severity == "error"), notes
+
+
+def _push(
+    v: RenderedVariant, rendering: Rendering, digest: str, engine: Engine, emit: Callable[[BuildEvent], None]
+) -> None:
+    """The engine pushes the stored image: the layers the registry lacks, then the manifest."""
+    emit(BuildEvent(v.name, "pushing", v.tags.immutable))
+    meter = _PushMeter(lambda detail: emit(BuildEvent(v.name, "pushing", detail)))
+    pushed = engine.push(v.tags.immutable, meter.sent)
+    if pushed.error is not None:
+        lowered = pushed.error.lower()
+        denied = any(w in lowered for w in ("denied", "unauthorized", "authentication required", "401"))
+        raise _VariantFailed(
+            f"push of {v.tags.immutable} failed: {pushed.error}",
+            f"run docker login {rendering.registry.split('/')[0]}"
+            if denied
+            else "check that the registry is up, or point --registry / $REGISTRY at one",
+        )
+    if pushed.digest != digest:
+        raise _VariantFailed(
+            f"the engine pushed {pushed.digest} for {v.tags.immutable}, but BuildKit built {digest}",
+            "build again; if it persists, compare with buildtool build --check-reproducible",
+        )
+
+
+class _PushMeter:
+    """Bytes sent of bytes to send, and the rate, told at most once a second while a push runs
+    (several GB of a base's layers take minutes)."""
+
+    def __init__(self, tell: Callable[[str], None], every: float = 1.0) -> None:
+        self.tell, self.every = tell, every
+        self.started, self.told = time.monotonic(), 0.0
+
+    def sent(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.told >= self.every:
+            self.told = now
+            rate = done / max(now - self.started, 1e-3)
+            self.tell(f"{_bytes(done)} of {_bytes(total)} sent, {_bytes(rate)}/s")
+
+
+def _bytes(count: float) -> str:
+    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+
+
+def _vouched(v: RenderedVariant, digest: str, registry: Registry) -> bool:
+    """Whether a moving tag of the variant points to `digest`: tags move only to an image that passed
+    the image rules, and the rules of a commit are the commit's (matrix.yaml), so it passed them.
+    Else (refused, a run stopped before its tags moved, tags moved on since) the rules run again."""
+    for tag in v.tags.moving:
+        try:
+            current = registry.manifest(tag)
+        except RegistryError:
+            return False
+        if current is not None and current.digest == digest:
+            return True
+    return False
+
+
+def _checked_earlier(
+    earlier: VariantResult,
+    v: RenderedVariant,
+    existing: RemoteManifest,
+    registry: Registry,
+    options: Options,
+    engine: Engine,
+    check_image: ImageCheck | None,
+    emit: Callable[[BuildEvent], None],
+) -> VariantResult:
+    """A re-run of a built commit applies the image rules again: an image refused when it was pushed
+    (its immutable tag stays; nothing moved to it) is refused again, not passed as built earlier."""
+    if check_image is None or _vouched(v, existing.digest, registry):
+        return earlier
+    try:
+        image = registry_image(registry, v.tags.repository, existing, v.name, options.cache_dir)
+    except (RegistryError, ValueError, KeyError):
+        return earlier  # not readable as an image: built_earlier read it, so this does not happen
+    split = image.above(engine.image_layers(v.base_ref))
+    image = replace(image, base_layers=split[0]) if split else image
+    try:
+        refused, notes = _image_rules(image, check_image, earlier.notes)
+    except _VariantFailed as exc:
+        problem = Problem(str(exc), variant=v.name, hint=exc.hint)
+        return replace(earlier, status="failed", problem=problem)
+    if refused:
+        emit(BuildEvent(v.name, "refused", refused[0].message))
+        return replace(earlier, status="refused", problem=refused[0], refusals=refused, notes=notes)
+    return replace(earlier, notes=notes, unpacked_size=earlier.unpacked_size or image.known_unpacked_size)
 
 
 def _move_tags(results: tuple[VariantResult, ...], registry: Registry) -> tuple[list[str], list[str]]:
@@ -353,8 +457,8 @@ def build(
     on_event: Callable[[BuildEvent], None] = lambda _: None,
     check_image: ImageCheck | None = None,
 ) -> BuildResult:
-    """Every variant of `rendering`; `check_image` (the image-scope policy) runs on each built image
-    before its push."""
+    """Every variant of `rendering`; `check_image` (the image-scope policy) runs on each built image:
+    its config's rules before the push, the others before any moving tag moves to it."""
     lock = read_lock(options.lock_path)
     for v in rendering.variants:
         on_event(BuildEvent(v.name, "queued"))

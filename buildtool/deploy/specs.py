@@ -94,7 +94,7 @@ def size_disk(variant: Variant, unpacked: int | None, margin: float) -> DiskSize
     required = deploy.required_disk_gb(unpacked, margin) if unpacked is not None else None
     if deploy.container_disk_gb is not None:
         if required is not None and deploy.container_disk_gb < required:
-            # The build refuses this before the push; an image built before the rule still gets here.
+            # The build refuses this before moving tags; an image built before the rule still gets here.
             raise DeploySpecError(
                 Problem(
                     f"container_disk_gb {deploy.container_disk_gb} cannot hold the image: it unpacks to "

@@ -2,7 +2,8 @@
 
 check_plan runs the catalogue, gpu, variant and template scopes before rendering; the render stage
 runs the dockerfile scope on the rendered text before anything is written; the build stage runs the
-image scope on each built image before its push. Every error finding is exit 2.
+image scope on each built image (its config before the push, its layers before any tag moves to it).
+Every error finding is exit 2.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ them (ARG defaults and build args, stage names, COPY --from, RUN --mount from=).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -173,7 +174,6 @@ def pulled_images(dockerfile: RenderedDockerfile, context: Context) -> list[Find
     RUN --mount from=. A name is a stage only if an earlier stage has it (case-insensitive), or is
     a stage's index; `FROM x AS x` pulls the image x, and a later `FROM x` means that stage."""
     matrix, path, build_args = context.matrix, dockerfile.path, dockerfile.build_args
-    by_line: dict[tuple[str, str], _Line] = context.once("dockerfile lines", dict)
     catalogue = context.once("catalogue refs", lambda: [refs.parse(b.ref) for b in matrix.bases])
     args: dict[str, str | None] = {}
     stages: list[str] = []  # lower-cased names of the stages so far, in order
@@ -215,7 +215,7 @@ def pulled_images(dockerfile: RenderedDockerfile, context: Context) -> list[Find
                 )
             )
 
-    for kind, value, line in instructions(dockerfile.text, by_line):
+    for kind, value, line in _instructions(dockerfile, context):
         where = Location(path, line)
         words = value.split()
         if kind == "ARG" and not seen_from:
@@ -235,3 +235,169 @@ def pulled_images(dockerfile: RenderedDockerfile, context: Context) -> list[Find
             for source in _mount_sources(words):
                 check_source(source, "RUN --mount from=", where)
     return findings
+
+
+# In the SHELL of images/_shared/macros.j2's reproducible_shell(): the RUN steps it runs set the
+# file times of what they write.
+REPRODUCIBLE_SHELL_MARK = "buildtool-run"
+_SHELL_OPERATORS = ("&&", "||", ";", "|", "&", ")", "}")
+_REPRODUCIBLE_HINT = "see docs/building.md, Reproducible images: the shapes each layer needs"
+
+
+def _resolve(path: str, workdir: str) -> str:
+    joined = path if path.startswith("/") else f"{workdir.rstrip('/')}/{path}"
+    parts: list[str] = []
+    for part in joined.split("/"):
+        if part == "..":
+            parts = parts[:-1]
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def _made_by_mkdir(words: list[str], workdir: str) -> set[str]:
+    """The directories (and their parents) a RUN's `mkdir` commands make."""
+    made: set[str] = set()
+    for start, word in enumerate(words):
+        if word.rsplit("/", 1)[-1] != "mkdir":
+            continue
+        for argument in words[start + 1 :]:
+            if argument in _SHELL_OPERATORS or argument.endswith(";"):
+                if argument.endswith(";") and argument != ";":
+                    made |= _with_parents(_resolve(argument.rstrip(";"), workdir))
+                break
+            if not argument.startswith("-"):
+                made |= _with_parents(_resolve(argument, workdir))
+    return made
+
+
+def _with_parents(path: str) -> set[str]:
+    out = {path}
+    while path != "/":
+        path = path.rsplit("/", 1)[0] or "/"
+        out.add(path)
+    return out
+
+
+def _copy_arguments(value: str) -> tuple[dict[str, str], list[str]]:
+    words = value.split()
+    flags = _flags(words)
+    if any(w.lower() in ("--link", "--link=true") for w in words):
+        flags["link"] = "true"
+    plain = [w for w in words if not w.startswith("--")]
+    rest = " ".join(plain)
+    if rest.startswith("["):  # COPY ["a/", "/b/"]
+        try:
+            listed = json.loads(rest)
+            plain = [str(p) for p in listed] if isinstance(listed, list) else plain
+        except ValueError:
+            pass
+    return flags, plain
+
+
+@rule(
+    "reproducible-layers",
+    "dockerfile",
+    "a layer holding the build's own clock differs on every rebuild: an immutable tag cannot be checked",
+)
+def reproducible_layers(dockerfile: RenderedDockerfile, context: Context) -> list[Finding]:
+    """Every layer the Dockerfile builds must come out byte for byte the same on any machine, or a
+    rebuild of a commit cannot be compared with its immutable tag (and the registry cache stops
+    matching): RUN steps after the reproducible shell (macros.j2 reproducible_shell), in shell
+    form; COPY of whole directories (`app/`, ending in /) onto a directory that exists (made by a
+    RUN mkdir, or directly under /); WORKDIR only into a directory that exists. A COPY of a file, a
+    COPY or WORKDIR that makes a directory, gives that directory the time of the build."""
+    steps = tuple(s for s in _instructions(dockerfile, context) if s[0] in _SHAPE_KINDS)
+    # The variants of a template differ in values these steps do not hold: worked out once.
+    shaped = context.once(("layer shapes", steps), lambda: _layer_shapes(steps))
+    return [
+        replace(f, problem=replace(f.problem, location=Location(dockerfile.path, f.problem.location.line)))
+        if f.problem.location
+        else f
+        for f in shaped
+    ]
+
+
+_SHAPE_KINDS = frozenset({"FROM", "SHELL", "RUN", "WORKDIR", "COPY", "ADD"})
+
+
+def _instructions(dockerfile: RenderedDockerfile, context: Context) -> list[tuple[str, str, int]]:
+    """The Dockerfile's instructions, read once for all the rules of a check."""
+    by_line: dict[tuple[str, str], _Line] = context.once("dockerfile lines", dict)
+    return context.once(("instructions", dockerfile.text), lambda: instructions(dockerfile.text, by_line))
+
+
+def _layer_shapes(steps: tuple[tuple[str, str, int], ...]) -> list[Finding]:
+    findings: list[Finding] = []
+    reproducible_shell, workdir, made = False, "/", {"/"}
+    for kind, value, line in steps:
+        where = Location(Path("Dockerfile"), line)
+        if kind == "FROM":
+            reproducible_shell, workdir, made = False, "/", {"/"}
+        elif kind == "SHELL":
+            reproducible_shell = REPRODUCIBLE_SHELL_MARK in value
+        elif kind == "RUN":
+            words = value.split()
+            command = " ".join(w for w in words if not w.startswith("--"))
+            if command.startswith("["):
+                findings.append(
+                    error(
+                        "RUN in exec form ([...]) runs without the shell that sets file times",
+                        where,
+                        "write it in shell form: RUN command args",
+                    )
+                )
+            elif not reproducible_shell:
+                findings.append(
+                    error(
+                        "RUN before the reproducible shell: the files it writes keep the build's time",
+                        where,
+                        'put {{ m.reproducible_shell() }} right after FROM (import "macros.j2" as m)',
+                    )
+                )
+            made |= _made_by_mkdir(words, workdir)
+        elif kind == "WORKDIR":
+            workdir = _resolve(value.strip(), workdir)
+            if workdir not in made:
+                findings.append(
+                    error(
+                        f"WORKDIR {value.strip()} makes {workdir}, with the build's time",
+                        where,
+                        f'make it first in a RUN: {{{{ m.directories("{workdir}") }}}}',
+                    )
+                )
+                made |= _with_parents(workdir)
+        elif kind in ("COPY", "ADD"):
+            flags, paths = _copy_arguments(value)
+            if len(paths) < 2:
+                continue
+            *sources, destination = paths
+            files = [s for s in sources if not s.endswith("/")]
+            if files:
+                findings.append(
+                    error(
+                        f"{kind} {files[0]} copies a file: the directory it lands in gets the build's time",
+                        where,
+                        f"put it in a directory of the context and copy that whole ({kind} app/ /app/); "
+                        "a file only a RUN reads: RUN --mount=type=bind,source=...,target=/tmp/...",
+                    )
+                )
+                continue
+            target = _resolve(destination, workdir)
+            parent = target.rsplit("/", 1)[0] or "/"
+            top_level = parent == "/"
+            if not destination.endswith("/") or not (top_level or (target in made and "link" not in flags)):
+                how = "--link makes its parents" if "link" in flags else f"{target} is not made by then"
+                findings.append(
+                    error(
+                        f"{kind} {' '.join(sources)} {destination}: {how}, with the build's time",
+                        where,
+                        f'copy onto a directory a RUN made: {{{{ m.directories("{target}") }}}}, then '
+                        f"{kind} {sources[0]} {target}/ (without --link), or onto /<name>/",
+                    )
+                )
+            made |= _with_parents(target)
+    return [
+        replace(f, problem=replace(f.problem, hint=f"{f.problem.hint}; {_REPRODUCIBLE_HINT}"))
+        for f in findings
+    ]

@@ -1,12 +1,12 @@
-"""Rules over a built image, after the build and before anything is pushed: what the image really
-is (its config, history, layers), not what its Dockerfile says it should be."""
+"""Rules over a built image, read back from the registry it was pushed to and before any moving tag
+moves to it: what the image really is (its config, history, layers), not what its Dockerfile says it
+should be."""
 
 from __future__ import annotations
 
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 from buildtool.errors import Finding, Location
@@ -32,13 +32,17 @@ class BuiltImage(Protocol):
     @property
     def layers(self) -> Sequence[BuiltLayer]: ...
     @property
-    def layout(self) -> Path | None: ...
+    def files_readable(self) -> bool: ...
     @property
     def compressed_size(self) -> int: ...
     @property
     def unpacked_size(self) -> int | None: ...
     def files_matching(self, pattern: str) -> dict[str, int]: ...
 
+
+# The image rules that read only the config (ENV, labels, history): they run before the image leaves
+# the engine, so that a token it holds is never pushed. The others read layers, once it is pushed.
+CONFIG_RULES = frozenset({"image-secrets"})
 
 # A build arg as BuildKit records it in a RUN step's history: `RUN |2 A=x B=y /bin/sh -c ...`.
 HISTORY_ARG = re.compile(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=(\S+)")
@@ -94,7 +98,7 @@ def baked_model_size(image: BuiltImage, context: Context) -> Iterator[Finding]:
     """The baked model's files as the built image holds them (model.files), against
     policy.max_baked_model_gb: the measured size, not only the declared one."""
     model = context.variant.image.model if context.variant else None
-    if model is None or model.source != "baked" or model.files is None or image.layout is None:
+    if model is None or model.source != "baked" or model.files is None or not image.files_readable:
         return
     files = image.files_matching(model.files)
     if not files:

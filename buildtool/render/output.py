@@ -13,14 +13,19 @@ from buildtool.naming import Revision, VariantTags
 PLATFORM = "linux/amd64"  # RunPod GPUs are x86-64 hosts
 
 
-# SOURCE_DATE_EPOCH for every build: the exporter clamps each file time in the image's own layers to
-# it. A constant, not the commit time: BuildKit's cache keys leave the epoch out, so a layer cached
-# from an earlier commit keeps that build's file times, which a later commit's epoch would not clamp.
-# 1980-01-01, the earliest time a zip (a wheel) can hold. The commit time goes into a label.
+# SOURCE_DATE_EPOCH for every build, and the time of every file the image's own layers hold: the
+# context's files (build_dir.py) and what each RUN writes (the templates' reproducible_shell). A
+# constant, not the commit time: BuildKit's cache keys leave the epoch out, so a layer cached from an
+# earlier commit would keep that commit's times. 1980-01-01, the earliest time a zip (a wheel) can
+# hold. The commit time goes into a label.
 REPRODUCIBLE_EPOCH = 315532800
 
-
-OCI_LAYOUTS = "oci"  # build/oci/<variant>/: the OCI layout each build exports, pushed from there
+# The image, into the engine's image store under its immutable tag: its config is checked there, then
+# the engine pushes the layers the registry lacks (a layer known only from the registry cache, in the
+# same repository, is neither downloaded nor sent). OCI media types, as an OCI layout would hold.
+STORE_OUTPUT = "type=image,oci-mediatypes=true"
+# The same image, its digest computed and nothing stored or pushed: a rebuild compared with the tag.
+COMPARE_OUTPUT = "type=image,push=false,store=false,oci-mediatypes=true"
 
 
 @dataclass(frozen=True)
@@ -73,11 +78,6 @@ def cache_export(cache_ref: str, manifest: str = "auto") -> str:
     return f"type=registry,ref={cache_ref},mode=max{form},ignore-error=true"
 
 
-def oci_layout(variant: str) -> str:
-    """Where a variant's build exports its image, relative to the build directory."""
-    return f"{OCI_LAYOUTS}/{variant}"
-
-
 def bake_file(
     variants: list[RenderedVariant],
     revision: Revision,
@@ -87,11 +87,11 @@ def bake_file(
     """A docker buildx bake JSON file. Paths are relative to the build directory: run bake there.
 
     A rebuild of the same commit produces the same digest, which is what lets an immutable tag be
-    checked, not overwritten: the exporter clamps every file time in the image's own layers to
-    SOURCE_DATE_EPOCH (rewrite-timestamp; REPRODUCIBLE_EPOCH), and the provenance attestation (which
-    records build times) is off. rewrite-timestamp needs an exporter that does not unpack into the engine's
-    store, so each variant is exported as an OCI layout (build/oci/<variant>/, blobs the layout
-    already holds are not written again) and pushed from there.
+    checked, not overwritten: every file time in the image's own layers is REPRODUCIBLE_EPOCH (the
+    context's, and what the templates' RUN steps write), SOURCE_DATE_EPOCH sets the config's times,
+    and the provenance attestation (which records build times) is off. Each target stores its
+    image under the immutable tag in the engine (STORE_OUTPUT); the build stage checks, pushes and
+    verifies it, and moves the tags.
     """
     targets = {}
     for v in variants:
@@ -102,7 +102,7 @@ def bake_file(
             "attest": ["type=provenance,disabled=true"],
             "labels": dict(v.labels),
             "tags": [v.tags.immutable],
-            "output": [f"type=oci,tar=false,dest={oci_layout(v.name)},rewrite-timestamp=true"],
+            "output": [STORE_OUTPUT],
             "cache-from": [f"type=registry,ref={v.tags.cache}"],
             "cache-to": [cache_export(v.tags.cache, cache_manifest)],
             "platforms": [PLATFORM],

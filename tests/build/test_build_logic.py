@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import Project
+from conftest import Project, git
 from fakes import FakeEngine, FakeRegistry
 
 from buildtool import api
@@ -22,13 +22,18 @@ REGISTRY = "registry.test/org"
 
 def run(tiny: Project, engine: FakeEngine, registry: FakeRegistry, dirty: bool = False) -> BuildResult:
     if dirty:  # an uncommitted change: the revision is the commit's, -dirty
-        app = tiny.root / "images" / "tiny" / "app.py"
+        app = tiny.root / "images" / "tiny" / "app" / "app.py"
         app.write_text(app.read_text() + "# changed\n")
     options = Options.for_matrix(
         tiny.matrix, registry=REGISTRY, revision=Revision(tiny.commit, False), jobs=1
     )
     checked, rendering = api.render(options)
+    engine.registry = registry  # where the fake BuildKit pushes
     return build(rendering, options, engine, registry, check_image=api.image_policy(checked))
+
+
+def moved(registry: FakeRegistry) -> list[str]:
+    return [tag for call, tag in registry.calls if call == "copy_tag"]
 
 
 def test_a_first_build_pushes_every_variant_then_moves_its_tags(tiny: Project) -> None:
@@ -49,7 +54,7 @@ def test_a_variant_that_fails_keeps_every_moving_tag_where_it_was(tiny: Project)
     assert {v.status for v in result.variants} == {"failed"}
     assert "did not complete successfully" in (result.variants[0].error or "")
     assert result.moved_tags == () and "moving tags stay where they were" in (result.moving_tags_note or "")
-    assert not [c for c in registry.calls if c[0] in ("copy_tag", "push_layout")]
+    assert not moved(registry) and not registry.tags
 
 
 def test_a_missing_base_is_pulled_through_the_engine_and_the_build_retried(tiny: Project) -> None:
@@ -79,17 +84,34 @@ def test_a_dirty_worktree_pushes_dirty_tags_and_moves_nothing(tiny: Project) -> 
 
 
 def test_a_built_image_holding_a_token_is_refused_before_anything_is_pushed(tiny: Project) -> None:
+    """The config's rules read the image in the engine's store: a token never reaches the registry."""
     token = "hf_" + "Ab3" * 12
     registry = FakeRegistry()
-    result = run(tiny, FakeEngine(env=(f"HF_TOKEN={token}", "PATH=/usr/bin")), registry)
+    engine = FakeEngine(env=(f"HF_TOKEN={token}", "PATH=/usr/bin"))
+    result = run(tiny, engine, registry)
     assert {v.status for v in result.variants} == {"refused"}
     problem = result.variants[0].problem
     assert problem is not None and problem.variant == result.variants[0].variant
     assert "a Hugging Face token in ENV HF_TOKEN: 'hf_A...' (39 characters)" in problem.message
     assert token not in problem.message and "RUNPOD_SECRET_" in (problem.hint or "")
-    assert not [c for c in registry.calls if c[0] in ("push_layout", "copy_tag")] and not registry.tags
+    assert not [c for c in engine.calls if c.startswith("push")] and not registry.tags
     manifest = (tiny.root / "build" / "manifest.json").read_text()
     assert '"status": "refused"' in manifest and token not in manifest
+
+
+def test_an_image_a_layer_rule_refused_is_refused_again_on_a_re_run(tiny: Project) -> None:
+    """A rule over layers reads the pushed image: the immutable tag holds it, no moving tag moves to
+    it, and a re-run of the commit (which finds the tag and builds nothing new) refuses it again."""
+    tiny.edit("policy:\n", "policy:\n  max_image_gb: 0.0000001\n")
+    git(tiny.root, "commit", "-qam", "a size limit")
+    registry = FakeRegistry()
+    engine = FakeEngine()
+    first = run(tiny, engine, registry)
+    assert {v.status for v in first.variants} == {"refused"} and not moved(registry)
+    assert set(registry.tags) == {v.immutable_tag for v in first.variants}
+    again = run(tiny, engine, registry)
+    assert {v.status for v in again.variants} == {"refused"} and not moved(registry)
+    assert len([c for c in engine.calls if c.startswith("push")]) == 2  # once per variant, the first time
 
 
 def test_a_secret_named_variable_with_a_value_is_refused_and_a_reference_is_not(tiny: Project) -> None:
@@ -117,9 +139,10 @@ def test_an_image_over_policy_max_image_gb_is_refused_before_its_push(tiny: Proj
     result = run(tiny, FakeEngine(), registry)
     assert {v.status for v in result.variants} == {"refused"}
     assert "GB compressed, over policy.max_image_gb (1e-07 GB)" in (result.variants[0].error or "")
-    assert not registry.tags
-    tiny.edit("  max_image_gb: 0.0000001\n", "  max_image_gb: 1\n")
-    assert {v.status for v in run(tiny, FakeEngine(), registry).variants} == {"pushed"}
+    assert not moved(registry)
+    tiny.edit("  max_image_gb: 0.0000001\n", "  max_image_gb: 1\n")  # the policy changed: it passes now
+    again = run(tiny, FakeEngine(), registry)  # an edited matrix.yaml: -dirty tags, pushed over
+    assert {v.status for v in again.variants} == {"pushed"}
 
 
 def test_a_container_disk_too_small_for_the_unpacked_image_is_refused_with_the_numbers(tiny: Project) -> None:
@@ -132,7 +155,7 @@ def test_a_container_disk_too_small_for_the_unpacked_image_is_refused_with_the_n
     assert "container_disk_gb 1 cannot hold this image: it unpacks to 0.00 GB" in message
     assert "plus 1 GB of download headroom and a 20% margin needs 2 GB" in message
     assert "set container_disk_gb: 2" in (result.variants[0].problem.hint or "")  # type: ignore[union-attr]
-    assert not registry.tags
+    assert not moved(registry)
     tiny.edit("container_disk_gb: 1,", "container_disk_gb: 2,")
     fits = run(tiny, FakeEngine(), registry)
     assert {v.status for v in fits.variants} == {"pushed"}
@@ -177,53 +200,29 @@ def test_a_layer_measured_once_is_not_read_again_from_another_build_dir(tmp_path
     cache, not from decompressing GBs again."""
     import shutil
 
-    from fakes import write_layout
-
-    from buildtool.build.oci import read_image
+    from fakes import layout_image, write_layout
 
     first = tmp_path / "clone-1" / "build" / "oci" / "v"
     digest = write_layout(first, "a layer " * 1000)
     cache = tmp_path / "cache"
-    measured = read_image(first, digest, "v", cache)
+    measured = layout_image(first, digest, cache)
+    assert measured.unpacked_size == len("a layer " * 1000)  # read and measured: remembered
     second = tmp_path / "clone-2" / "build" / "oci" / "v"
     shutil.copytree(first, second)
     (layer,) = measured.layers
     (second / "blobs" / "sha256" / layer.digest.removeprefix("sha256:")).unlink()  # cannot be read
-    again = read_image(second, digest, "v", cache)
+    again = layout_image(second, digest, cache)
     assert again.unpacked_size == measured.unpacked_size == len("a layer " * 1000)
 
 
 def test_a_layer_cache_that_cannot_be_written_does_not_fail_the_build(tmp_path: Path) -> None:
     """The cache only saves time: with $HOME read-only or missing (CI containers), the image is still
     read and measured."""
-    from fakes import write_layout
-
-    from buildtool.build.oci import read_image
+    from fakes import layout_image, write_layout
 
     layout = tmp_path / "build" / "oci" / "v"
     digest = write_layout(layout, "a layer " * 100)
     not_a_directory = tmp_path / "file"
     not_a_directory.write_text("")
-    image = read_image(layout, digest, "v", not_a_directory / "cache")
+    image = layout_image(layout, digest, not_a_directory / "cache")
     assert image.unpacked_size == len("a layer " * 100)
-
-
-def test_a_layout_gets_the_blobs_of_the_layouts_beside_it_as_links(tmp_path: Path) -> None:
-    from buildtool.build.oci import link_sibling_blobs
-
-    def blob(layout: str, name: str, content: bytes) -> Path:
-        path = tmp_path / layout / "blobs" / "sha256" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-        return path
-
-    base = blob("first", "aa", b"a base layer")
-    blob("first", "bb", b"the first variant's layer")
-    own = blob("second", "bb", b"the second's own copy")
-    (tmp_path / "empty").mkdir()  # a layout not exported yet
-    assert link_sibling_blobs(tmp_path / "second") == 1
-    linked = tmp_path / "second" / "blobs" / "sha256" / "aa"
-    assert linked.stat().st_ino == base.stat().st_ino
-    assert own.read_bytes() == b"the second's own copy"  # what a layout holds is never replaced
-    assert link_sibling_blobs(tmp_path / "second") == 0
-    assert link_sibling_blobs(tmp_path / "new") == 2 and (tmp_path / "new" / "blobs" / "sha256").is_dir()

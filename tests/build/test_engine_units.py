@@ -57,3 +57,22 @@ def test_a_step_cancelled_by_another_failure_is_not_named_as_the_cause() -> None
     assert (
         tracker.error == "step '[6/6] RUN false' failed: process did not complete successfully: exit code: 1"
     )
+
+
+def test_a_failed_step_under_the_reproducible_shell_reads_as_the_template_wrote_it() -> None:
+    """BuildKit quotes the process it ran: the templates' shell (macros.j2) and then the step."""
+    from buildtool.build.engine import _without_shell
+
+    said = (
+        'process "/bin/sh -c touch /.buildtool-step && SOURCE_DATE_EPOCH=315532800 /bin/sh -c \\"$1\\" && '
+        "{ find / -xdev -newer /.buildtool-step -exec touch -h -d @315532800 {} + 2>/dev/null; "
+        "rm -f /.buildtool-step; touch -h -d @315532800 /; } "
+        'buildtool-run pip install -r /tmp/requirements.lock" '
+        "did not complete successfully: exit code: 1"
+    )
+    assert _without_shell(said) == (
+        'process "/bin/sh -c pip install -r /tmp/requirements.lock" '
+        "did not complete successfully: exit code: 1"
+    )
+    plain = 'process "/bin/sh -c false" did not complete successfully: exit code: 1'
+    assert _without_shell(plain) == plain

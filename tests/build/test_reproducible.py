@@ -123,7 +123,7 @@ def test_check_reproducible_names_the_layer_and_the_file_that_differ(
 ) -> None:
     template = tiny.root / "images" / "tiny" / "Dockerfile.j2"
     template.write_text(
-        template.read_text().replace("COPY app.py", "RUN date +%s%N > /opt/built-at\nCOPY app.py", 1)
+        template.read_text().replace("COPY app/", "RUN date +%s%N > /opt/built-at\nCOPY app/", 1)
     )
     git(tiny.root, "commit", "-qam", "a step that depends on the clock")
     code, output, _ = build(

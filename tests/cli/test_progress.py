@@ -41,14 +41,11 @@ def test_a_silent_phase_still_prints_a_line_per_running_variant_every_heartbeat(
 def test_a_push_tells_its_bytes_and_rate_at_most_once_a_second() -> None:
     told: list[str] = []
     meter = _PushMeter(told.append, every=0.05)
-    meter.sent(1_500_000_000)
-    for _ in range(3):
+    meter.sent(1_500_000_000, 3_000_000_000)
+    for n in range(1, 4):
         time.sleep(0.06)
-        meter.sent(250_000_000)
+        meter.sent(1_500_000_000 + n * 250_000_000, 3_000_000_000)
+    meter.sent(3_000_000_000, 3_000_000_000)  # within the second: not told
     assert len(told) == 4
-    assert told[0].startswith("1.50 GB sent, ") and told[0].endswith("/s")
-    assert told[-1].startswith("2.25 GB sent, ")
-    meter.sent(-250_000_000)  # a chunk sent again after a refused request
-    time.sleep(0.06)
-    meter.sent(1)
-    assert told[-1].startswith("2.00 GB sent")
+    assert told[0].startswith("1.50 GB of 3.00 GB sent, ") and told[0].endswith("/s")
+    assert told[-1].startswith("2.25 GB of 3.00 GB sent, ")

@@ -257,7 +257,7 @@ def test_earlier_stages_by_name_or_index_are_not_images(cli, project: Project) -
     _runtime_template(
         project,
         "WORKDIR /opt/runtime\n",
-        "COPY --from=KERNELS-LOCAL / /tmp/k\nCOPY --from=0 / /tmp/zero\nWORKDIR /opt/runtime\n",
+        "COPY --from=KERNELS-LOCAL / /k/\nCOPY --from=0 / /zero/\nWORKDIR /opt/runtime\n",
     )
     # The variants that bake kernels have the kernels-local stage (torch 2.4 is offered none).
     result = cli("check", "--matrix", str(project.matrix), "--select", "pytorch-runtime-*cu130*")
@@ -450,7 +450,7 @@ def test_a_worker_without_any_load_is_still_refused(tmp_path) -> None:  # type: 
 
 
 def test_a_handler_that_is_not_utf8_is_exit_2(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
-    handler = project.root / "images" / "worker-embed" / "handler.py"
+    handler = project.root / "images" / "worker-embed" / "app" / "handler.py"
     handler.write_bytes(handler.read_bytes().replace(b"sentence embeddings", b"sentence embeddings \xe9"))
     result = cli("check", "--matrix", str(project.matrix))
     assert result.code == 2

@@ -92,7 +92,7 @@ def test_the_runtime_image_gets_a_pod_on_its_first_gpu(cli, project: Project) ->
 def test_settings_secrets_and_volume_come_from_matrix_yaml(cli, project: Project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     planted = "hf_" + "Q" * 34
     monkeypatch.setenv("HF_TOKEN", planted)
-    project.edit("    handler: handler.py\n", "    handler: handler.py\n    secrets: [HF_TOKEN]\n")
+    project.edit("    handler: app/handler.py\n", "    handler: app/handler.py\n    secrets: [HF_TOKEN]\n")
     project.edit(
         EMBED_DEPLOY,
         "    deploy:\n"

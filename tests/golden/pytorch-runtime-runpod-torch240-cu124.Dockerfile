@@ -4,24 +4,31 @@
 ARG BASE_IMAGE=runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04
 
 FROM ${BASE_IMAGE}
+# Every RUN below gives the same layer on every rebuild: it runs with SOURCE_DATE_EPOCH set (pip
+# writes .pyc files keyed by the source's hash), and what it wrote gets that time (1980-01-01: the
+# earliest a zip, or a wheel, holds). The builder pushes the layers as built, so a one-line change
+# moves one layer. Pair with plain_shell() at the end; the reproducible-layers rule checks the shapes.
+SHELL ["/bin/sh", "-c", "touch /.buildtool-step && SOURCE_DATE_EPOCH=315532800 /bin/sh -c \"$1\" && { find / -xdev -newer /.buildtool-step -exec touch -h -d @315532800 {} + 2>/dev/null; rm -f /.buildtool-step; touch -h -d @315532800 /; }", "buildtool-run"]
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0"
 
+# The directories the steps below copy into and work in, made by a RUN (whose file times the shell
+# above sets): a WORKDIR or COPY that makes one gives it the build's time, another layer each build.
+RUN mkdir -p /opt/runtime /opt/smoke/smoke /workspace
 WORKDIR /opt/runtime
 # Exactly the locked packages, hash-checked (buildtool lock-deps), and nothing resolved against the
 # index: --no-deps, so a release published after the lock was written can neither enter the image
 # nor stop the install (Debian 12's pip 23.0 looks a locked package up again when another one asks for
 # it with an extra, and refuses the newer release it finds there as unpinned). smoke/lockcheck.py then fails
-# the build naming any dependency the lock lacks. With SOURCE_DATE_EPOCH set, pip writes .pyc files
-# keyed by the source's hash instead of the install time, so this layer is the same on every rebuild
-# (1980-01-01: the earliest time a zip, or a wheel built from an sdist, holds).
-COPY requirements.lock .
-RUN --mount=type=bind,source=smoke/lockcheck.py,target=/tmp/lockcheck.py \
-    SOURCE_DATE_EPOCH=315532800 python3 -m pip install --no-cache-dir --no-deps --require-hashes -r requirements.lock \
- && python3 /tmp/lockcheck.py requirements.lock
+# the build naming any dependency the lock lacks. The lock is mounted, not copied: the layer holds
+# what pip installed, and a change of the lock still rebuilds it.
+RUN --mount=type=bind,source=requirements.lock,target=/tmp/requirements.lock \
+    --mount=type=bind,source=smoke/lockcheck.py,target=/tmp/lockcheck.py \
+    python3 -m pip install --no-cache-dir --no-deps --require-hashes -r /tmp/requirements.lock \
+ && python3 /tmp/lockcheck.py /tmp/requirements.lock
 LABEL org.runpod-images.archs="sm_80,sm_86,sm_89,sm_90" \
       org.runpod-images.cuda="12.4" \
       org.runpod-images.cudnn="9.1" \
@@ -34,6 +41,7 @@ LABEL org.runpod-images.archs="sm_80,sm_86,sm_89,sm_90" \
       org.runpod-images.variant="pytorch-runtime-runpod-torch240-cu124"
 
 # The smoke suite (python -m smoke, with PYTHONPATH=/opt/smoke) and what it expects of this image.
+# Onto /opt/smoke/smoke, which directories() made.
 COPY smoke/ /opt/smoke/smoke/
 ENV SMOKE_HANDLER="" \
     SMOKE_CUDA="12.4" \
@@ -42,5 +50,7 @@ ENV SMOKE_HANDLER="" \
     SMOKE_FLASH_ATTENTION="" \
     SMOKE_TORCH="2.4.0+cu124" \
     SMOKE_VARIANT="pytorch-runtime-runpod-torch240-cu124"
-
 WORKDIR /workspace
+# Images built FROM this one get the usual shell back.
+SHELL ["/bin/sh", "-c"]
+

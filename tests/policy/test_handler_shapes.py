@@ -410,7 +410,7 @@ def test_a_handler_start_without_a_handler_entry_is_still_refused(tmp_path: Path
 def test_the_repository_workers_have_no_handler_findings_not_even_warnings() -> None:
     policy = load_matrix(REPO / "matrix.yaml").policy
     loaders = handlers.Loaders(policy.model_loaders, policy.model_servers)
-    workers = sorted((REPO / "images").glob("worker-*/handler.py"))
+    workers = sorted((REPO / "images").glob("worker-*/app/handler.py"))
     assert len(workers) >= 3
     for path in workers:
         assert handlers.analyse(path, loaders) == [], path

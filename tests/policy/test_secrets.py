@@ -25,7 +25,9 @@ def check(cli, project: Project):  # type: ignore[no-untyped-def]
 
 
 def test_a_token_in_a_build_arg_is_refused_at_the_image(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
-    project.edit("    handler: handler.py\n", f"    handler: handler.py\n    args: {{HF_TOKEN: {TOKEN}}}\n")
+    project.edit(
+        "    handler: app/handler.py\n", f"    handler: app/handler.py\n    args: {{HF_TOKEN: {TOKEN}}}\n"
+    )
     result = check(cli, project)
     assert result.code == 2
     line = project.line_of("name: worker-embed")
@@ -45,17 +47,17 @@ def test_a_token_in_a_deploy_setting_is_refused_and_a_secret_name_is_the_fix(cli
     assert "name it under the image's secrets: [HF_TOKEN] instead" in result.err
     # Named as a secret, the deploy spec references it; its value stays with RunPod.
     project.edit(f"      env: {{HF_TOKEN: {TOKEN}}}\n", "")
-    project.edit("    handler: handler.py\n", "    handler: handler.py\n    secrets: [HF_TOKEN]\n")
+    project.edit("    handler: app/handler.py\n", "    handler: app/handler.py\n    secrets: [HF_TOKEN]\n")
     assert check(cli, project).code == 0
 
 
 def test_a_token_in_the_template_or_a_context_file_is_refused_with_its_line(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
-    handler = project.root / "images" / "worker-embed" / "handler.py"
+    handler = project.root / "images" / "worker-embed" / "app" / "handler.py"
     handler.write_text(handler.read_text() + f"\nFALLBACK_TOKEN = '{TOKEN}'\n")
     result = check(cli, project)
     assert result.code == 2
     lines = len(handler.read_text().splitlines())
-    assert f"worker-embed-runpod-torch211-cu130/handler.py:{lines}: " in result.err
+    assert f"worker-embed-runpod-torch211-cu130/app/handler.py:{lines}: " in result.err
     assert "handler.py holds a Hugging Face token" in result.err
     handler.write_text(handler.read_text().replace(f"\nFALLBACK_TOKEN = '{TOKEN}'\n", ""))
     template = project.root / "images" / "worker-embed" / "Dockerfile.j2"
@@ -65,7 +67,7 @@ def test_a_token_in_the_template_or_a_context_file_is_refused_with_its_line(cli,
 
 
 def test_declared_secrets_become_build_secret_mounts(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
-    project.edit("    handler: handler.py\n", "    handler: handler.py\n    secrets: [HF_TOKEN]\n")
+    project.edit("    handler: app/handler.py\n", "    handler: app/handler.py\n    secrets: [HF_TOKEN]\n")
     variant = "worker-embed-runpod-torch211-cu130"
     result = cli("render", "--matrix", str(project.matrix), "--select", variant, "--commit", project.commit)
     assert result.code == 0, result.err

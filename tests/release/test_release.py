@@ -105,7 +105,7 @@ def test_an_existing_version_is_never_moved(cli, tiny: Project, registry: Regist
     passed_results(tiny, first)
     git(tiny.root, "tag", "v3.1.0")
     assert release(cli, tiny, registry, "v3.1.0").code == 0
-    (tiny.root / "images" / "tiny" / "app.py").write_text('print("tiny app, version 2")\n')
+    (tiny.root / "images" / "tiny" / "app" / "app.py").write_text('print("tiny app, version 2")\n')
     git(tiny.root, "commit", "-qam", "change")
     second = built(cli, tiny, registry)
     passed_results(tiny, second)

@@ -33,7 +33,7 @@ def variants_of(cli, project: Project, image: str = "") -> set[str]:  # type: ig
 
 
 def test_a_handler_edit_affects_its_images_variants_alone(cli, project: Project) -> None:  # type: ignore[no-untyped-def]
-    handler = project.root / "images" / "worker-embed" / "handler.py"
+    handler = project.root / "images" / "worker-embed" / "app" / "handler.py"
     handler.write_text(handler.read_text() + "# a comment\n")
     commit(project, "handler")
     why = affected(cli, project)

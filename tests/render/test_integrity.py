@@ -171,18 +171,18 @@ def test_an_ignored_lock_of_the_matrix_is_no_clean_revision(cli, tiny: Project) 
 def test_a_change_git_is_told_to_overlook_still_makes_the_revision_dirty(
     cli, tiny: Project, flag: str
 ) -> None:  # type: ignore[no-untyped-def]
-    for name in ("matrix.yaml", "images/tiny/app.py"):
+    for name in ("matrix.yaml", "images/tiny/app/app.py"):
         git(tiny.root, "update-index", flag, name)
     tiny.edit("version: 0.0.1", "version: 0.0.9")
     result = render(cli, tiny)
     assert result.code == 0, result.err
     bake = json.loads((tiny.root / "build" / "docker-bake.json").read_text())
     assert all(t["tags"][0].endswith("-dirty") for t in bake["target"].values())
-    app = tiny.root / "images" / "tiny" / "app.py"
+    app = tiny.root / "images" / "tiny" / "app" / "app.py"
     tiny.edit("version: 0.0.9", "version: 0.0.1")
     app.write_text(app.read_text() + "import os; os.system('id')\n")
     refused = cli("build", "--matrix", str(tiny.matrix), "--registry", "localhost:1")
-    assert refused.code == 2 and "images/tiny/app.py (differs from the commit)" in refused.err
+    assert refused.code == 2 and "images/tiny/app/app.py (differs from the commit)" in refused.err
 
 
 def test_a_rendering_edited_by_hand_is_written_anew(cli, tiny: Project) -> None:  # type: ignore[no-untyped-def]

@@ -168,7 +168,7 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
 
 
 def test_worker_code_is_the_last_layer(rendered: Path) -> None:
-    """A change to handler.py must rebuild only what comes after COPY handler.py."""
+    """A change to the worker's code (app/) must rebuild only what comes after COPY app/."""
     lines = [
         line.split()[0]
         for line in (rendered / DEFAULT / "Dockerfile").read_text().splitlines()
@@ -177,9 +177,9 @@ def test_worker_code_is_the_last_layer(rendered: Path) -> None:
     steps = [i for i in lines if i in ("RUN", "COPY", "ADD")]
     assert steps[-1] == "COPY"
     text = (rendered / DEFAULT / "Dockerfile").read_text()
-    assert text.index("pip install --no-cache-dir --no-deps --require-hashes") < text.index("COPY handler.py")
-    assert (rendered / DEFAULT / "handler.py").read_bytes() == (
-        REPO / "images/worker-embed/handler.py"
+    assert text.index("pip install --no-cache-dir --no-deps --require-hashes") < text.index("COPY app/ /app/")
+    assert (rendered / DEFAULT / "app" / "handler.py").read_bytes() == (
+        REPO / "images/worker-embed/app/handler.py"
     ).read_bytes()
 
 

@@ -30,9 +30,13 @@ def functions_of(handler: Path, *names: str, **namespace: Any) -> dict[str, Call
 
 
 DIFFUSION = functions_of(
-    REPO / "images" / "worker-diffusion" / "handler.py", "settings", "LIMITS", "SEED_RANGE", "GUIDANCE_RANGE"
+    REPO / "images" / "worker-diffusion" / "app" / "handler.py",
+    "settings",
+    "LIMITS",
+    "SEED_RANGE",
+    "GUIDANCE_RANGE",
 )["settings"]
-VLLM_HANDLER = REPO / "images" / "worker-vllm" / "handler.py"
+VLLM_HANDLER = REPO / "images" / "worker-vllm" / "app" / "handler.py"
 VLLM = functions_of(VLLM_HANDLER, "request_of", "ROUTES", SERVED_NAME="tiny")["request_of"]
 OBJECT = "input must be an object"
 
