@@ -98,10 +98,11 @@ class FakeEngine:
         assert self.registry is not None, "a push needs the fake registry"
         self.calls.append(f"push {ref}")
         digest, manifest, blobs, _ = self.stored[ref]
+        sent = sum(len(data) for name, data in blobs.items() if name not in self.registry.blobs)
         self.registry.blobs.update(blobs)
         self.registry.manifests[digest] = manifest
         self.registry.tags[ref] = digest
-        return Pushed(digest)
+        return Pushed(digest, sent=sent)
 
     def pull(self, ref: str) -> str | None:
         self.calls.append(f"pull {ref}")

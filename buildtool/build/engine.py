@@ -91,6 +91,7 @@ _PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 class Pushed:
     digest: str | None  # the manifest's digest, as the registry took it
     error: str | None = None  # the engine's words, when the push failed
+    sent: int = 0  # bytes of the layers it uploaded (not those the registry had)
 
 
 @dataclass
@@ -223,7 +224,10 @@ class BuildxEngine:
                 digest = (event.get("aux") or {}).get("Digest") or (said.group(1) if said else digest)
         except docker.errors.APIError as exc:
             return Pushed(None, str(exc.explanation or exc))
-        return Pushed(str(digest) if digest else None, None if digest else "the engine reported no digest")
+        sent = sum(total for _, total in layers.values())
+        return Pushed(
+            str(digest) if digest else None, None if digest else "the engine reported no digest", sent
+        )
 
     def pull(self, ref: str) -> str | None:
         done = self._run("pull", "--quiet", ref)

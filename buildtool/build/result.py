@@ -65,6 +65,8 @@ class VariantResult:
     log: Path | None = None
     notes: tuple[str, ...] = ()
     created: str | None = None  # built earlier: the image's created label (the commit's time)
+    # Bytes the image's push uploaded: the layers the registry lacked (a layer the registry cache's
+    # export uploaded first is not counted again).
     pushed_bytes: int = 0
 
     @property

@@ -247,6 +247,7 @@ def _build_one(
         # A tag that exists is compared, never pushed over (a -dirty tag may be: it names no commit).
         push = existing is None or rendering.revision.dirty
         status: Status = "pushed" if push else "unchanged"
+        pushed_bytes = 0
         baked = _bake(v, rendering, options, lock, engine, emit, log, push)
         notes = baked.notes  # a failure from here on reports these, and the image rules' warnings
         if not push:
@@ -262,7 +263,7 @@ def _build_one(
                     emit(BuildEvent(v.name, "refused", refused[0].message))
                     result = failed(refused[0].message, refused[0].hint, baked.base_digest, notes)
                     return replace(result, status="refused", problem=refused[0], refusals=refused)
-            _push(v, rendering, baked.digest, engine, emit)
+            pushed_bytes = _push(v, rendering, baked.digest, engine, emit)
             emit(BuildEvent(v.name, "verifying", v.tags.immutable))
             remote = _verified(v, rendering, baked.digest, registry)
         try:
@@ -302,6 +303,7 @@ def _build_one(
             cached_steps=sum(s.cached for s in steps),
             log=log,
             notes=notes,
+            pushed_bytes=pushed_bytes,
         )
     except _VariantFailed as exc:
         emit(BuildEvent(v.name, "failed", str(exc)))
@@ -346,8 +348,9 @@ def _config_rules(
 
 def _push(
     v: RenderedVariant, rendering: Rendering, digest: str, engine: Engine, emit: Callable[[BuildEvent], None]
-) -> None:
-    """The engine pushes the stored image: the layers the registry lacks, then the manifest."""
+) -> int:
+    """The engine pushes the stored image: the layers the registry lacks, then the manifest; the
+    bytes it sent."""
     emit(BuildEvent(v.name, "pushing", v.tags.immutable))
     meter = _PushMeter(lambda detail: emit(BuildEvent(v.name, "pushing", detail)))
     pushed = engine.push(v.tags.immutable, meter.sent)
@@ -365,6 +368,7 @@ def _push(
             f"the engine pushed {pushed.digest} for {v.tags.immutable}, but BuildKit built {digest}",
             "build again; if it persists, compare with buildtool build --check-reproducible",
         )
+    return pushed.sent
 
 
 class _PushMeter:

@@ -44,6 +44,7 @@ def test_a_first_build_pushes_every_variant_then_moves_its_tags(tiny: Project) -
         assert registry.tags[v.immutable_tag] == v.digest
         assert all(registry.tags[t] == v.digest for t in v.moving_tags)
         assert v.compressed_size and v.compressed_size > 0
+        assert v.pushed_bytes > 0  # what the engine's push sent: a first push sends every blob
     assert set(result.moved_tags) == {t for v in result.variants for t in v.moving_tags}
     assert (tiny.root / "build" / "manifest.json").is_file()
 

@@ -101,6 +101,27 @@ def test_a_build_with_a_wrong_password_says_docker_login_not_start_it(  # type: 
     assert "start it" not in result.out + result.err and "unreachable" not in result.out + result.err
 
 
+def test_a_build_pushes_through_the_engine_with_docker_logins_credentials(  # type: ignore[no-untyped-def]
+    cli, tiny: Project, private_registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine pushes (docker's own credentials go with the request, as `docker push` sends
+    them), the registry cache is written with buildx's, and the tags move with ours."""
+    monkeypatch.setenv(
+        "DOCKER_CONFIG", str(docker_config(tmp_path / "good", private_registry, USER, PASSWORD))
+    )
+    result = cli(
+        "build", "--matrix", str(tiny.matrix), "--registry", private_registry, "--select", "tiny-slim"
+    )
+    assert result.code == 0, result.out + result.err
+    manifest = json.loads((tiny.root / "build" / "manifest.json").read_text())
+    entry = manifest["variants"]["tiny-slim"]
+    assert entry["status"] == "pushed"
+    client = HttpRegistry(docker_config=tmp_path / "good")
+    for tag in [entry["tags"]["immutable"], *entry["tags"]["moving"]]:
+        remote = client.manifest(tag)
+        assert remote is not None and remote.digest == entry["digest"], tag
+
+
 def test_a_closed_port_is_unreachable(tmp_path: Path) -> None:
     with pytest.raises(RegistryUnreachable):
         HttpRegistry(docker_config=tmp_path).manifest(f"localhost:{free_port()}/x:y")
