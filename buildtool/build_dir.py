@@ -2,7 +2,8 @@
 
 A rendering is written into build/.renders/<id>/ and switched in by one rename of the symbolic
 link build/.current, so a run killed at any point leaves either the previous rendering or the new
-one, never a mix. build/<variant> and build/docker-bake.json are stable links through .current;
+one, never a mix. build/<variant> and build/docker-bake.json are stable links through .current
+(<variant> in a rendering links to its context's directory, named by its files' hash);
 the next run removes what a killed one left. Builds run bake inside the rendering it resolves to.
 """
 
@@ -118,11 +119,14 @@ def write_rendering(rendering: Rendering, build_dir: Path) -> list[Path]:
     build_dir.mkdir(parents=True, exist_ok=True)
     clean_up(build_dir)
     files = rendering.files()
-    name = f"{RENDERS}/{content_id(files)}"  # the same rendering is the same directory
+    name = f"{RENDERS}/{content_id(rendering)}"  # the same rendering is the same directory
     staging = build_dir / name
     current = build_dir / CURRENT
+    # <variant>, in the rendering: a link to its context's directory, whose name changes with its
+    # files (render.output.context_directory); build/<variant> is a link to it through .current.
+    contexts = {v.name: v.context for v in rendering.variants}
     if current.is_symlink() and str(current.readlink()) == name:
-        if _holds_exactly(staging, files):
+        if _holds_exactly(staging, files, contexts):
             return _links(rendering, build_dir)  # already switched in, untouched: nothing to write
         name = f"{name}-{secrets.token_hex(4)}"  # edited by hand since: written anew beside it
         staging = build_dir / name
@@ -151,6 +155,8 @@ def write_rendering(rendering: Rendering, build_dir: Path) -> list[Path]:
     for directory in sorted(made | _parents(made, staging), key=lambda d: len(d.parts), reverse=True):
         directory.chmod(0o755)
         os.utime(directory, (REPRODUCIBLE_EPOCH, REPRODUCIBLE_EPOCH))
+    for variant, context in contexts.items():
+        (staging / variant).symlink_to(context)
     _write_stamp(staging, files)
     written = _links(rendering, build_dir)
     _replace_link(current, name)  # the switch: before it the old rendering, after it the new
@@ -202,12 +208,12 @@ def _write_stamp(directory: Path, files: list[RenderedFile]) -> None:
     (directory / STAMP).write_text(json.dumps(seen, separators=(",", ":")))
 
 
-def _holds_exactly(directory: Path, files: list[RenderedFile]) -> bool:
-    """Whether `directory` holds these files, byte for byte and mode for mode, and nothing else. A
-    file whose size, mtime, ctime (which no write or utime leaves as it was) and inode are those
-    written, changed before the stamp was written, is untouched; the others are read. A re-render
-    of 1,000 variants meets tens of thousands of files: os.scandir, one stat per inode (the files
-    written once for many variants share one)."""
+def _holds_exactly(directory: Path, files: list[RenderedFile], links: dict[str, str]) -> bool:
+    """Whether `directory` holds these files, byte for byte and mode for mode, these links (name:
+    target), and nothing else. A file whose size, mtime, ctime (which no write or utime leaves as
+    it was) and inode are those written, changed before the stamp was written, is untouched; the
+    others are read. A re-render of 1,000 variants meets tens of thousands of files: os.scandir,
+    one stat per inode (the files written once for many variants share one)."""
     expected = {f.path: f for f in files}
     try:
         stamp_path = directory / STAMP
@@ -216,7 +222,7 @@ def _holds_exactly(directory: Path, files: list[RenderedFile]) -> bool:
     except (OSError, ValueError):
         stamp_time, written = 0, {}
     verified: dict[int, tuple[bytes, bool]] = {}  # inode -> what it was found to hold
-    found = 0
+    found = linked = 0
     pending = [(str(directory), "")]
     while pending:
         base, prefix = pending.pop()
@@ -224,7 +230,10 @@ def _holds_exactly(directory: Path, files: list[RenderedFile]) -> bool:
             for entry in entries:
                 relative = prefix + entry.name
                 if entry.is_symlink():
-                    return False
+                    if links.get(relative) != str(Path(entry.path).readlink()):
+                        return False
+                    linked += 1
+                    continue
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((entry.path, relative + "/"))
                     continue
@@ -251,16 +260,14 @@ def _holds_exactly(directory: Path, files: list[RenderedFile]) -> bool:
                     return False
                 verified[status.st_ino] = (f.content, f.executable)
                 found += 1
-    return found == len(expected)
+    return found == len(expected) and linked == len(links)
 
 
-def content_id(files: list[RenderedFile]) -> str:
-    """A name for the rendering, from each file's path, mode and content's hash (a content that many
-    variants share, such as smoke/'s files, is hashed once)."""
-    hashed: dict[int, bytes] = {}  # id of a content object -> its hash; the objects live in `files`
+def content_id(rendering: Rendering) -> str:
+    """A name for the rendering: each variant's name and context directory (named by its files'
+    hash, render.output.context_directory), and the bake file."""
     digest = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.path):
-        if id(f.content) not in hashed:
-            hashed[id(f.content)] = hashlib.sha256(f.content).digest()
-        digest.update(f"{f.path}\0{int(f.executable)}\0".encode() + hashed[id(f.content)])
+    for v in sorted(rendering.variants, key=lambda v: v.name):
+        digest.update(f"{v.name}\0{v.context}\0".encode())
+    digest.update(rendering.bake.encode())
     return digest.hexdigest()[:20]

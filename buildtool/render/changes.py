@@ -98,6 +98,12 @@ def _image_labels(v: RenderedVariant) -> dict[str, str]:
     return {k: value for k, value in v.labels if k not in _COMMIT_LABELS}
 
 
+def _in_context(v: RenderedVariant) -> dict[str, tuple[bytes, bool]]:
+    """Its files by their path in its context (the context's directory is named by their hash)."""
+    cut = len(v.context) + 1
+    return {f.path[cut:]: (f.content, f.executable) for f in v.files}
+
+
 def _difference(old: RenderedVariant | None, new: RenderedVariant) -> str | None:
     if old is None:
         return "a new variant"
@@ -107,10 +113,10 @@ def _difference(old: RenderedVariant | None, new: RenderedVariant) -> str | None
         return "its build arguments differ"
     if _image_labels(old) != _image_labels(new):
         return "its image labels differ"
-    before = {f.path: (f.content, f.executable) for f in old.files}
-    after = {f.path: (f.content, f.executable) for f in new.files}
+    before = _in_context(old)
+    after = _in_context(new)
     differing = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
     if differing:
         more = f" and {len(differing) - 1} more" if len(differing) > 1 else ""
-        return f"build/{differing[0]} differs{more}"
+        return f"build/{new.name}/{differing[0]} differs{more}"
     return None

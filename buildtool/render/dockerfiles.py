@@ -24,7 +24,15 @@ from buildtool.naming import Revision, variant_tags
 from buildtool.plan import CheckedPlan, Plan, Variant
 from buildtool.policy import check_dockerfiles
 from buildtool.policy.dockerfile import RenderedDockerfile
-from buildtool.render.output import RenderedFile, RenderedVariant, Rendering, bake_file
+from buildtool.render.output import (
+    ContentHashes,
+    ContextFile,
+    RenderedFile,
+    RenderedVariant,
+    Rendering,
+    bake_file,
+    context_directory,
+)
 
 LABEL_PREFIX = "org.runpod-images"
 SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
@@ -254,25 +262,25 @@ class _ContextTree:
 
 def _context_files(
     cv: Variant, context: Mapping[str, Any], env: jinja2.Environment, tree: _ContextTree, smoke_dir: Path
-) -> tuple[str, list[RenderedFile]]:
+) -> tuple[str, list[ContextFile]]:
+    """The Dockerfile, and the files of the variant's context, their paths relative to it."""
     template_dir = cv.image.template
     dockerfile = _render_template(env, template_dir, "Dockerfile.j2", context, cv.name)
-    files = [RenderedFile(f"{cv.name}/Dockerfile", dockerfile.encode())]
+    files: list[ContextFile] = [("Dockerfile", dockerfile.encode(), False)]
     for source in tree.files(template_dir):
         relative = source.relative
         if relative == "Dockerfile.j2":
             continue
         if relative.endswith(".j2"):
             text = _render_template(env, template_dir, relative, context, cv.name)
-            files.append(RenderedFile(f"{cv.name}/{relative.removesuffix('.j2')}", text.encode()))
+            files.append((relative.removesuffix(".j2"), text.encode(), False))
         else:
-            files.append(RenderedFile(f"{cv.name}/{relative}", source.content, source.executable))
+            files.append((relative, source.content, source.executable))
     pins = cv.kernels
     if pins:
-        files.append(RenderedFile(f"{cv.name}/kernels.lock.json", kernels_lock(pins).encode()))
+        files.append(("kernels.lock.json", kernels_lock(pins).encode(), False))
     files += [
-        RenderedFile(f"{cv.name}/{SMOKE_PACKAGE}/{source.relative}", source.content)
-        for source in tree.files(smoke_dir)
+        (f"{SMOKE_PACKAGE}/{source.relative}", source.content, False) for source in tree.files(smoke_dir)
     ]
     return dockerfile, files
 
@@ -287,6 +295,7 @@ def render(
     environments: dict[Path, jinja2.Environment] = {}
     listed = CachedTree(source_tree(revision.checkout, revision.sha))
     tree = _ContextTree(listed)
+    hashes = ContentHashes()
     for cv in checked.variants:
         image = cv.image
         context = _template_context(cv)
@@ -294,7 +303,12 @@ def render(
         if image.template not in environments:
             environments[image.template] = _environment(image.template, listed)
         env = environments[image.template]
-        dockerfile, files = _context_files(cv, context, env, tree, matrix.path.parent / SMOKE_PACKAGE)
+        dockerfile, in_context = _context_files(cv, context, env, tree, matrix.path.parent / SMOKE_PACKAGE)
+        directory = context_directory(cv.name, in_context, hashes)
+        files = [
+            RenderedFile(f"{directory}/{path}", content, executable)
+            for path, content, executable in in_context
+        ]
         tags = variant_tags(
             registry, image.name, cv.base.name, revision, cv.name == checked.plan.default_variant
         )
@@ -317,6 +331,7 @@ def render(
                 tuple(sorted(labels.items())),
                 tags,
                 tuple(files),
+                directory,
                 bakes_kernels=bool(cv.kernels),
                 secrets=cv.image.secrets,
             )
@@ -332,7 +347,7 @@ def commit_time(revision: Revision) -> str:
 
 def check_rendering(rendering: Rendering, checked: CheckedPlan, build_dir: Path) -> list[Finding]:
     def subject(v: RenderedVariant) -> tuple[str, RenderedDockerfile]:
-        prefix = f"{v.name}/"  # every file of a variant's context is under build/<variant>/
+        prefix = f"{v.context}/"  # every file of a variant's context is under it
         files = tuple((f.path[len(prefix) :], f.content) for f in v.files if f.path != f"{prefix}Dockerfile")
         path = build_dir / v.name / "Dockerfile"
         return v.name, RenderedDockerfile(v.dockerfile, path, dict(v.build_args), files)

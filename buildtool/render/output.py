@@ -3,8 +3,10 @@ buildx bake file (plain JSON: targets, tags, cache, args), and the atomic write 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +46,41 @@ class RenderedVariant:
     build_args: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]  # OCI labels passed by bake (commit-dependent)
     tags: VariantTags
-    files: tuple[RenderedFile, ...]
+    files: tuple[RenderedFile, ...]  # each under `context`
+    context: str  # the directory of its build context, in the build directory (context_directory)
     bakes_kernels: bool = False
     secrets: tuple[str, ...] = ()  # build-time secrets, each from the environment variable of its name
+
+
+class ContentHashes:
+    """sha256 of each content object, computed once: the variants of a template share its files'
+    contents, and every variant shares smoke/'s."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[bytes, bytes]] = {}  # id -> (the object, kept alive; its hash)
+
+    def __call__(self, content: bytes) -> bytes:
+        seen = self._seen.get(id(content))
+        if seen is None:
+            seen = self._seen[id(content)] = (content, hashlib.sha256(content).digest())
+        return seen[1]
+
+
+ContextFile = tuple[str, bytes, bool]  # a file of a variant's context: its path in it, content, executable
+
+
+def context_directory(variant: str, files: Sequence[ContextFile], hashes: ContentHashes) -> str:
+    """The directory a variant's context is written to: its name and a hash of its files (in the
+    order render lists them, which is sorted). buildx keys BuildKit's copy of a local context by
+    the directory's base name alone, and BuildKit's incremental transfer gives a directory whose
+    files changed since the last transfer under that key the time of the transfer, which
+    `COPY app/ /app/` puts into the layer (measured on BuildKit 0.13): the same commit then built
+    another digest on an engine that had built the variant before. One name per content: every
+    transfer under a name is its first, or changes nothing."""
+    parts: list[bytes] = []
+    for path, content, executable in files:
+        parts += (path.encode(), b"\0\1\0" if executable else b"\0\0\0", hashes(content))
+    return f"{variant}.{hashlib.sha256(b''.join(parts)).hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)
@@ -96,7 +130,7 @@ def bake_file(
     targets = {}
     for v in variants:
         targets[v.name] = {
-            "context": v.name,
+            "context": v.context,
             "dockerfile": "Dockerfile",
             "args": {**dict(v.build_args), "SOURCE_DATE_EPOCH": str(REPRODUCIBLE_EPOCH)},
             "attest": ["type=provenance,disabled=true"],

@@ -63,6 +63,33 @@ def test_two_builds_of_a_commit_from_nothing_give_the_same_digest(
         assert empty.digest("tiny", f"slim-{sha}") == first["variants"]["tiny-slim"]["digest"]
 
 
+def test_an_edit_built_on_an_engine_that_built_the_commit_before_gives_the_digest_from_nothing(
+    cli,  # type: ignore[no-untyped-def]
+    tiny: Project,
+    registry: RegistryUnderTest,
+    tmp_path: Path,
+) -> None:
+    """The way CI and developers build: commit after commit on one engine, never pruned. buildx keys
+    BuildKit's copy of a context by the directory's name, and BuildKit's incremental transfer gave a
+    directory whose files changed since the last transfer the time of the transfer: `COPY app/ /app/`
+    copied it into the layer, and another machine built another digest for the same commit."""
+    code, output, _ = build(tiny.root, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0, output
+    app = tiny.root / "images" / "tiny" / "app" / "app.py"
+    app.write_text(app.read_text().replace("version 1", "version 2"))
+    git(tiny.root, "commit", "-qam", "the one-line change")
+    code, output, edited = build(tiny.root, registry.address, "--select", "tiny-slim", cli=cli)
+    assert code == 0, output
+    assert edited["variants"]["tiny-slim"]["status"] == "pushed"
+
+    forget_build_cache()
+    clone = fresh_clone(tiny.root, tmp_path / "elsewhere")
+    with running_registry() as empty:
+        code, output, from_nothing = build(clone, empty.address, "--select", "tiny-slim", cli=cli)
+        assert code == 0, output
+        assert digests(from_nothing) == digests(edited)
+
+
 def test_a_re_run_on_a_fresh_engine_builds_nothing_and_exits_0(
     cli,  # type: ignore[no-untyped-def]
     tiny: Project,

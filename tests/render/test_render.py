@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -50,7 +51,41 @@ def test_golden_runtime_dockerfile_without_compat_fix(rendered: Path, project: P
 
 
 def test_golden_bake_file(rendered: Path, project: Project) -> None:
-    assert_golden("docker-bake.json", (rendered / "docker-bake.json").read_text(), project.commit)
+    bake = (rendered / "docker-bake.json").read_text()
+    # Each context's directory is named by its files' hash: any edit of smoke/ or a template moves
+    # it. What the name is made of is tested below; the golden file holds the rest.
+    contexts = re.findall(r'"context": "[^"]+\.([0-9a-f]{12})"', bake)
+    assert len(contexts) == len(json.loads(bake)["target"])
+    for digest in contexts:
+        bake = bake.replace(f".{digest}\"", '.<hash of its files>"')
+    assert_golden("docker-bake.json", bake, project.commit)
+
+
+def test_a_context_is_named_by_its_files_and_a_change_of_one_renames_only_its_own(
+    cli,  # type: ignore[no-untyped-def]
+    project: Project,
+) -> None:
+    """buildx keys BuildKit's copy of a context by its directory's name: a name per content."""
+
+    def contexts() -> dict[str, str]:
+        code = cli("render", "--matrix", str(project.matrix), "--registry", "localhost:5000").code
+        assert code == 0
+        bake = json.loads((project.root / "build" / "docker-bake.json").read_text())
+        return {name: target["context"] for name, target in bake["target"].items()}
+
+    first = contexts()
+    for name, context in first.items():
+        assert context.startswith(f"{name}.")
+        assert (project.root / "build" / name / "Dockerfile").resolve().parent.name == context
+    assert contexts() == first  # the same files, the same names
+    handler = project.root / "images" / "worker-embed" / "app" / "handler.py"
+    handler.write_text(handler.read_text() + "\n# an edit\n")
+    second = contexts()
+    changed = {name for name in first if first[name] != second[name]}
+    assert changed and all(name.startswith("worker-embed-") for name in changed)
+    assert {n: c for n, c in second.items() if n not in changed} == {
+        n: c for n, c in first.items() if n not in changed
+    }
 
 
 def test_golden_plan_json(cli) -> None:  # type: ignore[no-untyped-def]
