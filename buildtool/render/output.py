@@ -71,12 +71,12 @@ ContextFile = tuple[str, bytes, bool]  # a file of a variant's context: its path
 
 def context_directory(variant: str, files: Sequence[ContextFile], hashes: ContentHashes) -> str:
     """The directory a variant's context is written to: its name and a hash of its files (in the
-    order render lists them, which is sorted). buildx keys BuildKit's copy of a local context by
-    the directory's base name alone, and BuildKit's incremental transfer gives a directory whose
-    files changed since the last transfer under that key the time of the transfer, which
-    `COPY app/ /app/` puts into the layer (measured on BuildKit 0.13): the same commit then built
-    another digest on an engine that had built the variant before. One name per content: every
-    transfer under a name is its first, or changes nothing."""
+    order render lists them: the Dockerfile, then each directory's files sorted). buildx keys
+    BuildKit's copy of a local context by the directory's base name alone, and BuildKit's
+    incremental transfer gives a directory whose files changed since the last transfer under that
+    key the time of the transfer, which `COPY app/ /app/` puts into the layer (measured on BuildKit
+    0.13): the same commit then built another digest on an engine that had built the variant
+    before. One name per content: every transfer under a name is its first, or changes nothing."""
     parts: list[bytes] = []
     for path, content, executable in files:
         parts += (path.encode(), b"\0\1\0" if executable else b"\0\0\0", hashes(content))
